@@ -1,0 +1,100 @@
+// Package archive turns a directory into a reproducible tar stream and back.
+//
+// Packing is deterministic: entries are sorted, timestamps are fixed at the
+// Unix epoch, ownership is 0:0 without names, setuid/setgid/sticky bits are
+// dropped, symlinks are stored as links and hardlinked files are stored once.
+// The same tree therefore gives the same bytes, and so the same digest, on
+// every run and machine.
+//
+// Unpacking treats the stream as hostile. Extraction happens in a private
+// staging directory through directory file descriptors that this package
+// created itself, so no write can follow a link out of the destination. Every
+// entry is checked against [Limits] and the rules listed on [ErrUnsafeEntry];
+// the blob digest and size are verified before the staging directory is
+// renamed into place. On any failure nothing is left behind.
+package archive
+
+import (
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Epoch is the modification time written for every packed entry.
+var Epoch = time.Unix(0, 0).UTC()
+
+// Sentinel errors. Functions in this package wrap them with the offending
+// entry and rule, so callers test with errors.Is and show err.Error().
+var (
+	// ErrUnsafeEntry marks an archive entry that would escape the destination
+	// or is otherwise refused: absolute names, ".." components, names that
+	// resolve through a symlink, links whose target leaves the root,
+	// hardlinks to anything but a regular file already extracted, duplicate
+	// names, and device, FIFO or socket entries.
+	ErrUnsafeEntry = errors.New("unsafe archive entry")
+	// ErrLimitExceeded marks an archive that exceeds one of the [Limits].
+	ErrLimitExceeded = errors.New("archive limit exceeded")
+	// ErrDigestMismatch marks a blob whose content does not match the
+	// expected digest or size.
+	ErrDigestMismatch = errors.New("digest mismatch")
+	// ErrUnsupportedFile marks a file that cannot be packed: a socket,
+	// device or FIFO.
+	ErrUnsupportedFile = errors.New("unsupported file type")
+	// ErrCorrupt marks a stream that is not a readable archive.
+	ErrCorrupt = errors.New("corrupt archive")
+)
+
+// EntryError reports the entry and the rule an archive violated.
+type EntryError struct {
+	Entry string // entry name as it appears in the archive
+	Rule  string // human-readable rule, e.g. "symlink target leaves the root"
+	Err   error  // one of the sentinel errors
+}
+
+func (e *EntryError) Error() string {
+	return fmt.Sprintf("%v: entry %q: %s", e.Err, e.Entry, e.Rule)
+}
+
+func (e *EntryError) Unwrap() error { return e.Err }
+
+func entryErr(sentinel error, entry, format string, args ...any) error {
+	return &EntryError{Entry: entry, Rule: fmt.Sprintf(format, args...), Err: sentinel}
+}
+
+// Limits bounds what Extract accepts. A zero field takes the default given
+// in its comment; a negative field disables that limit.
+type Limits struct {
+	// MaxBytes caps the total size of regular file content. Default 10 GiB.
+	MaxBytes int64
+	// MaxEntries caps the number of entries. Default 1,000,000.
+	MaxEntries int64
+	// MaxPathLength caps the length in bytes of an entry name or link
+	// target. Default 4096 (PATH_MAX).
+	MaxPathLength int
+}
+
+// Default limits.
+const (
+	DefaultMaxBytes      = 10 << 30
+	DefaultMaxEntries    = 1_000_000
+	DefaultMaxPathLength = 4096
+)
+
+// withDefaults returns l with zero fields replaced by defaults and negative
+// ones by "no limit".
+func (l Limits) withDefaults() Limits {
+	const unlimited = int64(^uint64(0) >> 1)
+	fix := func(v, def int64) int64 {
+		switch {
+		case v == 0:
+			return def
+		case v < 0:
+			return unlimited
+		}
+		return v
+	}
+	l.MaxBytes = fix(l.MaxBytes, DefaultMaxBytes)
+	l.MaxEntries = fix(l.MaxEntries, DefaultMaxEntries)
+	l.MaxPathLength = int(fix(int64(l.MaxPathLength), DefaultMaxPathLength))
+	return l
+}

@@ -1,0 +1,119 @@
+package archive
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"io"
+	"runtime"
+
+	"github.com/klauspost/compress/zstd"
+	"github.com/klauspost/pgzip"
+)
+
+// Compression names a stream compression for tar archives.
+type Compression string
+
+// Supported compressions.
+const (
+	None Compression = "none" // plain tar
+	Gzip Compression = "gzip" // RFC 1952, no name or timestamp in the header
+	Zstd Compression = "zstd" // RFC 8878
+)
+
+// ParseCompression accepts "gzip", "zstd" and "none"; "" means gzip.
+func ParseCompression(s string) (Compression, error) {
+	switch c := Compression(s); c {
+	case "":
+		return Gzip, nil
+	case None, Gzip, Zstd:
+		return c, nil
+	}
+	return "", fmt.Errorf("unknown compression %q (want gzip, zstd or none)", s)
+}
+
+// ArchiveName is how the layer annotation names the format: "tar",
+// "tar+gzip" or "tar+zstd".
+func (c Compression) ArchiveName() string {
+	if c == None || c == "" {
+		return "tar"
+	}
+	return "tar+" + string(c)
+}
+
+// Compression settings. They are part of the archive's identity: changing
+// them changes the bytes, and so the digest, of every artifact.
+const (
+	gzipLevel     = 5       // klauspost level 5 is faster than GNU gzip -1 at a ratio close to -6
+	gzipBlockSize = 1 << 20 // independent of GOMAXPROCS, so output is too
+	zstdLevel     = zstd.SpeedDefault
+	// maxZstdWindow bounds decoder memory against hostile frames.
+	maxZstdWindow = 128 << 20
+)
+
+// NewCompressor returns a writer that compresses into w, using every core.
+// Output depends only on the input and c, never on the number of cores.
+// Close flushes the stream but does not close w. c == None returns a
+// pass-through writer.
+func NewCompressor(w io.Writer, c Compression) (io.WriteCloser, error) {
+	switch c {
+	case None:
+		return nopCloser{w}, nil
+	case Gzip:
+		zw, err := pgzip.NewWriterLevel(w, gzipLevel)
+		if err != nil {
+			return nil, err
+		}
+		if err := zw.SetConcurrency(gzipBlockSize, 2*runtime.GOMAXPROCS(0)); err != nil {
+			return nil, err
+		}
+		return zw, nil
+	case Zstd:
+		return zstd.NewWriter(w,
+			zstd.WithEncoderLevel(zstdLevel),
+			zstd.WithEncoderConcurrency(runtime.GOMAXPROCS(0)),
+			zstd.WithEncoderCRC(true))
+	}
+	return nil, fmt.Errorf("unknown compression %q", c)
+}
+
+type nopCloser struct{ io.Writer }
+
+func (nopCloser) Close() error { return nil }
+
+var (
+	gzipMagic = []byte{0x1f, 0x8b}
+	zstdMagic = []byte{0x28, 0xb5, 0x2f, 0xfd}
+)
+
+// Decompress detects the compression of r from its first bytes and returns
+// a reader of the decompressed stream. Decompression runs ahead of the reader
+// in its own goroutine; Close releases it (it does not close r).
+func Decompress(r io.Reader) (io.ReadCloser, Compression, error) {
+	br := bufio.NewReaderSize(r, 64<<10)
+	head, err := br.Peek(4)
+	if err != nil && err != io.EOF {
+		return nil, "", err
+	}
+	switch {
+	case bytes.HasPrefix(head, gzipMagic):
+		zr, err := pgzip.NewReaderN(br, gzipBlockSize, 4)
+		if err != nil {
+			return nil, "", fmt.Errorf("%w: gzip: %w", ErrCorrupt, err)
+		}
+		return zr, Gzip, nil
+	case bytes.HasPrefix(head, zstdMagic):
+		zr, err := zstd.NewReader(br,
+			zstd.WithDecoderMaxWindow(maxZstdWindow),
+			zstd.WithDecoderConcurrency(1))
+		if err != nil {
+			return nil, "", fmt.Errorf("%w: zstd: %w", ErrCorrupt, err)
+		}
+		return zstdCloser{zr}, Zstd, nil
+	}
+	return io.NopCloser(br), None, nil
+}
+
+type zstdCloser struct{ *zstd.Decoder }
+
+func (z zstdCloser) Close() error { z.Decoder.Close(); return nil }

@@ -1,0 +1,445 @@
+package archive
+
+import (
+	"archive/tar"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path"
+	"path/filepath"
+	"slices"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// Extract verifies and extracts a tar, tar+gzip or tar+zstd blob read from
+// r into dest. The compression is detected from the stream.
+//
+// dest must be absent or an empty directory; its parent must exist. Entries
+// are written into a private staging directory beside dest; the whole blob is
+// read to its end and its digest and size checked against want before the
+// staging directory is renamed to dest. On any error, including a cancelled
+// ctx, the staging directory is removed and dest is left as it was.
+//
+// Every write goes through a directory file descriptor that Extract created
+// itself and opened with O_NOFOLLOW, so no entry can be written outside
+// dest. Entries that break the rules documented on [ErrUnsafeEntry] or
+// exceed lim fail the extraction with an [*EntryError] naming the entry and
+// the rule. When the archive is malformed and the digest does not match, the
+// error reports the mismatch ([ErrDigestMismatch]) as the cause.
+//
+// Ownership is not restored (files belong to the caller), nor are times.
+// Permission bits are, without setuid, setgid and sticky. Extract is safe for
+// concurrent use with different destinations.
+func Extract(ctx context.Context, r io.Reader, want Expect, dest string, lim Limits) (Stats, Compression, error) {
+	var stats Stats
+	vr, err := newVerifier(r, want)
+	if err != nil {
+		return stats, "", err
+	}
+	staging, err := newStaging(dest)
+	if err != nil {
+		return stats, "", err
+	}
+	defer staging.cleanup()
+
+	dr, comp, err := Decompress(vr)
+	if err == nil {
+		stats, err = extractTar(ctx, dr, staging, lim.withDefaults())
+		dr.Close()
+	}
+	if err != nil {
+		if ctx.Err() == nil && !errors.Is(err, ErrDigestMismatch) {
+			// A tampered blob shows up as garbage to the tar reader: report
+			// the mismatch, which is the cause, when there is one.
+			if derr := vr.drain(); errors.Is(derr, ErrDigestMismatch) {
+				return stats, comp, fmt.Errorf("%w (while extracting: %v)", derr, err)
+			}
+		}
+		return stats, comp, err
+	}
+	if err := vr.drain(); err != nil {
+		return stats, comp, err
+	}
+	return stats, comp, staging.commit()
+}
+
+// ExtractFile verifies a single-file blob read from r and stores it as
+// dest/name, with the same staging, verification and atomicity as Extract.
+// name must be a single path component.
+func ExtractFile(ctx context.Context, r io.Reader, want Expect, dest, name string, lim Limits) (Stats, error) {
+	lim = lim.withDefaults()
+	if name == "" || name == "." || name == ".." || strings.ContainsAny(name, "/\x00") || len(name) > 255 {
+		return Stats{}, entryErr(ErrUnsafeEntry, name, "a single-file artifact needs a plain file name")
+	}
+	vr, err := newVerifier(r, want)
+	if err != nil {
+		return Stats{}, err
+	}
+	staging, err := newStaging(dest)
+	if err != nil {
+		return Stats{}, err
+	}
+	defer staging.cleanup()
+	fd, err := unix.Openat(staging.fd, name, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o644)
+	if err != nil {
+		return Stats{}, &os.PathError{Op: "create", Path: name, Err: err}
+	}
+	f := os.NewFile(uintptr(fd), name)
+	n, err := io.Copy(f, &limitedReader{r: vr, max: lim.MaxBytes})
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = vr.drain()
+	}
+	if err != nil {
+		return Stats{}, err
+	}
+	if err := ctx.Err(); err != nil {
+		return Stats{}, err
+	}
+	return Stats{Entries: 1, Bytes: n}, staging.commit()
+}
+
+// staging is a private directory beside its destination.
+type staging struct {
+	dest, dir string
+	fd        int
+	mode      uint32 // final mode of the root
+	done      bool
+}
+
+func newStaging(dest string) (*staging, error) {
+	dest = filepath.Clean(dest)
+	if err := checkDest(dest); err != nil {
+		return nil, err
+	}
+	dir, err := os.MkdirTemp(filepath.Dir(dest), "."+filepath.Base(dest)+".staging-")
+	if err != nil {
+		return nil, err
+	}
+	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		os.Remove(dir)
+		return nil, err
+	}
+	return &staging{dest: dest, dir: dir, fd: fd, mode: 0o755}, nil
+}
+
+func checkDest(dest string) error {
+	f, err := os.Open(dest)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	names, err := f.Readdirnames(1)
+	if err != nil && err != io.EOF {
+		return fmt.Errorf("destination %s: %w", dest, err)
+	}
+	if len(names) > 0 {
+		return fmt.Errorf("destination %s is not empty", dest)
+	}
+	return nil
+}
+
+func (s *staging) commit() error {
+	if err := unix.Fchmod(s.fd, s.mode); err != nil {
+		return err
+	}
+	if err := os.Rename(s.dir, s.dest); err != nil {
+		return fmt.Errorf("move extracted tree into place: %w", err)
+	}
+	s.done = true
+	return nil
+}
+
+func (s *staging) cleanup() {
+	unix.Close(s.fd)
+	if !s.done {
+		makeWritable(s.dir)
+		os.RemoveAll(s.dir)
+	}
+}
+
+// makeWritable lets RemoveAll delete a tree whose directories were made
+// read-only, as a non-root caller needs.
+func makeWritable(dir string) {
+	filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+		if err == nil && d.IsDir() {
+			os.Chmod(p, 0o700)
+		}
+		return nil
+	})
+}
+
+// maxCachedDirs bounds the directory descriptors an extraction keeps open.
+const maxCachedDirs = 128
+
+type extractor struct {
+	ctx     context.Context
+	lim     Limits
+	root    *staging
+	tree    *tree
+	dirs    map[string]int    // open descriptors of directories we created
+	modes   map[string]uint32 // final modes of directories
+	buf     []byte
+	stats   Stats
+	entries int64
+}
+
+func extractTar(ctx context.Context, r io.Reader, st *staging, lim Limits) (Stats, error) {
+	x := &extractor{
+		ctx:   ctx,
+		lim:   lim,
+		root:  st,
+		tree:  newTree(),
+		dirs:  map[string]int{},
+		modes: map[string]uint32{},
+		buf:   make([]byte, 256<<10),
+	}
+	defer x.closeDirs()
+	// Headers, PAX records and padding are bounded per entry; file content by
+	// MaxBytes. Past that, the stream is a bomb.
+	streamMax := satAdd(lim.MaxBytes, satMul(lim.MaxEntries, 16<<10))
+	tr := tar.NewReader(&limitedReader{r: r, max: streamMax})
+	for {
+		if err := ctx.Err(); err != nil {
+			return x.stats, err
+		}
+		hdr, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			if errors.Is(err, ErrLimitExceeded) || errors.Is(err, ErrDigestMismatch) {
+				return x.stats, err
+			}
+			return x.stats, fmt.Errorf("%w: after %d entries: %w", ErrCorrupt, x.entries, err)
+		}
+		if x.entries++; x.entries > lim.MaxEntries {
+			return x.stats, entryErr(ErrLimitExceeded, hdr.Name, "more than %d entries", lim.MaxEntries)
+		}
+		if err := x.entry(tr, hdr); err != nil {
+			return x.stats, err
+		}
+	}
+	// Drain what follows the end-of-archive marker so the caller's digest
+	// check sees every byte; the stream limit still applies.
+	if _, err := io.Copy(io.Discard, tr); err != nil {
+		return x.stats, err
+	}
+	if err := x.tree.checkLinks(); err != nil {
+		return x.stats, err
+	}
+	return x.stats, x.applyDirModes()
+}
+
+func (x *extractor) entry(tr *tar.Reader, hdr *tar.Header) error {
+	switch hdr.Typeflag {
+	case tar.TypeXGlobalHeader:
+		return nil // Go's reader never applies global records to later entries
+	case tar.TypeChar, tar.TypeBlock, tar.TypeFifo:
+		return entryErr(ErrUnsafeEntry, hdr.Name, "device and FIFO entries are not allowed")
+	case tar.TypeReg, tar.TypeRegA, tar.TypeDir, tar.TypeSymlink, tar.TypeLink:
+	default:
+		return entryErr(ErrUnsafeEntry, hdr.Name, "unsupported entry type %q", hdr.Typeflag)
+	}
+	name, err := x.cleanName(hdr.Name)
+	if err != nil {
+		return err
+	}
+	mode := uint32(hdr.Mode) & 0o777
+	if name == "" {
+		if hdr.Typeflag != tar.TypeDir {
+			return entryErr(ErrUnsafeEntry, hdr.Name, "the root entry must be a directory")
+		}
+		x.root.mode = mode
+		return nil
+	}
+	x.stats.Entries++
+	switch hdr.Typeflag {
+	case tar.TypeDir:
+		if _, err := x.tree.add(name, kindDir, ""); err != nil {
+			return err
+		}
+		x.modes[name] = mode
+		_, err := x.dir(name)
+		return err
+	case tar.TypeSymlink:
+		if len(hdr.Linkname) > x.lim.MaxPathLength {
+			return entryErr(ErrLimitExceeded, hdr.Name, "link target longer than %d bytes", x.lim.MaxPathLength)
+		}
+		if hdr.Linkname == "" || strings.ContainsRune(hdr.Linkname, 0) {
+			return entryErr(ErrUnsafeEntry, hdr.Name, "invalid symlink target %q", hdr.Linkname)
+		}
+		if _, err := x.tree.add(name, kindSymlink, hdr.Linkname); err != nil {
+			return err
+		}
+		return x.inParent(name, func(dirfd int, base string) error {
+			return unix.Symlinkat(hdr.Linkname, dirfd, base)
+		})
+	case tar.TypeLink:
+		src, err := x.cleanName(hdr.Linkname)
+		if err != nil {
+			return entryErr(ErrUnsafeEntry, hdr.Name, "hardlink target %q is unsafe", hdr.Linkname)
+		}
+		if _, err := x.tree.add(name, kindHardlink, src); err != nil {
+			return err
+		}
+		srcfd, err := x.dir(path.Dir(src))
+		if err != nil {
+			return err
+		}
+		return x.inParent(name, func(dirfd int, base string) error {
+			return unix.Linkat(srcfd, path.Base(src), dirfd, base, 0)
+		})
+	default:
+		if _, err := x.tree.add(name, kindFile, ""); err != nil {
+			return err
+		}
+		return x.file(tr, hdr, name, mode)
+	}
+}
+
+// cleanName returns the canonical relative form of an entry name, "" for
+// the root, or an error for a name that could leave the root.
+func (x *extractor) cleanName(raw string) (string, error) {
+	if len(raw) > x.lim.MaxPathLength {
+		return "", entryErr(ErrLimitExceeded, raw, "name longer than %d bytes", x.lim.MaxPathLength)
+	}
+	switch {
+	case raw == "":
+		return "", entryErr(ErrUnsafeEntry, raw, "empty name")
+	case strings.ContainsRune(raw, 0):
+		return "", entryErr(ErrUnsafeEntry, raw, "name contains NUL")
+	case strings.HasPrefix(raw, "/"):
+		return "", entryErr(ErrUnsafeEntry, raw, "absolute name")
+	}
+	for _, c := range strings.Split(raw, "/") {
+		if c == ".." {
+			return "", entryErr(ErrUnsafeEntry, raw, "name contains a \"..\" component")
+		}
+	}
+	name := path.Clean(raw)
+	if name == "." {
+		return "", nil
+	}
+	return name, nil
+}
+
+func (x *extractor) file(tr *tar.Reader, hdr *tar.Header, name string, mode uint32) error {
+	budget := x.lim.MaxBytes - x.stats.Bytes
+	if hdr.Size < 0 || hdr.Size > budget {
+		return entryErr(ErrLimitExceeded, hdr.Name, "content would exceed %d bytes in total", x.lim.MaxBytes)
+	}
+	return x.inParent(name, func(dirfd int, base string) error {
+		fd, err := unix.Openat(dirfd, base, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+		if err != nil {
+			return err
+		}
+		f := os.NewFile(uintptr(fd), name)
+		n, err := io.CopyBuffer(f, tr, x.buf)
+		x.stats.Bytes += n
+		if err == nil {
+			err = f.Chmod(os.FileMode(mode))
+		}
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		return err
+	})
+}
+
+// inParent runs op with the descriptor of name's parent directory.
+func (x *extractor) inParent(name string, op func(dirfd int, base string) error) error {
+	dirfd, err := x.dir(path.Dir(name))
+	if err != nil {
+		return err
+	}
+	if err := op(dirfd, path.Base(name)); err != nil {
+		if errors.Is(err, ErrLimitExceeded) || errors.Is(err, ErrDigestMismatch) || errors.Is(err, ErrCorrupt) {
+			return err
+		}
+		return fmt.Errorf("extract %q: %w", name, err)
+	}
+	return nil
+}
+
+// dir returns a descriptor for directory name ("." is the root), creating
+// it and its parents as needed. Each component is created by us with mkdirat
+// and opened with O_NOFOLLOW, so the descriptor can only point inside the
+// staging directory. Directories start as 0700 and get their final mode at
+// the end, so that a read-only directory can still be filled.
+func (x *extractor) dir(name string) (int, error) {
+	if name == "." || name == "" {
+		return x.root.fd, nil
+	}
+	if fd, ok := x.dirs[name]; ok {
+		return fd, nil
+	}
+	parent, err := x.dir(path.Dir(name))
+	if err != nil {
+		return -1, err
+	}
+	base := path.Base(name)
+	if err := unix.Mkdirat(parent, base, 0o700); err != nil && !errors.Is(err, unix.EEXIST) {
+		return -1, &os.PathError{Op: "mkdir", Path: name, Err: err}
+	}
+	fd, err := unix.Openat(parent, base, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return -1, &os.PathError{Op: "open", Path: name, Err: err}
+	}
+	if len(x.dirs) >= maxCachedDirs {
+		x.closeDirs()
+	}
+	x.dirs[name] = fd
+	return fd, nil
+}
+
+func (x *extractor) closeDirs() {
+	for name, fd := range x.dirs {
+		unix.Close(fd)
+		delete(x.dirs, name)
+	}
+}
+
+// applyDirModes sets each directory's final mode, deepest first.
+func (x *extractor) applyDirModes() error {
+	names := make([]string, 0, len(x.modes))
+	for name := range x.modes {
+		names = append(names, name)
+	}
+	slices.SortFunc(names, func(a, b string) int {
+		return strings.Count(b, "/") - strings.Count(a, "/")
+	})
+	for _, name := range names {
+		err := x.inParent(name, func(dirfd int, base string) error {
+			return unix.Fchmodat(dirfd, base, x.modes[name], 0)
+		})
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func satAdd(a, b int64) int64 {
+	if c := a + b; c >= a {
+		return c
+	}
+	return int64(^uint64(0) >> 1)
+}
+
+func satMul(a, b int64) int64 {
+	if a != 0 && b > int64(^uint64(0)>>1)/a {
+		return int64(^uint64(0) >> 1)
+	}
+	return a * b
+}

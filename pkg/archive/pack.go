@@ -1,0 +1,203 @@
+package archive
+
+import (
+	"archive/tar"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"slices"
+
+	"golang.org/x/sys/unix"
+)
+
+// Stats describes a packed or extracted tree.
+type Stats struct {
+	Entries int64 // entries in the archive, the root excluded
+	Bytes   int64 // bytes of regular file content
+}
+
+// Pack writes dir to w as an uncompressed, reproducible tar stream in one
+// pass, without buffering file content in memory.
+//
+// Pack never follows a symlink: the tree is walked through directory file
+// descriptors opened with O_NOFOLLOW, so a link inside dir cannot make it read
+// anything outside. Symlinks whose target would leave dir, sockets, devices and
+// FIFOs are refused with an error naming the path, because Extract would
+// refuse them too. Pack is safe for concurrent use on different directories;
+// dir must not change while it runs (a file that shrinks is an error).
+func Pack(ctx context.Context, dir string, w io.Writer) (Stats, error) {
+	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return Stats{}, &os.PathError{Op: "open", Path: dir, Err: err}
+	}
+	defer unix.Close(fd)
+	p := &packer{
+		ctx:   ctx,
+		tw:    tar.NewWriter(w),
+		links: map[inode]string{},
+		tree:  newTree(),
+		buf:   make([]byte, 256<<10),
+	}
+	if err := p.walk(fd, ""); err != nil {
+		return p.stats, err
+	}
+	if err := p.tree.checkLinks(); err != nil {
+		return p.stats, err
+	}
+	return p.stats, p.tw.Close()
+}
+
+type inode struct{ dev, ino uint64 }
+
+type packer struct {
+	ctx   context.Context
+	tw    *tar.Writer
+	links map[inode]string // first name of each multiply-linked file
+	tree  *tree
+	buf   []byte
+	stats Stats
+}
+
+func (p *packer) walk(dirfd int, prefix string) error {
+	names, err := readDirNames(dirfd)
+	if err != nil {
+		return fmt.Errorf("read directory %q: %w", prefix, err)
+	}
+	slices.Sort(names)
+	for _, name := range names {
+		if err := p.ctx.Err(); err != nil {
+			return err
+		}
+		if err := p.entry(dirfd, prefix, name); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (p *packer) entry(dirfd int, prefix, name string) error {
+	rel := prefix + name
+	var st unix.Stat_t
+	if err := unix.Fstatat(dirfd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return &os.PathError{Op: "lstat", Path: rel, Err: err}
+	}
+	hdr := &tar.Header{
+		Name:    rel,
+		Mode:    int64(st.Mode & 0o777),
+		ModTime: Epoch,
+		Format:  tar.FormatPAX,
+	}
+	p.stats.Entries++
+	switch st.Mode & unix.S_IFMT {
+	case unix.S_IFDIR:
+		hdr.Typeflag, hdr.Name = tar.TypeDir, rel+"/"
+		if _, err := p.tree.add(rel, kindDir, ""); err != nil {
+			return err
+		}
+		if err := p.tw.WriteHeader(hdr); err != nil {
+			return err
+		}
+		fd, err := unix.Openat(dirfd, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return &os.PathError{Op: "open", Path: rel, Err: err}
+		}
+		defer unix.Close(fd)
+		return p.walk(fd, rel+"/")
+	case unix.S_IFLNK:
+		target, err := readlinkat(dirfd, name)
+		if err != nil {
+			return &os.PathError{Op: "readlink", Path: rel, Err: err}
+		}
+		if _, err := p.tree.add(rel, kindSymlink, target); err != nil {
+			return err
+		}
+		hdr.Typeflag, hdr.Linkname = tar.TypeSymlink, target
+		return p.tw.WriteHeader(hdr)
+	case unix.S_IFREG:
+		if st.Nlink > 1 {
+			key := inode{uint64(st.Dev), st.Ino}
+			if first, ok := p.links[key]; ok {
+				if _, err := p.tree.add(rel, kindHardlink, first); err != nil {
+					return err
+				}
+				hdr.Typeflag, hdr.Linkname = tar.TypeLink, first
+				return p.tw.WriteHeader(hdr)
+			}
+			p.links[key] = rel
+		}
+		if _, err := p.tree.add(rel, kindFile, ""); err != nil {
+			return err
+		}
+		return p.file(dirfd, name, hdr, &st)
+	default:
+		return fmt.Errorf("%w: %q is a %s; only regular files, directories and symlinks can be archived",
+			ErrUnsupportedFile, rel, fileKind(st.Mode))
+	}
+}
+
+func (p *packer) file(dirfd int, name string, hdr *tar.Header, st *unix.Stat_t) error {
+	fd, err := unix.Openat(dirfd, name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return &os.PathError{Op: "open", Path: hdr.Name, Err: err}
+	}
+	f := os.NewFile(uintptr(fd), hdr.Name)
+	defer f.Close()
+	var fst unix.Stat_t
+	if err := unix.Fstat(fd, &fst); err != nil {
+		return &os.PathError{Op: "stat", Path: hdr.Name, Err: err}
+	}
+	if fst.Ino != st.Ino || fst.Dev != st.Dev {
+		return fmt.Errorf("%q was replaced while packing", hdr.Name)
+	}
+	hdr.Typeflag, hdr.Size = tar.TypeReg, st.Size
+	if err := p.tw.WriteHeader(hdr); err != nil {
+		return err
+	}
+	n, err := io.CopyBuffer(p.tw, io.LimitReader(f, st.Size), p.buf)
+	p.stats.Bytes += n
+	if err != nil {
+		return fmt.Errorf("pack %q: %w", hdr.Name, err)
+	}
+	if n != st.Size {
+		return fmt.Errorf("%q shrank while packing (%d of %d bytes)", hdr.Name, n, st.Size)
+	}
+	return nil
+}
+
+func readDirNames(dirfd int) ([]string, error) {
+	dup, err := unix.Dup(dirfd)
+	if err != nil {
+		return nil, err
+	}
+	f := os.NewFile(uintptr(dup), "")
+	defer f.Close()
+	return f.Readdirnames(-1)
+}
+
+func readlinkat(dirfd int, name string) (string, error) {
+	for size := 256; ; size *= 2 {
+		buf := make([]byte, size)
+		n, err := unix.Readlinkat(dirfd, name, buf)
+		if err != nil {
+			return "", err
+		}
+		if n < size {
+			return string(buf[:n]), nil
+		}
+	}
+}
+
+func fileKind(mode uint32) string {
+	switch mode & unix.S_IFMT {
+	case unix.S_IFSOCK:
+		return "socket"
+	case unix.S_IFIFO:
+		return "FIFO"
+	case unix.S_IFCHR:
+		return "character device"
+	case unix.S_IFBLK:
+		return "block device"
+	}
+	return fmt.Sprintf("file of mode %#o", mode)
+}

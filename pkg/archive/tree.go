@@ -1,0 +1,131 @@
+package archive
+
+import (
+	"path"
+	"strings"
+)
+
+type kind uint8
+
+const (
+	kindDir kind = iota + 1
+	kindFile
+	kindHardlink
+	kindSymlink
+)
+
+// maxLinkHops mirrors the kernel's limit on symlinks followed in one lookup.
+const maxLinkHops = 40
+
+type node struct {
+	kind   kind
+	target string // symlink target or hardlink source
+}
+
+// tree models the entries of one archive so that link rules can be checked
+// on names alone, without asking the filesystem.
+type tree struct {
+	nodes map[string]node
+	links []string // symlink names, in archive order
+}
+
+func newTree() *tree { return &tree{nodes: map[string]node{}} }
+
+// add records the entry name (clean, relative, non-empty) and reports
+// whether it was already present as a directory. Parents that are absent are
+// recorded as directories, as tar extractors create them.
+func (t *tree) add(name string, k kind, target string) (existed bool, err error) {
+	if err := t.addParents(name); err != nil {
+		return false, err
+	}
+	if old, ok := t.nodes[name]; ok {
+		if old.kind == kindDir && k == kindDir {
+			return true, nil
+		}
+		return false, entryErr(ErrUnsafeEntry, name, "duplicate entry")
+	}
+	switch k {
+	case kindHardlink:
+		src, ok := t.nodes[target]
+		if !ok || (src.kind != kindFile && src.kind != kindHardlink) {
+			return false, entryErr(ErrUnsafeEntry, name, "hardlink target %q is not a regular file earlier in the archive", target)
+		}
+	case kindSymlink:
+		if path.IsAbs(target) {
+			return false, entryErr(ErrUnsafeEntry, name, "symlink target %q is absolute", target)
+		}
+		t.links = append(t.links, name)
+	}
+	t.nodes[name] = node{kind: k, target: target}
+	return false, nil
+}
+
+func (t *tree) addParents(name string) error {
+	for i := 0; i < len(name); i++ {
+		if name[i] != '/' {
+			continue
+		}
+		dir := name[:i]
+		n, ok := t.nodes[dir]
+		switch {
+		case !ok:
+			t.nodes[dir] = node{kind: kindDir}
+		case n.kind == kindSymlink:
+			return entryErr(ErrUnsafeEntry, name, "path resolves through symlink %q", dir)
+		case n.kind != kindDir:
+			return entryErr(ErrUnsafeEntry, name, "parent %q is not a directory", dir)
+		}
+	}
+	return nil
+}
+
+// checkLinks resolves every symlink against the final tree, following links
+// to other entries as the kernel would, and fails if any resolution climbs
+// above the root. It runs after the last entry because a later entry can
+// change how an earlier link resolves.
+func (t *tree) checkLinks() error {
+	for _, name := range t.links {
+		if err := t.resolve(name); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (t *tree) resolve(link string) error {
+	stack := strings.Split(path.Dir(link), "/")
+	if stack[0] == "." {
+		stack = stack[:0]
+	}
+	pending := splitPath(t.nodes[link].target)
+	for hops := 0; len(pending) > 0; {
+		c := pending[0]
+		pending = pending[1:]
+		switch c {
+		case "", ".":
+			continue
+		case "..":
+			if len(stack) == 0 {
+				return entryErr(ErrUnsafeEntry, link, "symlink target %q leaves the root", t.nodes[link].target)
+			}
+			stack = stack[:len(stack)-1]
+			continue
+		}
+		stack = append(stack, c)
+		n, ok := t.nodes[strings.Join(stack, "/")]
+		if !ok || n.kind != kindSymlink {
+			continue
+		}
+		if hops++; hops > maxLinkHops {
+			return entryErr(ErrUnsafeEntry, link, "too many levels of symlinks")
+		}
+		if path.IsAbs(n.target) {
+			return entryErr(ErrUnsafeEntry, link, "symlink target %q is absolute", n.target)
+		}
+		stack = stack[:len(stack)-1]
+		pending = append(splitPath(n.target), pending...)
+	}
+	return nil
+}
+
+func splitPath(p string) []string { return strings.Split(p, "/") }
