@@ -208,7 +208,8 @@ func extractTar(ctx context.Context, r io.Reader, st *staging, lim Limits) (Stat
 	// Headers, PAX records and padding are bounded per entry; file content by
 	// MaxBytes. Past that, the stream is a bomb.
 	streamMax := satAdd(lim.MaxBytes, satMul(lim.MaxEntries, 16<<10))
-	tr := tar.NewReader(&limitedReader{r: r, max: streamMax})
+	lr := &limitedReader{r: r, max: streamMax}
+	tr := tar.NewReader(lr)
 	for {
 		if err := ctx.Err(); err != nil {
 			return x.stats, err
@@ -231,9 +232,14 @@ func extractTar(ctx context.Context, r io.Reader, st *staging, lim Limits) (Stat
 		}
 	}
 	// Drain what follows the end-of-archive marker so the caller's digest
-	// check sees every byte; the stream limit still applies.
-	if _, err := io.Copy(io.Discard, tr); err != nil {
-		return x.stats, err
+	// check sees every byte; the stream limit still applies. This reads the
+	// decompressed stream itself (tr only returns io.EOF by now), so that a
+	// truncated or corrupt compressed tail is detected too.
+	if _, err := io.Copy(io.Discard, lr); err != nil {
+		if errors.Is(err, ErrLimitExceeded) || errors.Is(err, ErrDigestMismatch) {
+			return x.stats, err
+		}
+		return x.stats, fmt.Errorf("%w: after the end of the archive: %w", ErrCorrupt, err)
 	}
 	if err := x.tree.checkLinks(); err != nil {
 		return x.stats, err
@@ -293,10 +299,17 @@ func (x *extractor) entry(tr *tar.Reader, hdr *tar.Header) error {
 		if _, err := x.tree.add(name, kindHardlink, src); err != nil {
 			return err
 		}
-		srcfd, err := x.dir(path.Dir(src))
+		srcdir, err := x.dir(path.Dir(src))
 		if err != nil {
 			return err
 		}
+		// Opening the link's parent in inParent may evict srcdir from the
+		// descriptor cache and close it: hold a private duplicate.
+		srcfd, err := unix.FcntlInt(uintptr(srcdir), unix.F_DUPFD_CLOEXEC, 0)
+		if err != nil {
+			return &os.PathError{Op: "dup", Path: path.Dir(src), Err: err}
+		}
+		defer unix.Close(srcfd)
 		return x.inParent(name, func(dirfd int, base string) error {
 			return unix.Linkat(srcfd, path.Base(src), dirfd, base, 0)
 		})
@@ -345,7 +358,7 @@ func (x *extractor) file(tr *tar.Reader, hdr *tar.Header, name string, mode uint
 			return err
 		}
 		f := os.NewFile(uintptr(fd), name)
-		n, err := io.CopyBuffer(f, tr, x.buf)
+		n, err := io.CopyBuffer(f, &contentReader{r: tr, entry: hdr.Name}, x.buf)
 		x.stats.Bytes += n
 		if err == nil {
 			err = f.Chmod(os.FileMode(mode))
@@ -355,6 +368,22 @@ func (x *extractor) file(tr *tar.Reader, hdr *tar.Header, name string, mode uint
 		}
 		return err
 	})
+}
+
+// contentReader marks a failure to read an entry's content, such as a
+// stream cut in the middle of a file, as ErrCorrupt naming the entry, so it
+// is not mistaken for a failure to write.
+type contentReader struct {
+	r     io.Reader
+	entry string
+}
+
+func (c *contentReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	if err != nil && err != io.EOF && !errors.Is(err, ErrLimitExceeded) && !errors.Is(err, ErrDigestMismatch) {
+		err = fmt.Errorf("%w: entry %q: %w", ErrCorrupt, c.entry, err)
+	}
+	return n, err
 }
 
 // inParent runs op with the descriptor of name's parent directory.

@@ -1,0 +1,296 @@
+// Package cli implements the artifacts command: push, pull and inspect
+// Tekton artifacts in an OCI registry from a laptop or a script, in the same
+// format the CSI driver uses.
+//
+// Contract relied on by scripts: `push` prints REPO@sha256:<manifest digest>
+// as the last line of stdout; every failure exits non-zero with one line on
+// stderr naming the cause; progress goes to stderr, only when it is a
+// terminal.
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+
+	"github.com/tektoncd/artifacts-csi-driver/pkg/archive"
+	"github.com/tektoncd/artifacts-csi-driver/pkg/artifact"
+	"github.com/tektoncd/artifacts-csi-driver/pkg/digestcache"
+	"github.com/tektoncd/artifacts-csi-driver/pkg/oci"
+)
+
+// globals are the flags every subcommand takes.
+type globals struct {
+	plainHTTP bool
+	noCache   bool
+	stdout    io.Writer
+	stderr    *os.File
+}
+
+// NewCommand returns the root command. stdout receives results; stderr
+// receives progress (when it is a terminal) and summaries.
+func NewCommand(stdout io.Writer, stderr *os.File) *cobra.Command {
+	g := &globals{stdout: stdout, stderr: stderr}
+	root := &cobra.Command{
+		Use:           "artifacts",
+		Short:         "Push, pull and inspect Tekton artifacts in OCI registries",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.PersistentFlags().BoolVar(&g.plainHTTP, "plain-http", false,
+		"talk plain HTTP to the registry (default: HTTPS, except localhost and private addresses)")
+	root.PersistentFlags().BoolVar(&g.noCache, "no-cache", false,
+		"do not use or update the local digest cache that lets an unchanged tree be re-pushed without compressing it")
+	root.AddCommand(g.pushCommand(), g.pullCommand(), g.inspectCommand())
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	return root
+}
+
+// Main runs the command with args and returns the process exit code.
+func Main(ctx context.Context, args []string) int {
+	cmd := NewCommand(os.Stdout, os.Stderr)
+	cmd.SetArgs(args)
+	if err := cmd.ExecuteContext(ctx); err != nil {
+		fmt.Fprintf(os.Stderr, "artifacts: %s\n", oneLine(err))
+		return 1
+	}
+	return 0
+}
+
+func oneLine(err error) string {
+	return strings.Join(strings.Fields(err.Error()), " ")
+}
+
+func (g *globals) client(verb string) (*oci.Client, func()) {
+	o := oci.Options{}
+	if !g.noCache {
+		if dir := digestcache.DefaultDir(); dir != "" {
+			if c, err := digestcache.Open(dir); err == nil {
+				o.DigestCache = c
+			}
+		}
+	}
+	done := func() {}
+	if term.IsTerminal(int(g.stderr.Fd())) {
+		p := &progress{w: g.stderr, verb: verb, start: time.Now()}
+		o.Progress, done = p.update, p.finish
+	}
+	return oci.New(o), done
+}
+
+func (g *globals) pushCommand() *cobra.Command {
+	var (
+		meta        artifact.Metadata
+		compression string
+		mediaType   string
+		group       artifact.Group
+	)
+	cmd := &cobra.Command{
+		Use:   "push DIR REPO[:TAG]",
+		Short: "Archive DIR reproducibly and push it as an artifact",
+		Long: `Archive DIR reproducibly and push it as an artifact.
+
+The last line of standard output is REPO@sha256:<manifest digest>. Pushing
+the same tree again gives the same digest and, thanks to a local digest
+cache, compresses and uploads nothing.`,
+		Args: cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			dir := args[0]
+			if st, err := os.Stat(dir); err != nil {
+				return err
+			} else if !st.IsDir() {
+				return fmt.Errorf("%s is not a directory", dir)
+			}
+			repo, tag, err := oci.ParseRepositoryTag(args[1], g.plainHTTP)
+			if err != nil {
+				return err
+			}
+			comp, err := archive.ParseCompression(compression)
+			if err != nil {
+				return err
+			}
+			if meta.Name == "" {
+				abs, _ := filepath.Abs(dir)
+				meta.Name = filepath.Base(abs)
+			}
+			req := oci.PushRequest{Dir: dir, Repository: repo, Tag: tag, Metadata: meta, Compression: comp, MediaType: mediaType}
+			if group.PipelineRun != "" {
+				group.Namespace = meta.Namespace
+				req.Group = &group
+			}
+			c, done := g.client("pushed")
+			res, err := c.Push(cmd.Context(), req)
+			done()
+			if err != nil {
+				return err
+			}
+			how := "uploaded"
+			if res.Reused {
+				how = "already in the registry"
+			}
+			fmt.Fprintf(g.stderr, "%d entries, %s archived; layer %s (%s, %s)\n",
+				res.Stats.Entries, humanBytes(res.Stats.Bytes), res.Layer.Digest, humanBytes(res.Layer.Size), how)
+			fmt.Fprintln(g.stdout, res.Ref.Name())
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&meta.Name, "name", "", "artifact name (default: the base name of DIR)")
+	f.StringVar(&compression, "compression", "gzip", "archive compression: gzip, zstd or none")
+	f.StringVar(&mediaType, "media-type", "", "push the single regular file in DIR as-is with this media type, instead of an archive")
+	f.BoolVar(&meta.BuildOutput, "build-output", false, "mark the artifact as a build output (for Tekton Chains)")
+	f.StringVar(&meta.Namespace, "namespace", "", "namespace recorded in the artifact")
+	f.StringVar(&meta.TaskRun, "taskrun", "", "TaskRun recorded in the artifact")
+	f.StringVar(&meta.PipelineRun, "pipelinerun", "", "PipelineRun recorded in the artifact; with --pipelinerun-uid, the artifact joins the run's group")
+	f.StringVar(&group.UID, "pipelinerun-uid", "", "UID of the PipelineRun whose group (referrers subject) the artifact joins")
+	cmd.PreRunE = func(*cobra.Command, []string) error {
+		if group.UID != "" {
+			if meta.PipelineRun == "" {
+				return fmt.Errorf("--pipelinerun-uid needs --pipelinerun")
+			}
+			group.PipelineRun = meta.PipelineRun
+		}
+		return nil
+	}
+	return cmd
+}
+
+func (g *globals) pullCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "pull REF DIR",
+		Short: "Fetch, verify and extract an artifact into DIR",
+		Long: `Fetch, verify and extract an artifact into DIR, which must be absent or empty.
+
+REF is REPO@sha256:<manifest digest>, REPO:TAG, or oci:REPO@sha256:<blob digest>
+(a Konflux trusted artifact). Every digest is verified before anything appears
+in DIR. Standard output receives the resolved reference.`,
+		Args: cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ref, err := oci.ParseReference(args[0], g.plainHTTP)
+			if err != nil {
+				return err
+			}
+			c, done := g.client("pulled")
+			res, err := c.Pull(cmd.Context(), ref, args[1])
+			done()
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(g.stderr, "%d entries, %s extracted into %s\n", res.Stats.Entries, humanBytes(res.Stats.Bytes), args[1])
+			fmt.Fprintln(g.stdout, res.Ref)
+			return nil
+		},
+	}
+}
+
+func (g *globals) inspectCommand() *cobra.Command {
+	var output string
+	cmd := &cobra.Command{
+		Use:   "inspect REF",
+		Short: "Describe an artifact without downloading its content",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if output != "text" && output != "json" {
+				return fmt.Errorf("unknown output format %q (want text or json)", output)
+			}
+			ref, err := oci.ParseReference(args[0], g.plainHTTP)
+			if err != nil {
+				return err
+			}
+			c, _ := g.client("")
+			d, err := c.Inspect(cmd.Context(), ref)
+			if err != nil {
+				return err
+			}
+			if output == "json" {
+				enc := json.NewEncoder(g.stdout)
+				enc.SetIndent("", "  ")
+				return enc.Encode(d)
+			}
+			return printDescription(g.stdout, d)
+		},
+	}
+	cmd.Flags().StringVarP(&output, "output", "o", "text", "output format: text or json")
+	return cmd
+}
+
+func printDescription(w io.Writer, d *oci.Description) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	row := func(k, v string) {
+		if v != "" {
+			fmt.Fprintf(tw, "%s:\t%s\n", k, v)
+		}
+	}
+	row("Reference", d.Reference)
+	row("Digest", d.Digest)
+	row("Media type", d.MediaType)
+	row("Artifact type", d.ArtifactType)
+	row("Size", humanBytes(d.Size))
+	if a := d.Artifact; a != nil {
+		row("Name", a.Name)
+		row("Namespace", a.Namespace)
+		row("TaskRun", a.TaskRun)
+		row("PipelineRun", a.PipelineRun)
+		row("Build output", fmt.Sprint(a.BuildOutput))
+	}
+	if d.Subject != nil {
+		row("Subject", d.Subject.Digest.String())
+	}
+	for i, l := range d.Layers {
+		title := l.Annotations[artifact.AnnotationTitle]
+		row(fmt.Sprintf("Layer %d", i), fmt.Sprintf("%s %s %s %s", l.Digest, humanBytes(l.Size), l.MediaType, title))
+	}
+	return tw.Flush()
+}
+
+func humanBytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
+
+// progress prints a transfer line on a terminal at most every 200 ms.
+type progress struct {
+	w     io.Writer
+	verb  string
+	start time.Time
+	last  time.Time
+	n     int64
+}
+
+func (p *progress) update(n int64) {
+	p.n = n
+	if now := time.Now(); now.Sub(p.last) >= 200*time.Millisecond {
+		p.last = now
+		p.print("\r")
+	}
+}
+
+func (p *progress) print(prefix string) {
+	secs := time.Since(p.start).Seconds()
+	fmt.Fprintf(p.w, "%s%s %s (%s/s)\033[K", prefix, p.verb, humanBytes(p.n), humanBytes(int64(float64(p.n)/max(secs, 0.001))))
+}
+
+func (p *progress) finish() {
+	if !p.last.IsZero() {
+		p.print("\r")
+		fmt.Fprintln(p.w)
+	}
+}

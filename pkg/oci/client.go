@@ -1,0 +1,175 @@
+// Package oci moves artifacts between directories and OCI registries: push
+// (archive, compress and upload in one streaming pass), pull (fetch, verify
+// and extract), resolve and inspect. It is built on go-containerregistry.
+//
+// Everything read from a registry is verified against a digest before it is
+// used: manifests against the digest they were asked by, blobs against the
+// manifest's descriptor, while they stream, before extraction commits.
+package oci
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
+
+	"github.com/tektoncd/artifacts-csi-driver/pkg/archive"
+	"github.com/tektoncd/artifacts-csi-driver/pkg/digestcache"
+)
+
+// Errors that callers map to their own codes, wrapped with the registry's
+// answer.
+var (
+	// ErrNotFound: the registry has no such repository, manifest, tag or
+	// blob.
+	ErrNotFound = errors.New("not found")
+	// ErrDenied: the registry refused the credentials (401 or 403).
+	ErrDenied = errors.New("access denied")
+	// ErrInvalidArtifact: what the reference names is not a readable
+	// artifact (an index, several layers, an unknown layer type).
+	ErrInvalidArtifact = errors.New("invalid artifact")
+)
+
+// Options configures a Client. The zero value is usable: credentials from
+// the Docker config file (~/.docker/config.json and credential helpers, as
+// crane and oras read them), HTTPS except for localhost and private
+// addresses, no digest cache, default extraction limits.
+type Options struct {
+	// Keychain resolves credentials per registry. Default:
+	// authn.DefaultKeychain.
+	Keychain authn.Keychain
+	// Transport is the HTTP transport. Default: remote.DefaultTransport.
+	Transport http.RoundTripper
+	// UserAgent is sent with every request. Default:
+	// "tekton-artifacts".
+	UserAgent string
+	// DigestCache, when set, lets Push skip compression and upload of a tree
+	// the registry already has. Default: none.
+	DigestCache *digestcache.Cache
+	// Limits bounds what Pull extracts. Default: archive defaults.
+	Limits archive.Limits
+	// Progress, when set, is called with the bytes of blob content moved so
+	// far by the current Push or Pull. It is called from one goroutine at a
+	// time and must return quickly.
+	Progress func(done int64)
+}
+
+// Client talks to OCI registries. It holds no connection state of its own
+// and is safe for concurrent use.
+type Client struct{ o Options }
+
+// New returns a Client with o's zero fields set to their defaults.
+func New(o Options) *Client {
+	if o.Keychain == nil {
+		o.Keychain = authn.DefaultKeychain
+	}
+	if o.Transport == nil {
+		o.Transport = remote.DefaultTransport
+	}
+	if o.UserAgent == "" {
+		o.UserAgent = "tekton-artifacts"
+	}
+	return &Client{o: o}
+}
+
+func (c *Client) remoteOptions(ctx context.Context) []remote.Option {
+	return []remote.Option{
+		remote.WithContext(ctx),
+		remote.WithAuthFromKeychain(c.o.Keychain),
+		remote.WithTransport(c.o.Transport),
+		remote.WithUserAgent(c.o.UserAgent),
+	}
+}
+
+// httpClient returns a client authorised for repo with the given scope
+// actions (transport.PullScope or transport.PushScope).
+func (c *Client) httpClient(ctx context.Context, repo name.Repository, scope string) (*http.Client, error) {
+	auth, err := authn.Resolve(ctx, c.o.Keychain, repo)
+	if err != nil {
+		return nil, fmt.Errorf("resolve credentials for %s: %w", repo.RegistryStr(), err)
+	}
+	rt, err := transport.NewWithContext(ctx, repo.Registry, auth,
+		transport.NewUserAgent(c.o.Transport, c.o.UserAgent), []string{repo.Scope(scope)})
+	if err != nil {
+		return nil, classify(err)
+	}
+	return &http.Client{Transport: rt}, nil
+}
+
+func blobURL(repo name.Repository, d v1.Hash) string {
+	return fmt.Sprintf("%s://%s/v2/%s/blobs/%s", repo.Scheme(), repo.RegistryStr(), repo.RepositoryStr(), d)
+}
+
+// openBlob starts a GET of blob d and returns its body, unverified: the
+// caller verifies while reading.
+func (c *Client) openBlob(ctx context.Context, repo name.Repository, d v1.Hash) (io.ReadCloser, error) {
+	hc, err := c.httpClient(ctx, repo, transport.PullScope)
+	if err != nil {
+		return nil, err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, blobURL(repo, d), nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("fetch blob %s: %w", d, err)
+	}
+	if err := transport.CheckError(resp, http.StatusOK); err != nil {
+		resp.Body.Close()
+		return nil, fmt.Errorf("fetch blob %s from %s: %w", d, repo, classify(err))
+	}
+	return resp.Body, nil
+}
+
+// blobExists asks the registry whether repo has blob d.
+func (c *Client) blobExists(ctx context.Context, repo name.Repository, d v1.Hash) (bool, error) {
+	hc, err := c.httpClient(ctx, repo, transport.PushScope)
+	if err != nil {
+		return false, err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodHead, blobURL(repo, d), nil)
+	if err != nil {
+		return false, err
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return false, err
+	}
+	resp.Body.Close()
+	if err := transport.CheckError(resp, http.StatusOK, http.StatusNotFound); err != nil {
+		return false, classify(err)
+	}
+	return resp.StatusCode == http.StatusOK, nil
+}
+
+// classify wraps registry errors with ErrNotFound or ErrDenied when the
+// status or error code says so.
+func classify(err error) error {
+	var te *transport.Error
+	if !errors.As(err, &te) {
+		return err
+	}
+	switch te.StatusCode {
+	case http.StatusNotFound:
+		return fmt.Errorf("%w: %w", ErrNotFound, err)
+	case http.StatusUnauthorized, http.StatusForbidden:
+		return fmt.Errorf("%w: %w", ErrDenied, err)
+	}
+	for _, d := range te.Errors {
+		switch d.Code {
+		case transport.ManifestUnknownErrorCode, transport.BlobUnknownErrorCode, transport.NameUnknownErrorCode:
+			return fmt.Errorf("%w: %w", ErrNotFound, err)
+		case transport.UnauthorizedErrorCode, transport.DeniedErrorCode:
+			return fmt.Errorf("%w: %w", ErrDenied, err)
+		}
+	}
+	return err
+}

@@ -1,0 +1,164 @@
+package oci
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+
+	"github.com/tektoncd/artifacts-csi-driver/pkg/archive"
+	"github.com/tektoncd/artifacts-csi-driver/pkg/artifact"
+)
+
+// PullResult describes a pulled artifact.
+type PullResult struct {
+	// Ref is REPO@sha256:<manifest digest>, or for a blob reference the blob
+	// reference itself.
+	Ref string
+	// Layer is the blob that was extracted.
+	Layer v1.Descriptor
+	// Metadata from the manifest annotations, when the artifact is ours.
+	Metadata *artifact.Metadata
+	// FileName is set for a single-file artifact.
+	FileName string
+	// Compression detected in the layer (archives only).
+	Compression archive.Compression
+	// Stats counts what was extracted.
+	Stats archive.Stats
+}
+
+// Pull fetches the artifact ref names and extracts it into dest, which must
+// be absent or empty. Tags are resolved to a digest first; the manifest is
+// verified against that digest and the layer against the manifest, while it
+// streams, before anything appears in dest. A single-file artifact becomes
+// dest/<title>. Nothing is left in dest on error. Safe for concurrent use
+// with different destinations.
+func (c *Client) Pull(ctx context.Context, ref Reference, dest string) (*PullResult, error) {
+	repo := ref.Repository()
+	res := &PullResult{}
+	var layout *artifact.Layout
+	if ref.Kind == KindBlob {
+		d, _ := ref.Digest()
+		layout = &artifact.Layout{Layer: v1.Descriptor{Digest: d, Size: -1}}
+		res.Ref = ref.String()
+	} else {
+		dig, raw, err := c.manifest(ctx, ref)
+		if err != nil {
+			return nil, err
+		}
+		if layout, err = artifact.ParseManifest(raw); err != nil {
+			return nil, fmt.Errorf("%w: %s: %w", ErrInvalidArtifact, dig, err)
+		}
+		res.Ref = dig.Name()
+	}
+	res.Layer, res.Metadata, res.FileName = layout.Layer, layout.Metadata, layout.FileName
+
+	body, err := c.openBlob(ctx, repo, layout.Layer.Digest)
+	if err != nil {
+		return nil, err
+	}
+	defer body.Close()
+	var r io.Reader = body
+	if c.o.Progress != nil {
+		r = io.TeeReader(body, &counter{progress: c.o.Progress})
+	}
+	want := archive.Expect{Digest: layout.Layer.Digest, Size: layout.Layer.Size}
+	if layout.FileName != "" {
+		res.Stats, err = archive.ExtractFile(ctx, r, want, dest, layout.FileName, c.o.Limits)
+	} else {
+		res.Stats, res.Compression, err = archive.Extract(ctx, r, want, dest, c.o.Limits)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("extract %s: %w", res.Ref, err)
+	}
+	return res, nil
+}
+
+// Resolve returns the manifest digest reference for ref (which is returned
+// unchanged when it already is one). Blob references cannot be resolved.
+func (c *Client) Resolve(ctx context.Context, ref Reference) (name.Digest, error) {
+	switch ref.Kind {
+	case KindManifest:
+		return ref.Ref.(name.Digest), nil
+	case KindBlob:
+		return name.Digest{}, fmt.Errorf("%s names a blob, not a manifest", ref)
+	}
+	desc, err := remote.Head(ref.Ref, c.remoteOptions(ctx)...)
+	if err != nil {
+		return name.Digest{}, fmt.Errorf("resolve %s: %w", ref, classify(err))
+	}
+	return ref.Repository().Digest(desc.Digest.String()), nil
+}
+
+// manifest fetches the manifest ref names, verified against its digest.
+func (c *Client) manifest(ctx context.Context, ref Reference) (name.Digest, []byte, error) {
+	d, err := c.Resolve(ctx, ref)
+	if err != nil {
+		return name.Digest{}, nil, err
+	}
+	// remote.Get checks the content against the digest it was asked for.
+	desc, err := remote.Get(d, c.remoteOptions(ctx)...)
+	if err != nil {
+		return name.Digest{}, nil, fmt.Errorf("fetch manifest %s: %w", d, classify(err))
+	}
+	return d, desc.Manifest, nil
+}
+
+// Description is what Inspect reports; its JSON form is stable for scripts.
+type Description struct {
+	Reference    string             `json:"reference"`
+	Digest       string             `json:"digest"`
+	MediaType    string             `json:"mediaType,omitempty"`
+	ArtifactType string             `json:"artifactType,omitempty"`
+	Size         int64              `json:"size"`
+	Artifact     *artifact.Metadata `json:"artifact,omitempty"`
+	Annotations  map[string]string  `json:"annotations,omitempty"`
+	Config       *v1.Descriptor     `json:"config,omitempty"`
+	Layers       []v1.Descriptor    `json:"layers,omitempty"`
+	Subject      *v1.Descriptor     `json:"subject,omitempty"`
+}
+
+// Inspect describes what ref names without downloading layers.
+func (c *Client) Inspect(ctx context.Context, ref Reference) (*Description, error) {
+	if ref.Kind == KindBlob {
+		d, _ := ref.Digest()
+		l, err := remote.Layer(ref.Ref.(name.Digest), c.remoteOptions(ctx)...)
+		if err != nil {
+			return nil, fmt.Errorf("inspect %s: %w", ref, classify(err))
+		}
+		size, err := l.Size()
+		if err != nil {
+			return nil, fmt.Errorf("inspect %s: %w", ref, classify(err))
+		}
+		return &Description{Reference: ref.String(), Digest: d.String(), Size: size}, nil
+	}
+	dig, raw, err := c.manifest(ctx, ref)
+	if err != nil {
+		return nil, err
+	}
+	var mf v1.Manifest
+	if err := json.Unmarshal(raw, &mf); err != nil {
+		return nil, fmt.Errorf("%w: %s: parse manifest: %w", ErrInvalidArtifact, dig, err)
+	}
+	desc := &Description{
+		Reference:    dig.Name(),
+		Digest:       dig.DigestStr(),
+		MediaType:    string(mf.MediaType),
+		ArtifactType: mf.ArtifactType,
+		Size:         int64(len(raw)),
+		Annotations:  mf.Annotations,
+		Layers:       mf.Layers,
+		Subject:      mf.Subject,
+	}
+	if mf.Config.Digest.Hex != "" {
+		desc.Config = &mf.Config
+	}
+	if layout, err := artifact.ParseManifest(raw); err == nil {
+		desc.Artifact = layout.Metadata
+	}
+	return desc, nil
+}
