@@ -9,6 +9,7 @@ import (
 	"hash"
 	"io"
 	"math/rand/v2"
+	"net/http"
 	"os"
 	"path/filepath"
 	"sync"
@@ -17,6 +18,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 	"github.com/google/go-containerregistry/pkg/v1/static"
 	"github.com/google/go-containerregistry/pkg/v1/stream"
 	"github.com/google/go-containerregistry/pkg/v1/types"
@@ -217,32 +219,78 @@ func (c *Client) pushGroup(repo name.Repository, g artifact.Group, opts []remote
 	return &v1.Descriptor{MediaType: desc.MediaType, Digest: desc.Digest, Size: desc.Size}, nil
 }
 
-// putManifest puts raw at target. When it has a subject and the registry has
-// no referrers API, go-containerregistry maintains the sha256-<hex> fallback
-// tag with a read-modify-write that concurrent pushers can lose; so read the
-// referrers back and put again until this manifest is listed.
+// putManifest puts raw at target. When it has a subject and the registry
+// lacks the referrers API, go-containerregistry maintains the sha256-<hex>
+// fallback tag with a read-modify-write that a concurrent pusher can undo
+// (there is no conditional PUT for manifests). So in that mode read the
+// referrers back, now and again after longer than such an update takes, and
+// put again while this manifest is missing.
 func (c *Client) putManifest(ctx context.Context, target name.Reference, raw []byte, subject *v1.Descriptor, desc v1.Descriptor, opts []remote.Option) error {
-	const attempts = 5
-	for i := 0; ; i++ {
+	put := func() error {
 		if err := remote.Put(target, rawManifest{raw, desc.MediaType}, opts...); err != nil {
 			return fmt.Errorf("push manifest to %s: %w", target, classify(err))
 		}
-		if subject == nil {
-			return nil
-		}
-		listed, err := c.referrerListed(target.Context(), *subject, desc.Digest, opts)
-		if err != nil || listed {
+		return nil
+	}
+	if err := put(); err != nil || subject == nil {
+		return err
+	}
+	repo := target.Context()
+	if api, err := c.hasReferrersAPI(ctx, repo, subject.Digest); err != nil || api {
+		return err
+	}
+	const rounds = 6
+	for i := 0; i < rounds; i++ {
+		listed, err := c.referrerListed(repo, *subject, desc.Digest, opts)
+		if err != nil {
 			return err
 		}
-		if i == attempts-1 {
-			return fmt.Errorf("push manifest to %s: referrers of %s still lack %s after %d attempts", target, subject.Digest, desc.Digest, attempts)
+		if !listed {
+			if err := put(); err != nil {
+				return err
+			}
+			continue
+		}
+		if i > 0 {
+			// Listed on a check made after the settle time: no concurrent
+			// update that started before our put can still land.
+			return nil
 		}
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-time.After(time.Duration(50+rand.IntN(200)) * time.Millisecond):
+		case <-time.After(referrersSettle + time.Duration(rand.Int64N(int64(referrersSettle)))):
 		}
 	}
+	return fmt.Errorf("push manifest to %s: the referrers tag of %s kept losing %s (concurrent writers?)", target, subject.Digest, desc.Digest)
+}
+
+// referrersSettle bounds how long another pusher's read-modify-write of a
+// referrers fallback tag takes.
+var referrersSettle = 250 * time.Millisecond
+
+// hasReferrersAPI asks the registry for the referrers of d: 200 means it
+// maintains them itself; 404 (or 400 from older registries) means clients
+// maintain the fallback tag.
+func (c *Client) hasReferrersAPI(ctx context.Context, repo name.Repository, d v1.Hash) (bool, error) {
+	hc, err := c.httpClient(ctx, repo, transport.PullScope)
+	if err != nil {
+		return false, err
+	}
+	u := fmt.Sprintf("%s://%s/v2/%s/referrers/%s", repo.Scheme(), repo.RegistryStr(), repo.RepositoryStr(), d)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return false, err
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return false, err
+	}
+	resp.Body.Close()
+	if err := transport.CheckError(resp, http.StatusOK, http.StatusNotFound, http.StatusBadRequest); err != nil {
+		return false, classify(err)
+	}
+	return resp.StatusCode == http.StatusOK, nil
 }
 
 func (c *Client) referrerListed(repo name.Repository, subject v1.Descriptor, d v1.Hash, opts []remote.Option) (bool, error) {
