@@ -11,9 +11,12 @@ import (
 	"github.com/tektoncd/artifacts-csi-driver/pkg/cli"
 )
 
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	code := cli.Main(ctx, os.Args[1:])
+	code := cli.Main(ctx, version, os.Args[1:])
 	stop()
 	os.Exit(code)
 }

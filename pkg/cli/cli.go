@@ -38,10 +38,11 @@ type globals struct {
 
 // NewCommand returns the root command. stdout receives results; stderr
 // receives progress (when it is a terminal) and summaries.
-func NewCommand(stdout io.Writer, stderr *os.File) *cobra.Command {
+func NewCommand(version string, stdout io.Writer, stderr *os.File) *cobra.Command {
 	g := &globals{stdout: stdout, stderr: stderr}
 	root := &cobra.Command{
 		Use:           "artifacts",
+		Version:       version,
 		Short:         "Push, pull and inspect Tekton artifacts in OCI registries",
 		SilenceUsage:  true,
 		SilenceErrors: true,
@@ -57,8 +58,8 @@ func NewCommand(stdout io.Writer, stderr *os.File) *cobra.Command {
 }
 
 // Main runs the command with args and returns the process exit code.
-func Main(ctx context.Context, args []string) int {
-	cmd := NewCommand(os.Stdout, os.Stderr)
+func Main(ctx context.Context, version string, args []string) int {
+	cmd := NewCommand(version, os.Stdout, os.Stderr)
 	cmd.SetArgs(args)
 	if err := cmd.ExecuteContext(ctx); err != nil {
 		fmt.Fprintf(os.Stderr, "artifacts: %s\n", oneLine(err))
