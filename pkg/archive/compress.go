@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"runtime"
+	"time"
 
 	"github.com/klauspost/compress/zstd"
 	"github.com/klauspost/pgzip"
@@ -53,7 +54,8 @@ const (
 
 // NewCompressor returns a writer that compresses into w, using every core.
 // Output depends only on the input and c, never on the number of cores.
-// Close flushes the stream but does not close w. c == None returns a
+// zstd output is a sequence of independent frames of 4 MiB of input each,
+// compressed in parallel. Close flushes the stream but does not close w. c == None returns a
 // pass-through writer.
 func NewCompressor(w io.Writer, c Compression) (io.WriteCloser, error) {
 	switch c {
@@ -67,12 +69,12 @@ func NewCompressor(w io.Writer, c Compression) (io.WriteCloser, error) {
 		if err := zw.SetConcurrency(gzipBlockSize, 2*runtime.GOMAXPROCS(0)); err != nil {
 			return nil, err
 		}
+		// pgzip writes MTIME as uint32(ModTime.Unix()), which for the zero
+		// time.Time is a bogus 2042 date: ask for the "no timestamp" zero.
+		zw.ModTime = time.Unix(0, 0)
 		return zw, nil
 	case Zstd:
-		return zstd.NewWriter(w,
-			zstd.WithEncoderLevel(zstdLevel),
-			zstd.WithEncoderConcurrency(runtime.GOMAXPROCS(0)),
-			zstd.WithEncoderCRC(true))
+		return newZstdWriter(w, zstdLevel, runtime.GOMAXPROCS(0))
 	}
 	return nil, fmt.Errorf("unknown compression %q", c)
 }
@@ -109,11 +111,26 @@ func Decompress(r io.Reader) (io.ReadCloser, Compression, error) {
 		if err != nil {
 			return nil, "", fmt.Errorf("%w: zstd: %w", ErrCorrupt, err)
 		}
-		return zstdCloser{zr}, Zstd, nil
+		// The decoder works synchronously inside Read: move it, and the
+		// fetching and hashing below it, off the goroutine that writes files.
+		return &zstdReader{readAhead: newReadAhead(zr, readAheadChunk, readAheadDepth), dec: zr}, Zstd, nil
 	}
-	return io.NopCloser(br), None, nil
+	return newReadAhead(br, readAheadChunk, readAheadDepth), None, nil
 }
 
-type zstdCloser struct{ *zstd.Decoder }
+// Read-ahead of decompressed data: 4 chunks of 1 MiB.
+const (
+	readAheadChunk = 1 << 20
+	readAheadDepth = 4
+)
 
-func (z zstdCloser) Close() error { z.Decoder.Close(); return nil }
+type zstdReader struct {
+	*readAhead
+	dec *zstd.Decoder
+}
+
+func (z *zstdReader) Close() error {
+	z.readAhead.Close()
+	z.dec.Close()
+	return nil
+}

@@ -153,8 +153,10 @@ func (s *staging) commit() error {
 	if err := unix.Fchmod(s.fd, s.mode); err != nil {
 		return err
 	}
-	if err := os.Rename(s.dir, s.dest); err != nil {
-		return fmt.Errorf("move extracted tree into place: %w", err)
+	// Not os.Rename: it refuses to replace a directory, even an empty one.
+	if err := unix.Rename(s.dir, s.dest); err != nil {
+		return fmt.Errorf("move extracted tree into place: %w",
+			&os.LinkError{Op: "rename", Old: s.dir, New: s.dest, Err: err})
 	}
 	s.done = true
 	return nil
@@ -293,6 +295,9 @@ func (x *extractor) entry(tr *tar.Reader, hdr *tar.Header) error {
 		})
 	case tar.TypeLink:
 		src, err := x.cleanName(hdr.Linkname)
+		if errors.Is(err, ErrLimitExceeded) {
+			return entryErr(ErrLimitExceeded, hdr.Name, "link target longer than %d bytes", x.lim.MaxPathLength)
+		}
 		if err != nil {
 			return entryErr(ErrUnsafeEntry, hdr.Name, "hardlink target %q is unsafe", hdr.Linkname)
 		}

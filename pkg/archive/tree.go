@@ -93,10 +93,36 @@ func (t *tree) checkLinks() error {
 }
 
 func (t *tree) resolve(link string) error {
-	stack := strings.Split(path.Dir(link), "/")
-	if stack[0] == "." {
-		stack = stack[:0]
+	// key is the path resolved so far, ends[i] its length up to component
+	// i, and known how many of its leading components are entries. Growing
+	// key in place, and not looking up what lies below a missing entry
+	// (nothing does), keeps a deep target from costing time quadratic in
+	// its length.
+	var key []byte
+	var ends []int
+	known := 0
+	push := func(c string) {
+		if len(ends) > 0 {
+			key = append(key, '/')
+		}
+		key = append(key, c...)
+		ends = append(ends, len(key))
 	}
+	pop := func() {
+		ends = ends[:len(ends)-1]
+		n := 0
+		if len(ends) > 0 {
+			n = ends[len(ends)-1]
+		}
+		key = key[:n]
+		known = min(known, len(ends))
+	}
+	if dir := path.Dir(link); dir != "." {
+		for _, c := range strings.Split(dir, "/") {
+			push(c)
+		}
+	}
+	known = len(ends) // the link's parents are entries
 	pending := splitPath(t.nodes[link].target)
 	for hops := 0; len(pending) > 0; {
 		c := pending[0]
@@ -105,15 +131,22 @@ func (t *tree) resolve(link string) error {
 		case "", ".":
 			continue
 		case "..":
-			if len(stack) == 0 {
+			if len(ends) == 0 {
 				return entryErr(ErrUnsafeEntry, link, "symlink target %q leaves the root", t.nodes[link].target)
 			}
-			stack = stack[:len(stack)-1]
+			pop()
 			continue
 		}
-		stack = append(stack, c)
-		n, ok := t.nodes[strings.Join(stack, "/")]
-		if !ok || n.kind != kindSymlink {
+		push(c)
+		if known < len(ends)-1 {
+			continue
+		}
+		n, ok := t.nodes[string(key)]
+		if !ok {
+			continue
+		}
+		known = len(ends)
+		if n.kind != kindSymlink {
 			continue
 		}
 		if hops++; hops > maxLinkHops {
@@ -122,7 +155,7 @@ func (t *tree) resolve(link string) error {
 		if path.IsAbs(n.target) {
 			return entryErr(ErrUnsafeEntry, link, "symlink target %q is absolute", n.target)
 		}
-		stack = stack[:len(stack)-1]
+		pop()
 		pending = append(splitPath(n.target), pending...)
 	}
 	return nil

@@ -23,6 +23,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/stream"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
+	"k8s.io/klog/v2"
+
 	"github.com/tektoncd/artifacts-csi-driver/pkg/archive"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/artifact"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/digestcache"
@@ -163,7 +165,7 @@ func (c *Client) pushTree(ctx context.Context, req PushRequest, res *PushResult,
 	res.DiffID, res.Stats = l.diffID, l.stats
 	if err := c.o.DigestCache.Put(l.diffID, string(req.Compression), digestcache.Entry{Digest: d, Size: l.size}); err != nil {
 		// The cache only saves work; a push does not fail for it.
-		_ = err
+		klog.FromContext(ctx).V(2).Info("Digest cache not updated", "diffID", l.diffID, "err", err)
 	}
 	return nil
 }
