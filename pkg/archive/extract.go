@@ -10,6 +10,7 @@ import (
 	"path"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -89,7 +90,9 @@ func ExtractFile(ctx context.Context, r io.Reader, want Expect, dest, name strin
 		return Stats{}, &os.PathError{Op: "create", Path: name, Err: err}
 	}
 	f := os.NewFile(uintptr(fd), name)
-	n, err := io.Copy(f, &limitedReader{r: vr, max: lim.MaxBytes})
+	lr := &limitedReader{r: vr}
+	lr.allow(lim.MaxBytes, fmt.Sprintf("file larger than %d bytes", lim.MaxBytes))
+	n, err := io.Copy(f, lr)
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
@@ -184,6 +187,36 @@ func makeWritable(dir string) {
 // maxCachedDirs bounds the directory descriptors an extraction keeps open.
 const maxCachedDirs = 128
 
+// Bounds on the parts of a tar stream that are not file content.
+const (
+	// maxHeaderBytes bounds one entry's headers: padding of the previous
+	// entry, PAX records, GNU long names and the header block. Names and
+	// link targets are at most PATH_MAX; 64 KiB leaves room for extended
+	// attributes.
+	maxHeaderBytes = 64 << 10
+	// maxTrailerBytes bounds what may follow the end-of-archive marker:
+	// zero blocks up to a tar record (10 KiB by default), with room to spare.
+	maxTrailerBytes = 1 << 20
+)
+
+// currentUmask returns the process umask, read from /proc (setting it to
+// read it back would race with other goroutines creating files), or 0777
+// when it cannot be read, which makes every file get an explicit chmod.
+func currentUmask() uint32 {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0o777
+	}
+	for line := range strings.Lines(string(b)) {
+		if v, ok := strings.CutPrefix(line, "Umask:"); ok {
+			if m, err := strconv.ParseUint(strings.TrimSpace(v), 8, 32); err == nil {
+				return uint32(m)
+			}
+		}
+	}
+	return 0o777
+}
+
 type extractor struct {
 	ctx     context.Context
 	lim     Limits
@@ -194,6 +227,7 @@ type extractor struct {
 	buf     []byte
 	stats   Stats
 	entries int64
+	umask   uint32 // files whose mode it would change get an fchmod
 }
 
 func extractTar(ctx context.Context, r io.Reader, st *staging, lim Limits) (Stats, error) {
@@ -205,17 +239,19 @@ func extractTar(ctx context.Context, r io.Reader, st *staging, lim Limits) (Stat
 		dirs:  map[string]int{},
 		modes: map[string]uint32{},
 		buf:   make([]byte, 256<<10),
+		umask: currentUmask(),
 	}
 	defer x.closeDirs()
-	// Headers, PAX records and padding are bounded per entry; file content by
-	// MaxBytes. Past that, the stream is a bomb.
-	streamMax := satAdd(lim.MaxBytes, satMul(lim.MaxEntries, 16<<10))
-	lr := &limitedReader{r: r, max: streamMax}
+	lr := &limitedReader{r: r}
 	tr := tar.NewReader(lr)
 	for {
 		if err := ctx.Err(); err != nil {
 			return x.stats, err
 		}
+		// The last entry's padding, then this entry's headers (PAX and GNU
+		// long names included); its content is allowed separately, so the
+		// decompressed stream never exceeds what the entries justify.
+		lr.allow(maxHeaderBytes, fmt.Sprintf("entry %d: headers larger than %d bytes", x.entries+1, maxHeaderBytes))
 		hdr, err := tr.Next()
 		if err == io.EOF {
 			break
@@ -229,6 +265,10 @@ func extractTar(ctx context.Context, r io.Reader, st *staging, lim Limits) (Stat
 		if x.entries++; x.entries > lim.MaxEntries {
 			return x.stats, entryErr(ErrLimitExceeded, hdr.Name, "more than %d entries", lim.MaxEntries)
 		}
+		if hdr.Size != 0 && hdr.Typeflag != tar.TypeReg && hdr.Typeflag != tar.TypeRegA {
+			return x.stats, entryErr(ErrUnsafeEntry, hdr.Name, "entry of type %q carries %d bytes of data", hdr.Typeflag, hdr.Size)
+		}
+		lr.allow(max(hdr.Size, 0), fmt.Sprintf("entry %q: content longer than its header says", hdr.Name))
 		if err := x.entry(tr, hdr); err != nil {
 			return x.stats, err
 		}
@@ -237,6 +277,7 @@ func extractTar(ctx context.Context, r io.Reader, st *staging, lim Limits) (Stat
 	// check sees every byte; the stream limit still applies. This reads the
 	// decompressed stream itself (tr only returns io.EOF by now), so that a
 	// truncated or corrupt compressed tail is detected too.
+	lr.allow(maxTrailerBytes, fmt.Sprintf("more than %d bytes after the end of the archive", maxTrailerBytes))
 	if _, err := io.Copy(io.Discard, lr); err != nil {
 		if errors.Is(err, ErrLimitExceeded) || errors.Is(err, ErrDigestMismatch) {
 			return x.stats, err
@@ -358,14 +399,15 @@ func (x *extractor) file(tr *tar.Reader, hdr *tar.Header, name string, mode uint
 		return entryErr(ErrLimitExceeded, hdr.Name, "content would exceed %d bytes in total", x.lim.MaxBytes)
 	}
 	return x.inParent(name, func(dirfd int, base string) error {
-		fd, err := unix.Openat(dirfd, base, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+		fd, err := unix.Openat(dirfd, base, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, mode)
 		if err != nil {
 			return err
 		}
 		f := os.NewFile(uintptr(fd), name)
-		n, err := io.CopyBuffer(f, &contentReader{r: tr, entry: hdr.Name}, x.buf)
+		// Hide f's ReaderFrom, which would copy in 32 KiB writes.
+		n, err := io.CopyBuffer(struct{ io.Writer }{f}, &contentReader{r: tr, entry: hdr.Name}, x.buf)
 		x.stats.Bytes += n
-		if err == nil {
+		if err == nil && mode&x.umask != 0 {
 			err = f.Chmod(os.FileMode(mode))
 		}
 		if cerr := f.Close(); err == nil {
@@ -401,6 +443,9 @@ func (x *extractor) inParent(name string, op func(dirfd int, base string) error)
 		if errors.Is(err, ErrLimitExceeded) || errors.Is(err, ErrDigestMismatch) || errors.Is(err, ErrCorrupt) {
 			return err
 		}
+		if errors.Is(err, unix.ENAMETOOLONG) {
+			return entryErr(ErrLimitExceeded, name, "name or link target too long for the filesystem")
+		}
 		return fmt.Errorf("extract %q: %w", name, err)
 	}
 	return nil
@@ -418,15 +463,12 @@ func (x *extractor) dir(name string) (int, error) {
 	if fd, ok := x.dirs[name]; ok {
 		return fd, nil
 	}
-	parent, err := x.dir(path.Dir(name))
-	if err != nil {
-		return -1, err
+	// An existing directory, however deep, opens in one call that the kernel
+	// confines to the staging root and that follows no symlink.
+	fd, err := openBeneath(x.root.fd, name)
+	if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOSYS) {
+		fd, err = x.mkdir(name)
 	}
-	base := path.Base(name)
-	if err := unix.Mkdirat(parent, base, 0o700); err != nil && !errors.Is(err, unix.EEXIST) {
-		return -1, &os.PathError{Op: "mkdir", Path: name, Err: err}
-	}
-	fd, err := unix.Openat(parent, base, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return -1, &os.PathError{Op: "open", Path: name, Err: err}
 	}
@@ -435,6 +477,38 @@ func (x *extractor) dir(name string) (int, error) {
 	}
 	x.dirs[name] = fd
 	return fd, nil
+}
+
+// mkdir creates name (if needed) in its parent, which dir opens or creates
+// first, and opens it without following links. A directory that no entry
+// describes gets mode 0755, as tar does.
+func (x *extractor) mkdir(name string) (int, error) {
+	parent, err := x.dir(path.Dir(name))
+	if err != nil {
+		return -1, err
+	}
+	base := path.Base(name)
+	if err := unix.Mkdirat(parent, base, 0o700); err != nil && !errors.Is(err, unix.EEXIST) {
+		return -1, err
+	}
+	if _, ok := x.modes[name]; !ok {
+		x.modes[name] = 0o755
+	}
+	return unix.Openat(parent, base, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+}
+
+// openBeneath opens directory name below dirfd with openat2(2), refusing
+// any symlink and any escape from dirfd. It fails with ENOSYS where the
+// kernel lacks openat2 (before Linux 5.6) or a sandbox forbids it.
+func openBeneath(dirfd int, name string) (int, error) {
+	fd, err := unix.Openat2(dirfd, name, &unix.OpenHow{
+		Flags:   unix.O_RDONLY | unix.O_DIRECTORY | unix.O_CLOEXEC,
+		Resolve: unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS,
+	})
+	if errors.Is(err, unix.EPERM) {
+		err = unix.ENOSYS
+	}
+	return fd, err
 }
 
 func (x *extractor) closeDirs() {
@@ -469,11 +543,4 @@ func satAdd(a, b int64) int64 {
 		return c
 	}
 	return int64(^uint64(0) >> 1)
-}
-
-func satMul(a, b int64) int64 {
-	if a != 0 && b > int64(^uint64(0)>>1)/a {
-		return int64(^uint64(0) >> 1)
-	}
-	return a * b
 }

@@ -17,6 +17,12 @@ const (
 // maxLinkHops mirrors the kernel's limit on symlinks followed in one lookup.
 const maxLinkHops = 40
 
+// maxLinkSteps bounds the work of resolving all symlinks of one archive
+// together (well under a second): chains of long targets would otherwise
+// cost up to maxLinkHops × MaxPathLength steps per link. A step is one
+// path component, plus one per 64 bytes of each path looked up.
+const maxLinkSteps = 1 << 24
+
 type node struct {
 	kind   kind
 	target string // symlink target or hardlink source
@@ -27,6 +33,7 @@ type node struct {
 type tree struct {
 	nodes map[string]node
 	links []string // symlink names, in archive order
+	steps int      // components resolved so far by checkLinks
 }
 
 func newTree() *tree { return &tree{nodes: map[string]node{}} }
@@ -123,10 +130,20 @@ func (t *tree) resolve(link string) error {
 		}
 	}
 	known = len(ends) // the link's parents are entries
-	pending := splitPath(t.nodes[link].target)
+	// Components still to resolve, as a stack of targets: following a link
+	// pushes its target instead of copying what remains.
+	pending := [][]string{splitPath(t.nodes[link].target)}
 	for hops := 0; len(pending) > 0; {
-		c := pending[0]
-		pending = pending[1:]
+		top := pending[len(pending)-1]
+		if len(top) == 0 {
+			pending = pending[:len(pending)-1]
+			continue
+		}
+		c := top[0]
+		pending[len(pending)-1] = top[1:]
+		if err := t.spend(link, 1); err != nil {
+			return err
+		}
 		switch c {
 		case "", ".":
 			continue
@@ -140,6 +157,9 @@ func (t *tree) resolve(link string) error {
 		push(c)
 		if known < len(ends)-1 {
 			continue
+		}
+		if err := t.spend(link, len(key)>>6); err != nil {
+			return err
 		}
 		n, ok := t.nodes[string(key)]
 		if !ok {
@@ -156,7 +176,15 @@ func (t *tree) resolve(link string) error {
 			return entryErr(ErrUnsafeEntry, link, "symlink target %q is absolute", n.target)
 		}
 		pop()
-		pending = append(splitPath(n.target), pending...)
+		pending = append(pending, splitPath(n.target))
+	}
+	return nil
+}
+
+// spend charges n steps of symlink resolution to the archive.
+func (t *tree) spend(link string, n int) error {
+	if t.steps += n; t.steps > maxLinkSteps {
+		return entryErr(ErrLimitExceeded, link, "resolving the archive's symlinks takes more than %d steps", maxLinkSteps)
 	}
 	return nil
 }

@@ -57,19 +57,31 @@ func (v *verifier) drain() error {
 	return nil
 }
 
-// limitedReader fails with ErrLimitExceeded once more than max bytes were
-// read: a decompression bomb stops here, whatever the compressed size.
+// limitedReader fails with ErrLimitExceeded, saying why, once more than max
+// bytes were read. The extractor moves max as it goes, so that every part
+// of the stream (headers, content, what follows the end) has its own bound:
+// a decompression bomb stops here whatever its ratio.
 type limitedReader struct {
-	r   io.Reader
-	max int64
-	n   int64
+	r    io.Reader
+	n    int64
+	max  int64
+	what string // the bound, for the error: "file content larger than ..."
+}
+
+// allow lets n more bytes through, described by what.
+func (l *limitedReader) allow(n int64, what string) {
+	l.max, l.what = satAdd(l.n, n), what
 }
 
 func (l *limitedReader) Read(p []byte) (int, error) {
+	if l.n >= l.max {
+		return 0, fmt.Errorf("%w: %s", ErrLimitExceeded, l.what)
+	}
+	p = p[:min(int64(len(p)), l.max-l.n+1)]
 	n, err := l.r.Read(p)
 	l.n += int64(n)
 	if l.n > l.max {
-		return n, fmt.Errorf("%w: decompressed stream exceeds %d bytes", ErrLimitExceeded, l.max)
+		return n, fmt.Errorf("%w: %s", ErrLimitExceeded, l.what)
 	}
 	return n, err
 }
