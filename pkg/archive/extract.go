@@ -403,18 +403,36 @@ func (x *extractor) file(tr *tar.Reader, hdr *tar.Header, name string, mode uint
 		if err != nil {
 			return err
 		}
-		f := os.NewFile(uintptr(fd), name)
-		// Hide f's ReaderFrom, which would copy in 32 KiB writes.
-		n, err := io.CopyBuffer(struct{ io.Writer }{f}, &contentReader{r: tr, entry: hdr.Name}, x.buf)
+		// A raw descriptor, not an *os.File: no poller registration and no
+		// finalizer for each of many small files.
+		n, err := io.CopyBuffer(fdWriter(fd), &contentReader{r: tr, entry: hdr.Name}, x.buf)
 		x.stats.Bytes += n
 		if err == nil && mode&x.umask != 0 {
-			err = f.Chmod(os.FileMode(mode))
+			err = unix.Fchmod(fd, mode)
 		}
-		if cerr := f.Close(); err == nil {
+		if cerr := unix.Close(fd); err == nil {
 			err = cerr
 		}
 		return err
 	})
+}
+
+// fdWriter writes to a file descriptor, retrying short writes.
+type fdWriter int
+
+func (w fdWriter) Write(p []byte) (int, error) {
+	n := 0
+	for n < len(p) {
+		k, err := unix.Write(int(w), p[n:])
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return n, err
+		}
+		n += k
+	}
+	return n, nil
 }
 
 // contentReader marks a failure to read an entry's content, such as a

@@ -25,7 +25,8 @@ type zstdWriter struct {
 	done    chan struct{}
 	err     error // set by the writing goroutine before done closes
 	mu      sync.Mutex
-	bufs    sync.Pool
+	bufs    sync.Pool // input chunks
+	outs    sync.Pool // compressed frames; sized so random data fits
 	written bool
 }
 
@@ -38,7 +39,8 @@ func newZstdWriter(w io.Writer, level zstd.EncoderLevel, workers int) (*zstdWrit
 	enc, err := zstd.NewWriter(nil,
 		zstd.WithEncoderLevel(level),
 		zstd.WithEncoderConcurrency(workers),
-		zstd.WithEncoderCRC(true))
+		zstd.WithEncoderCRC(true),
+		zstd.WithLowerEncoderMem(true))
 	if err != nil {
 		return nil, err
 	}
@@ -49,6 +51,7 @@ func newZstdWriter(w io.Writer, level zstd.EncoderLevel, workers int) (*zstdWrit
 		done:  make(chan struct{}),
 	}
 	z.bufs.New = func() any { return make([]byte, 0, zstdChunkSize) }
+	z.outs.New = func() any { return make([]byte, 0, zstdChunkSize+zstdChunkSize/64+1024) }
 	z.buf = z.bufs.Get().([]byte)
 	go z.writeFrames()
 	return z, nil
@@ -75,7 +78,7 @@ func (z *zstdWriter) flushChunk() {
 	z.buf = z.bufs.Get().([]byte)[:0]
 	z.written = true
 	go func() {
-		f.out = z.enc.EncodeAll(f.in, make([]byte, 0, len(f.in)/2))
+		f.out = z.enc.EncodeAll(f.in, z.outs.Get().([]byte)[:0])
 		close(f.ready)
 	}()
 	z.queue <- f // blocks while `workers` frames wait to be written
@@ -93,6 +96,7 @@ func (z *zstdWriter) writeFrames() {
 			}
 		}
 		z.bufs.Put(f.in[:0])
+		z.outs.Put(f.out[:0])
 	}
 }
 
