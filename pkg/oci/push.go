@@ -241,27 +241,21 @@ func (c *Client) putManifest(ctx context.Context, target name.Reference, raw []b
 	if api, err := c.hasReferrersAPI(ctx, repo, subject.Digest); err != nil || api {
 		return err
 	}
+	// Confirm on a read made a settle time after our last put: an update
+	// that read the list before that put has landed by then.
 	const rounds = 6
-	for i := 0; i < rounds; i++ {
-		listed, err := c.referrerListed(repo, *subject, desc.Digest, opts)
-		if err != nil {
-			return err
-		}
-		if !listed {
-			if err := put(); err != nil {
-				return err
-			}
-			continue
-		}
-		if i > 0 {
-			// Listed on a check made after the settle time: no concurrent
-			// update that started before our put can still land.
-			return nil
-		}
+	for range rounds {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-time.After(referrersSettle + time.Duration(rand.Int64N(int64(referrersSettle)))):
+		}
+		listed, err := c.referrerListed(repo, *subject, desc.Digest, opts)
+		if err != nil || listed {
+			return err
+		}
+		if err := put(); err != nil {
+			return err
 		}
 	}
 	return fmt.Errorf("push manifest to %s: the referrers tag of %s kept losing %s (concurrent writers?)", target, subject.Digest, desc.Digest)
