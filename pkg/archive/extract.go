@@ -9,6 +9,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -227,7 +228,16 @@ type extractor struct {
 	buf     []byte
 	stats   Stats
 	entries int64
-	umask   uint32 // files whose mode it would change get an fchmod
+	umask   uint32       // files whose mode it would change get an fchmod
+	writers *fileWriters // nil: every file is written synchronously
+}
+
+// settle waits until every queued file is written.
+func (x *extractor) settle() error {
+	if x.writers == nil {
+		return nil
+	}
+	return x.writers.wait()
 }
 
 func extractTar(ctx context.Context, r io.Reader, st *staging, lim Limits) (Stats, error) {
@@ -242,6 +252,8 @@ func extractTar(ctx context.Context, r io.Reader, st *staging, lim Limits) (Stat
 		umask: currentUmask(),
 	}
 	defer x.closeDirs()
+	x.writers = newFileWriters(st.fd, x.umask, runtime.GOMAXPROCS(0))
+	defer x.writers.stop()
 	lr := &limitedReader{r: r}
 	tr := tar.NewReader(lr)
 	for {
@@ -285,6 +297,9 @@ func extractTar(ctx context.Context, r io.Reader, st *staging, lim Limits) (Stat
 		return x.stats, fmt.Errorf("%w: after the end of the archive: %w", ErrCorrupt, err)
 	}
 	if err := x.tree.checkLinks(); err != nil {
+		return x.stats, err
+	}
+	if err := x.settle(); err != nil {
 		return x.stats, err
 	}
 	return x.stats, x.applyDirModes()
@@ -345,6 +360,9 @@ func (x *extractor) entry(tr *tar.Reader, hdr *tar.Header) error {
 		if _, err := x.tree.add(name, kindHardlink, src); err != nil {
 			return err
 		}
+		if err := x.settle(); err != nil { // the source may still be queued
+			return err
+		}
 		srcdir, err := x.dir(path.Dir(src))
 		if err != nil {
 			return err
@@ -397,6 +415,25 @@ func (x *extractor) file(tr *tar.Reader, hdr *tar.Header, name string, mode uint
 	budget := x.lim.MaxBytes - x.stats.Bytes
 	if hdr.Size < 0 || hdr.Size > budget {
 		return entryErr(ErrLimitExceeded, hdr.Name, "content would exceed %d bytes in total", x.lim.MaxBytes)
+	}
+	if w := x.writers; w != nil && hdr.Size <= smallFileMax {
+		if err := w.failed(); err != nil {
+			return err
+		}
+		if _, err := x.dir(path.Dir(name)); err != nil { // the writer needs the parent
+			return err
+		}
+		buf := w.buffer(hdr.Size)
+		if _, err := io.ReadFull(&contentReader{r: tr, entry: hdr.Name}, buf); err != nil {
+			w.bufs <- buf[:0]
+			if err == io.ErrUnexpectedEOF || err == io.EOF {
+				err = fmt.Errorf("%w: entry %q: %w", ErrCorrupt, hdr.Name, io.ErrUnexpectedEOF)
+			}
+			return err
+		}
+		x.stats.Bytes += hdr.Size
+		w.submit(name, mode, buf)
+		return nil
 	}
 	return x.inParent(name, func(dirfd int, base string) error {
 		fd, err := unix.Openat(dirfd, base, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, mode)
