@@ -27,6 +27,7 @@ test-unit: ## tests that need no external binary
 lint: ## gofmt, go vet and go mod tidy check
 	@out=$$(gofmt -l cmd pkg internal test 2>/dev/null); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+	@$(GO) mod tidy -diff >/dev/null || { echo "go.mod/go.sum are not tidy: run go mod tidy"; exit 1; }
 
 fuzz: ## run the extraction fuzzer for FUZZTIME (default 2m)
 	$(GO) test ./pkg/archive -run '^$$' -fuzz FuzzExtract -fuzztime $${FUZZTIME:-2m}
