@@ -48,11 +48,15 @@ func Extract(ctx context.Context, r io.Reader, want Expect, dest string, lim Lim
 	}
 	defer staging.cleanup()
 
-	dr, comp, err := Decompress(vr)
+	// Fetching and hashing run on their own goroutine, ahead of
+	// decompression, which runs ahead of the writes.
+	raw := newReadAhead(vr, readAheadChunk, readAheadDepth)
+	dr, comp, err := Decompress(raw)
 	if err == nil {
 		stats, err = extractTar(ctx, dr, staging, lim.withDefaults())
 		dr.Close()
 	}
+	raw.Close() // vr is ours again: drain may read it
 	if err != nil {
 		if ctx.Err() == nil && !errors.Is(err, ErrDigestMismatch) {
 			// A tampered blob shows up as garbage to the tar reader: report
