@@ -27,15 +27,18 @@ import (
 // ctx, the staging directory is removed and dest is left as it was.
 //
 // Every write goes through a directory file descriptor that Extract created
-// itself and opened with O_NOFOLLOW, so no entry can be written outside
-// dest. Entries that break the rules documented on [ErrUnsafeEntry] or
+// itself and opened with O_NOFOLLOW, or through openat2 confined beneath the
+// staging directory with symlinks refused, so no entry can be written
+// outside dest. Entries that break the rules documented on [ErrUnsafeEntry] or
 // exceed lim fail the extraction with an [*EntryError] naming the entry and
 // the rule. When the archive is malformed and the digest does not match, the
 // error reports the mismatch ([ErrDigestMismatch]) as the cause.
 //
 // Ownership is not restored (files belong to the caller), nor are times.
-// Permission bits are, without setuid, setgid and sticky. Extract is safe for
-// concurrent use with different destinations.
+// Permission bits are, without setuid, setgid and sticky. Fetching,
+// decompression and the writing of small files run on their own goroutines
+// (GOMAXPROCS writers); all have stopped when Extract returns. Extract is
+// safe for concurrent use with different destinations.
 func Extract(ctx context.Context, r io.Reader, want Expect, dest string, lim Limits) (Stats, Compression, error) {
 	var stats Stats
 	vr, err := newVerifier(r, want)

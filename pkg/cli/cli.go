@@ -32,6 +32,7 @@ import (
 type globals struct {
 	plainHTTP bool
 	noCache   bool
+	limits    archive.Limits
 	stdout    io.Writer
 	stderr    *os.File
 }
@@ -73,7 +74,7 @@ func oneLine(err error) string {
 }
 
 func (g *globals) client(verb string) (*oci.Client, func()) {
-	o := oci.Options{}
+	o := oci.Options{Limits: g.limits}
 	if !g.noCache {
 		if dir := digestcache.DefaultDir(); dir != "" {
 			if c, err := digestcache.Open(dir); err == nil {
@@ -167,7 +168,7 @@ cache, compresses and uploads nothing.`,
 }
 
 func (g *globals) pullCommand() *cobra.Command {
-	return &cobra.Command{
+	cmd := &cobra.Command{
 		Use:   "pull REF DIR",
 		Short: "Fetch, verify and extract an artifact into DIR",
 		Long: `Fetch, verify and extract an artifact into DIR, which must be absent or empty.
@@ -192,6 +193,9 @@ in DIR. Standard output receives the resolved reference.`,
 			return nil
 		},
 	}
+	cmd.Flags().Int64Var(&g.limits.MaxBytes, "max-bytes", archive.DefaultMaxBytes, "refuse an artifact whose files hold more bytes than this")
+	cmd.Flags().Int64Var(&g.limits.MaxEntries, "max-entries", archive.DefaultMaxEntries, "refuse an archive with more entries than this")
+	return cmd
 }
 
 func (g *globals) inspectCommand() *cobra.Command {

@@ -101,11 +101,11 @@ func (c *Client) Push(ctx context.Context, req PushRequest) (*PushResult, error)
 		return nil, err
 	}
 
-	cfg := static.NewLayer(artifact.ConfigBlob(req.Metadata), artifact.ConfigMediaType)
-	if err := remote.WriteLayer(repo, cfg, opts...); err != nil {
+	cfgBlob := artifact.ConfigBlob(req.Metadata)
+	if err := remote.WriteLayer(repo, static.NewLayer(cfgBlob, artifact.ConfigMediaType), opts...); err != nil {
 		return nil, fmt.Errorf("push config to %s: %w", repo, classify(err))
 	}
-	cfgDesc, _ := partialDescriptor(cfg)
+	cfgDesc := artifact.Descriptor(artifact.ConfigMediaType, cfgBlob)
 
 	var subject *v1.Descriptor
 	if req.Group != nil {
@@ -315,19 +315,6 @@ type rawManifest struct {
 func (m rawManifest) RawManifest() ([]byte, error)        { return m.raw, nil }
 func (m rawManifest) MediaType() (types.MediaType, error) { return m.mt, nil }
 
-func partialDescriptor(l v1.Layer) (v1.Descriptor, error) {
-	d, err := l.Digest()
-	if err != nil {
-		return v1.Descriptor{}, err
-	}
-	n, err := l.Size()
-	if err != nil {
-		return v1.Descriptor{}, err
-	}
-	mt, err := l.MediaType()
-	return v1.Descriptor{MediaType: mt, Digest: d, Size: n}, err
-}
-
 func hashOf(h hash.Hash) v1.Hash {
 	return v1.Hash{Algorithm: "sha256", Hex: hex.EncodeToString(h.Sum(nil))}
 }
@@ -395,8 +382,15 @@ func (l *packLayer) Compressed() (io.ReadCloser, error) {
 	pr, pw := io.Pipe()
 	go func() {
 		diffH, blobH := sha256.New(), sha256.New()
+		if l.comp == archive.None {
+			blobH = diffH // the blob is the tar: hash it once
+		}
 		cnt := &counter{progress: l.progress}
-		cw, err := archive.NewCompressor(io.MultiWriter(pw, blobH, cnt), l.comp)
+		out := io.MultiWriter(pw, cnt)
+		if l.comp != archive.None {
+			out = io.MultiWriter(pw, blobH, cnt)
+		}
+		cw, err := archive.NewCompressor(out, l.comp)
 		if err != nil {
 			pw.CloseWithError(err)
 			return
