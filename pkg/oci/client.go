@@ -107,46 +107,45 @@ func blobURL(repo name.Repository, d v1.Hash) string {
 	return fmt.Sprintf("%s://%s/v2/%s/blobs/%s", repo.Scheme(), repo.RegistryStr(), repo.RepositoryStr(), d)
 }
 
-// openBlob starts a GET of blob d and returns its body, unverified: the
-// caller verifies while reading.
-func (c *Client) openBlob(ctx context.Context, repo name.Repository, d v1.Hash) (io.ReadCloser, error) {
-	hc, err := c.httpClient(ctx, repo, transport.PullScope)
+// request sends a bodiless request for u, authorised for repo with scope,
+// and returns the response when its status is one of ok.
+func (c *Client) request(ctx context.Context, repo name.Repository, scope, method, u string, ok ...int) (*http.Response, error) {
+	hc, err := c.httpClient(ctx, repo, scope)
 	if err != nil {
 		return nil, err
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, blobURL(repo, d), nil)
+	req, err := http.NewRequestWithContext(ctx, method, u, nil)
 	if err != nil {
 		return nil, err
 	}
 	resp, err := hc.Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("fetch blob %s: %w", d, err)
+		return nil, err
 	}
-	if err := transport.CheckError(resp, http.StatusOK); err != nil {
+	if err := transport.CheckError(resp, ok...); err != nil {
 		resp.Body.Close()
-		return nil, fmt.Errorf("fetch blob %s from %s: %w", d, repo, classify(err))
+		return nil, classify(err)
+	}
+	return resp, nil
+}
+
+// openBlob starts a GET of blob d and returns its body, unverified: the
+// caller verifies while reading.
+func (c *Client) openBlob(ctx context.Context, repo name.Repository, d v1.Hash) (io.ReadCloser, error) {
+	resp, err := c.request(ctx, repo, transport.PullScope, http.MethodGet, blobURL(repo, d), http.StatusOK)
+	if err != nil {
+		return nil, fmt.Errorf("fetch blob %s from %s: %w", d, repo, err)
 	}
 	return resp.Body, nil
 }
 
 // blobExists asks the registry whether repo has blob d.
 func (c *Client) blobExists(ctx context.Context, repo name.Repository, d v1.Hash) (bool, error) {
-	hc, err := c.httpClient(ctx, repo, transport.PushScope)
-	if err != nil {
-		return false, err
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodHead, blobURL(repo, d), nil)
-	if err != nil {
-		return false, err
-	}
-	resp, err := hc.Do(req)
+	resp, err := c.request(ctx, repo, transport.PushScope, http.MethodHead, blobURL(repo, d), http.StatusOK, http.StatusNotFound)
 	if err != nil {
 		return false, err
 	}
 	resp.Body.Close()
-	if err := transport.CheckError(resp, http.StatusOK, http.StatusNotFound); err != nil {
-		return false, classify(err)
-	}
 	return resp.StatusCode == http.StatusOK, nil
 }
 

@@ -269,23 +269,12 @@ var referrersSettle = 250 * time.Millisecond
 // maintains them itself; 404 (or 400 from older registries) means clients
 // maintain the fallback tag.
 func (c *Client) hasReferrersAPI(ctx context.Context, repo name.Repository, d v1.Hash) (bool, error) {
-	hc, err := c.httpClient(ctx, repo, transport.PullScope)
-	if err != nil {
-		return false, err
-	}
 	u := fmt.Sprintf("%s://%s/v2/%s/referrers/%s", repo.Scheme(), repo.RegistryStr(), repo.RepositoryStr(), d)
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
-	if err != nil {
-		return false, err
-	}
-	resp, err := hc.Do(req)
+	resp, err := c.request(ctx, repo, transport.PullScope, http.MethodGet, u, http.StatusOK, http.StatusNotFound, http.StatusBadRequest)
 	if err != nil {
 		return false, err
 	}
 	resp.Body.Close()
-	if err := transport.CheckError(resp, http.StatusOK, http.StatusNotFound, http.StatusBadRequest); err != nil {
-		return false, classify(err)
-	}
 	return resp.StatusCode == http.StatusOK, nil
 }
 
