@@ -7,13 +7,16 @@ LDFLAGS := -s -w -X main.version=$(VERSION)
 TOOLS_DIR ?= $(HOME)/.cache/tekton-artifacts-tools
 export TOOLS_DIR
 
-.PHONY: help build test test-unit lint bench fuzz tools clean
+.PHONY: help build demo test test-unit lint bench fuzz tools clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
 
 build: ## build static binaries into bin/
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cmd/...
+
+demo: ## start a local registry on 127.0.0.1, push, inspect, re-push and pull an example
+	hack/demo.sh
 
 tools: ## build the pinned test tools (distribution registry) from the Go module proxy
 	hack/tools.sh >/dev/null
