@@ -1,0 +1,121 @@
+package driver
+
+import (
+	"errors"
+	"fmt"
+	"net/url"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/spf13/pflag"
+)
+
+// Options configures the node plugin. Zero values are not defaults: use
+// NewOptions, then AddFlags, then Validate.
+type Options struct {
+	// Endpoint is the CSI socket, unix:///path. Default
+	// unix:///csi/csi.sock.
+	Endpoint string
+	// NodeID is this node's name, reported by NodeGetInfo. Required.
+	NodeID string
+	// KubeletDir is kubelet's root directory; target paths must lie under
+	// its pods/ directory. Default /var/lib/kubelet.
+	KubeletDir string
+	// StateDir holds the input cache, output spool and journal; it must
+	// survive plugin restarts (a hostPath). Default /var/lib/artifacts-csi.
+	StateDir string
+	// CacheBytes bounds the input cache; entries no mount uses are evicted,
+	// least recently used first. Default 10Gi.
+	CacheBytes int64
+	// UploadDeadline is how long an output may wait for the registry before
+	// it is marked failed (its data stays on disk). Default 24h.
+	UploadDeadline time.Duration
+	// Registration makes the plugin serve kubelet's plugin registration
+	// socket itself, so no node-driver-registrar sidecar is needed. Default
+	// true.
+	Registration bool
+	// HTTPAddress serves /healthz and /metrics. Default :9809.
+	HTTPAddress string
+}
+
+// NewOptions returns Options with their defaults.
+func NewOptions() *Options {
+	return &Options{
+		Endpoint:       "unix:///csi/csi.sock",
+		KubeletDir:     "/var/lib/kubelet",
+		StateDir:       "/var/lib/artifacts-csi",
+		CacheBytes:     10 << 30,
+		UploadDeadline: 24 * time.Hour,
+		Registration:   true,
+		HTTPAddress:    ":9809",
+	}
+}
+
+// AddFlags registers a flag for every option.
+func (o *Options) AddFlags(fs *pflag.FlagSet) {
+	fs.StringVar(&o.Endpoint, "endpoint", o.Endpoint, "CSI endpoint, unix:///path")
+	fs.StringVar(&o.NodeID, "node-id", o.NodeID, "name of this node (required; usually from the downward API)")
+	fs.StringVar(&o.KubeletDir, "kubelet-dir", o.KubeletDir, "kubelet root directory")
+	fs.StringVar(&o.StateDir, "state-dir", o.StateDir, "directory for the input cache, output spool and journal; must survive restarts")
+	fs.Var((*byteSize)(&o.CacheBytes), "cache-size", "bound of the input cache, e.g. 512Mi or 10Gi")
+	fs.DurationVar(&o.UploadDeadline, "upload-deadline", o.UploadDeadline, "how long an output may wait for the registry before it is marked failed")
+	fs.BoolVar(&o.Registration, "plugin-registration", o.Registration, "serve kubelet plugin registration (turn off when running node-driver-registrar)")
+	fs.StringVar(&o.HTTPAddress, "http-address", o.HTTPAddress, "address for /healthz and /metrics")
+}
+
+// Validate reports every invalid option at once.
+func (o *Options) Validate() error {
+	var errs []error
+	if _, err := o.SocketPath(); err != nil {
+		errs = append(errs, err)
+	}
+	if o.NodeID == "" {
+		errs = append(errs, errors.New("--node-id is required"))
+	}
+	for flag, dir := range map[string]string{"--kubelet-dir": o.KubeletDir, "--state-dir": o.StateDir} {
+		if !filepath.IsAbs(dir) {
+			errs = append(errs, fmt.Errorf("%s must be an absolute path, got %q", flag, dir))
+		}
+	}
+	if o.CacheBytes <= 0 {
+		errs = append(errs, fmt.Errorf("--cache-size must be positive, got %d", o.CacheBytes))
+	}
+	if o.UploadDeadline <= 0 {
+		errs = append(errs, fmt.Errorf("--upload-deadline must be positive, got %s", o.UploadDeadline))
+	}
+	return errors.Join(errs...)
+}
+
+// SocketPath returns the filesystem path of a unix:// Endpoint.
+func (o *Options) SocketPath() (string, error) {
+	u, err := url.Parse(o.Endpoint)
+	if err != nil || u.Scheme != "unix" || u.Path == "" || !filepath.IsAbs(u.Path) {
+		return "", fmt.Errorf("--endpoint must be unix:///absolute/path, got %q", o.Endpoint)
+	}
+	return u.Path, nil
+}
+
+// byteSize is a pflag.Value for sizes with binary suffixes: 1024, 512Ki,
+// 100Mi, 10Gi, 1Ti.
+type byteSize int64
+
+func (b *byteSize) String() string { return strconv.FormatInt(int64(*b), 10) }
+func (b *byteSize) Type() string   { return "size" }
+
+func (b *byteSize) Set(s string) error {
+	mult := int64(1)
+	for i, suffix := range []string{"Ki", "Mi", "Gi", "Ti"} {
+		if rest, ok := strings.CutSuffix(s, suffix); ok {
+			s, mult = rest, int64(1)<<(10*(i+1))
+			break
+		}
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || n < 0 || (n > 0 && mult > (1<<63-1)/n) {
+		return fmt.Errorf("want a size such as 512Mi or 10Gi")
+	}
+	*b = byteSize(n * mult)
+	return nil
+}
