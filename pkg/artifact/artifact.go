@@ -99,16 +99,20 @@ func Descriptor(mt types.MediaType, b []byte) v1.Descriptor {
 // Manifest returns the serialized manifest of an artifact with the given
 // config and layer, and subject when non-nil. The result is deterministic.
 func Manifest(m Metadata, config, layer v1.Descriptor, subject *v1.Descriptor) []byte {
-	mf := v1.Manifest{
+	return manifest(ArtifactType, config, layer, m.Annotations(), subject)
+}
+
+// manifest serializes a single-layer OCI image manifest.
+func manifest(artifactType string, config, layer v1.Descriptor, annotations map[string]string, subject *v1.Descriptor) []byte {
+	b, _ := json.Marshal(v1.Manifest{ // cannot fail: plain strings and numbers
 		SchemaVersion: 2,
 		MediaType:     types.OCIManifestSchema1,
-		ArtifactType:  ArtifactType,
+		ArtifactType:  artifactType,
 		Config:        config,
 		Layers:        []v1.Descriptor{layer},
-		Annotations:   m.Annotations(),
+		Annotations:   annotations,
 		Subject:       subject,
-	}
-	b, _ := json.Marshal(mf) // cannot fail
+	})
 	return b
 }
 
@@ -125,20 +129,11 @@ type Group struct {
 // without content.
 func (g Group) Manifest() []byte {
 	empty := Descriptor(EmptyMediaType, []byte(emptyJSON))
-	mf := v1.Manifest{
-		SchemaVersion: 2,
-		MediaType:     types.OCIManifestSchema1,
-		ArtifactType:  GroupArtifactType,
-		Config:        empty,
-		Layers:        []v1.Descriptor{empty},
-		Annotations: map[string]string{
-			AnnotationNamespace:      g.Namespace,
-			AnnotationPipelineRun:    g.PipelineRun,
-			AnnotationPipelineRunUID: g.UID,
-		},
-	}
-	b, _ := json.Marshal(mf)
-	return b
+	return manifest(GroupArtifactType, empty, empty, map[string]string{
+		AnnotationNamespace:      g.Namespace,
+		AnnotationPipelineRun:    g.PipelineRun,
+		AnnotationPipelineRunUID: g.UID,
+	}, nil)
 }
 
 // EmptyBlob is the content of the empty descriptor used by Group manifests.
