@@ -55,6 +55,9 @@ type Options struct {
 	DigestCache *digestcache.Cache
 	// Limits bounds what Pull extracts. Default: archive defaults.
 	Limits archive.Limits
+	// Retry is the backoff of go-containerregistry's own retries of a
+	// failed request. Zero: its default (3 tries, 1 s then ×3).
+	Retry remote.Backoff
 	// Progress, when set, is called with the bytes of blob content moved so
 	// far by the current Push or Pull. It is called from one goroutine at a
 	// time and must return quickly.
@@ -79,13 +82,33 @@ func New(o Options) *Client {
 	return &Client{o: o}
 }
 
+// With returns a client that differs from c only by the keychain: one per
+// pod's credentials, sharing c's transport, digest cache and defaults.
+func (c *Client) With(kc authn.Keychain) *Client {
+	o := c.o
+	o.Keychain = kc
+	return New(o)
+}
+
+// WithLimits returns a client that differs from c only by its extraction
+// limits.
+func (c *Client) WithLimits(l archive.Limits) *Client {
+	o := c.o
+	o.Limits = l
+	return New(o)
+}
+
 func (c *Client) remoteOptions(ctx context.Context) []remote.Option {
-	return []remote.Option{
+	opts := []remote.Option{
 		remote.WithContext(ctx),
 		remote.WithAuthFromKeychain(c.o.Keychain),
 		remote.WithTransport(c.o.Transport),
 		remote.WithUserAgent(c.o.UserAgent),
 	}
+	if c.o.Retry.Steps > 0 {
+		opts = append(opts, remote.WithRetryBackoff(c.o.Retry))
+	}
+	return opts
 }
 
 // httpClient returns a client authorised for repo with the given scope

@@ -5,10 +5,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net/http"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 
 	"github.com/tektoncd/artifacts-csi-driver/pkg/archive"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/artifact"
@@ -161,4 +163,24 @@ func (c *Client) Inspect(ctx context.Context, ref Reference) (*Description, erro
 		desc.Artifact = layout.Metadata
 	}
 	return desc, nil
+}
+
+// Check asks the registry whether the client's credentials can read what
+// ref names, without downloading it: a HEAD of the manifest (of the blob
+// for a blob reference). It returns nil, or an error wrapping ErrDenied or
+// ErrNotFound.
+func (c *Client) Check(ctx context.Context, ref Reference) error {
+	if ref.Kind == KindBlob {
+		d, _ := ref.Digest()
+		resp, err := c.request(ctx, ref.Repository(), transport.PullScope, http.MethodHead, blobURL(ref.Repository(), d), http.StatusOK)
+		if err != nil {
+			return fmt.Errorf("check access to %s: %w", ref, err)
+		}
+		resp.Body.Close()
+		return nil
+	}
+	if _, err := remote.Head(ref.Ref, c.remoteOptions(ctx)...); err != nil {
+		return fmt.Errorf("check access to %s: %w", ref, classify(err))
+	}
+	return nil
 }

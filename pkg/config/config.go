@@ -1,0 +1,194 @@
+// Package config holds the artifact storage settings a volume is published
+// with: where outputs go, how they are tagged and compressed, which
+// credentials to use, and limits. Settings are string keys, as in the
+// config-artifact-storage ConfigMap; each level (cluster, namespace,
+// Pipeline, PipelineRun) overrides the keys it sets and inherits the others.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	"k8s.io/apimachinery/pkg/api/resource"
+
+	"github.com/tektoncd/artifacts-csi-driver/pkg/archive"
+	"github.com/tektoncd/artifacts-csi-driver/pkg/artifact"
+)
+
+// Keys of the config-artifact-storage ConfigMap.
+const (
+	KeyRepository         = "oci.repository"
+	KeyTagPattern         = "oci.tagPattern"
+	KeyGroupByPipelineRun = "oci.groupByPipelineRun"
+	KeyCredentialsSecret  = "oci.credentialsSecret"
+	KeyPlainHTTP          = "oci.plainHTTP"
+	KeyCompression        = "compression"
+	KeyMaxArtifactBytes   = "maxArtifactBytes"
+	KeyVerifyAccess       = "cache.verifyAccess"
+)
+
+// Keys lists every key, in the order the documentation gives them.
+var Keys = []string{KeyRepository, KeyTagPattern, KeyGroupByPipelineRun, KeyCredentialsSecret,
+	KeyPlainHTTP, KeyCompression, KeyMaxArtifactBytes, KeyVerifyAccess}
+
+// DefaultMaxArtifactBytes is the default of maxArtifactBytes: 10Gi.
+const DefaultMaxArtifactBytes = archive.DefaultMaxBytes
+
+// Config is a resolved configuration. Use Defaults and Apply to build one.
+type Config struct {
+	// Repository receives outputs, e.g. registry.example.com/team/artifacts.
+	// No default: an output volume fails without one.
+	Repository string
+	// TagPattern names pushed manifests. Default
+	// {{namespace}}.{{taskrun}}.{{artifact}}.
+	TagPattern string
+	// GroupByPipelineRun makes every artifact of a PipelineRun refer to one
+	// per-run subject manifest. Default true.
+	GroupByPipelineRun bool
+	// CredentialsSecret names a Secret in the pod's namespace holding
+	// registry credentials. Default none.
+	CredentialsSecret string
+	// PlainHTTP talks to the registry over HTTP. Default false.
+	PlainHTTP bool
+	// Compression of directory outputs. Default gzip.
+	Compression archive.Compression
+	// MaxArtifactBytes caps an artifact's uncompressed content, in and out.
+	// Default 10Gi.
+	MaxArtifactBytes int64
+	// VerifyAccess re-checks, on every input cache hit, that the pod's
+	// credentials can read the manifest. Default true.
+	VerifyAccess bool
+}
+
+// Defaults returns the configuration with every default.
+func Defaults() Config {
+	return Config{
+		TagPattern:         artifact.DefaultTagPattern,
+		GroupByPipelineRun: true,
+		Compression:        archive.Gzip,
+		MaxArtifactBytes:   DefaultMaxArtifactBytes,
+		VerifyAccess:       true,
+	}
+}
+
+// KeyError says why a key's value is invalid.
+type KeyError struct {
+	Key, Value, Reason string
+}
+
+func (e *KeyError) Error() string { return fmt.Sprintf("%s=%q: %s", e.Key, e.Value, e.Reason) }
+
+// Apply returns c with the keys set in data applied over it. Invalid values
+// and unknown keys are all reported, each as a *KeyError, and leave c's
+// value for that key; keys that are valid still apply.
+func (c Config) Apply(data map[string]string) (Config, error) {
+	var errs []error
+	bad := func(k, v, format string, args ...any) {
+		errs = append(errs, &KeyError{Key: k, Value: v, Reason: fmt.Sprintf(format, args...)})
+	}
+	parseBool := func(k, v string, dst *bool) {
+		if b, err := strconv.ParseBool(v); err != nil {
+			bad(k, v, "want true or false")
+		} else {
+			*dst = b
+		}
+	}
+	keys := make([]string, 0, len(data))
+	for k := range data {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		v := strings.TrimSpace(data[k])
+		switch k {
+		case KeyRepository:
+			if _, err := name.NewRepository(v, name.StrictValidation); err != nil {
+				bad(k, v, "want a repository such as registry.example.com/team/artifacts, without tag or digest")
+			} else {
+				c.Repository = v
+			}
+		case KeyTagPattern:
+			if _, err := artifact.Tag(v, artifact.TagVars{"namespace": "ns", "taskrun": "tr", "pipelinerun": "pr", "pod": "pod", "artifact": "a"}); err != nil {
+				bad(k, v, "%v", err)
+			} else {
+				c.TagPattern = v
+			}
+		case KeyGroupByPipelineRun:
+			parseBool(k, v, &c.GroupByPipelineRun)
+		case KeyCredentialsSecret:
+			if v != "" && !isDNSSubdomain(v) {
+				bad(k, v, "want the name of a Secret in the pod's namespace")
+			} else {
+				c.CredentialsSecret = v
+			}
+		case KeyPlainHTTP:
+			parseBool(k, v, &c.PlainHTTP)
+		case KeyCompression:
+			if comp, err := archive.ParseCompression(v); err != nil || v == "" {
+				bad(k, v, "want gzip, zstd or none")
+			} else {
+				c.Compression = comp
+			}
+		case KeyMaxArtifactBytes:
+			q, err := resource.ParseQuantity(v)
+			if err != nil || q.Sign() <= 0 {
+				bad(k, v, "want a positive size such as 500Mi or 10Gi")
+			} else {
+				c.MaxArtifactBytes = q.Value()
+			}
+		case KeyVerifyAccess:
+			parseBool(k, v, &c.VerifyAccess)
+		default:
+			bad(k, v, "unknown key; known keys: %s", strings.Join(Keys, ", "))
+		}
+	}
+	return c, errors.Join(errs...)
+}
+
+func isDNSSubdomain(s string) bool {
+	if len(s) > 253 || s == "" {
+		return false
+	}
+	for _, part := range strings.Split(s, ".") {
+		if part == "" || part[0] == '-' || part[len(part)-1] == '-' {
+			return false
+		}
+		for _, r := range part {
+			if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-') {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// ReadDir reads a ConfigMap mounted as a directory: one file per key.
+// Hidden entries (kubelet's ..data links and timestamped directories) are
+// skipped. A missing directory holds no keys.
+func ReadDir(dir string) (map[string]string, error) {
+	entries, err := os.ReadDir(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return map[string]string{}, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	data := map[string]string{}
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), ".") || e.IsDir() {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(dir, e.Name()))
+		if err != nil {
+			return nil, err
+		}
+		data[e.Name()] = string(b)
+	}
+	return data, nil
+}

@@ -1,0 +1,93 @@
+package config
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/tektoncd/artifacts-csi-driver/pkg/archive"
+)
+
+func TestApply(t *testing.T) {
+	tests := []struct {
+		name    string
+		data    map[string]string
+		check   func(Config) bool
+		badKeys []string
+	}{
+		{"defaults", nil, func(c Config) bool { return c == Defaults() }, nil},
+		{"all keys", map[string]string{
+			KeyRepository: "localhost:5000/team/artifacts", KeyTagPattern: "{{pod}}-{{artifact}}",
+			KeyGroupByPipelineRun: "false", KeyCredentialsSecret: "registry-creds", KeyPlainHTTP: "true",
+			KeyCompression: "zstd\n", KeyMaxArtifactBytes: "500Mi", KeyVerifyAccess: "false",
+		}, func(c Config) bool {
+			return c == Config{Repository: "localhost:5000/team/artifacts", TagPattern: "{{pod}}-{{artifact}}",
+				CredentialsSecret: "registry-creds", PlainHTTP: true, Compression: archive.Zstd, MaxArtifactBytes: 500 << 20}
+		}, nil},
+		{"repository with tag", map[string]string{KeyRepository: "reg.io/a:latest"}, nil, []string{KeyRepository}},
+		{"repository with digest", map[string]string{KeyRepository: "reg.io/a@sha256:" + string(make([]byte, 0))}, nil, []string{KeyRepository}},
+		{"unknown placeholder", map[string]string{KeyTagPattern: "{{node}}"}, nil, []string{KeyTagPattern}},
+		{"bad values keep defaults, good ones apply", map[string]string{
+			KeyCompression: "brotli", KeyMaxArtifactBytes: "-1", KeyVerifyAccess: "yes please", KeyPlainHTTP: "true",
+			KeyCredentialsSecret: "Bad_Name", "oci.repo": "typo",
+		}, func(c Config) bool {
+			d := Defaults()
+			d.PlainHTTP = true
+			return c == d
+		}, []string{KeyCompression, KeyMaxArtifactBytes, KeyVerifyAccess, KeyCredentialsSecret, "oci.repo"}},
+		{"empty compression", map[string]string{KeyCompression: ""}, nil, []string{KeyCompression}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := Defaults().Apply(tt.data)
+			if tt.check != nil && !tt.check(c) {
+				t.Errorf("config = %+v", c)
+			}
+			got := map[string]bool{}
+			for _, e := range unwrap(err) {
+				var ke *KeyError
+				if !errors.As(e, &ke) {
+					t.Fatalf("error %v is not a *KeyError", e)
+				}
+				got[ke.Key] = true
+			}
+			if len(got) != len(tt.badKeys) {
+				t.Errorf("invalid keys reported: %v, want %v (err: %v)", got, tt.badKeys, err)
+			}
+			for _, k := range tt.badKeys {
+				if !got[k] {
+					t.Errorf("key %s not reported (err: %v)", k, err)
+				}
+			}
+		})
+	}
+}
+
+func unwrap(err error) []error {
+	if err == nil {
+		return nil
+	}
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		return j.Unwrap()
+	}
+	return []error{err}
+}
+
+func TestReadDir(t *testing.T) {
+	dir := t.TempDir()
+	// The layout kubelet gives a mounted ConfigMap.
+	data := filepath.Join(dir, "..2026_11_28_00_00_00.1")
+	os.Mkdir(data, 0o755)
+	os.WriteFile(filepath.Join(data, KeyCompression), []byte("zstd\n"), 0o644)
+	os.Symlink(filepath.Base(data), filepath.Join(dir, "..data"))
+	os.Symlink(filepath.Join("..data", KeyCompression), filepath.Join(dir, KeyCompression))
+
+	got, err := ReadDir(dir)
+	if err != nil || len(got) != 1 || got[KeyCompression] != "zstd\n" {
+		t.Fatalf("ReadDir = %v, %v", got, err)
+	}
+	if got, err := ReadDir(filepath.Join(dir, "missing")); err != nil || len(got) != 0 {
+		t.Errorf("missing dir: %v, %v", got, err)
+	}
+}

@@ -1,0 +1,94 @@
+// Package credentials captures the registry credentials a volume is
+// published with, so that an output can still be pushed after
+// NodeUnpublishVolume, which carries none. A Snapshot holds Kubernetes
+// pull-secret data (kubernetes.io/dockerconfigjson or dockercfg) and
+// becomes an authn.Keychain through go-containerregistry's
+// pkg/authn/kubernetes, which matches registries as kubelet does.
+//
+// Snapshots are secrets: they are stored with mode 0600 and never logged.
+package credentials
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/google/go-containerregistry/pkg/authn"
+	kauth "github.com/google/go-containerregistry/pkg/authn/kubernetes"
+	corev1 "k8s.io/api/core/v1"
+)
+
+// ErrInvalid marks secret data that holds no usable registry credentials.
+var ErrInvalid = errors.New("invalid registry credentials")
+
+// Snapshot is an ordered list of pull secrets; the first one with
+// credentials for a registry wins. The zero value means anonymous access.
+type Snapshot struct {
+	Secrets []Secret `json:"secrets,omitempty"`
+}
+
+// Secret is the part of a Kubernetes Secret a keychain needs.
+type Secret struct {
+	Type corev1.SecretType `json:"type"`
+	Data map[string][]byte `json:"data"`
+}
+
+// String never shows secret data, so a Snapshot is safe to log by mistake.
+func (s Snapshot) String() string { return fmt.Sprintf("credentials.Snapshot{%d secrets}", len(s.Secrets)) }
+
+// FromPublishSecrets reads the secrets kubelet passes to NodePublishVolume
+// from a volume's nodePublishSecretRef: the Secret's data, by key. An empty
+// map means no secret. The Secret must be of type
+// kubernetes.io/dockerconfigjson (key .dockerconfigjson) or
+// kubernetes.io/dockercfg (key .dockercfg).
+func FromPublishSecrets(secrets map[string]string) (Snapshot, error) {
+	if len(secrets) == 0 {
+		return Snapshot{}, nil
+	}
+	for _, s := range []struct {
+		key string
+		typ corev1.SecretType
+	}{{corev1.DockerConfigJsonKey, corev1.SecretTypeDockerConfigJson}, {corev1.DockerConfigKey, corev1.SecretTypeDockercfg}} {
+		if v, ok := secrets[s.key]; ok {
+			sec := Secret{Type: s.typ, Data: map[string][]byte{s.key: []byte(v)}}
+			if _, err := kauth.NewFromPullSecrets(context.Background(), []corev1.Secret{sec.secret()}); err != nil {
+				return Snapshot{}, fmt.Errorf("%w: nodePublishSecretRef %s: %v", ErrInvalid, s.key, err)
+			}
+			return Snapshot{Secrets: []Secret{sec}}, nil
+		}
+	}
+	keys := make([]string, 0, len(secrets))
+	for k := range secrets {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return Snapshot{}, fmt.Errorf("%w: the nodePublishSecretRef Secret has keys %s; want a kubernetes.io/dockerconfigjson Secret (key %s)",
+		ErrInvalid, strings.Join(keys, ", "), corev1.DockerConfigJsonKey)
+}
+
+// Keychain returns a keychain serving the snapshot's credentials, anonymous
+// for registries it has none for.
+func (s Snapshot) Keychain(ctx context.Context) (authn.Keychain, error) {
+	if len(s.Secrets) == 0 {
+		return anonymous{}, nil
+	}
+	secrets := make([]corev1.Secret, len(s.Secrets))
+	for i, sec := range s.Secrets {
+		secrets[i] = sec.secret()
+	}
+	kc, err := kauth.NewFromPullSecrets(ctx, secrets)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	return kc, nil
+}
+
+func (s Secret) secret() corev1.Secret {
+	return corev1.Secret{Type: s.Type, Data: s.Data}
+}
+
+type anonymous struct{}
+
+func (anonymous) Resolve(authn.Resource) (authn.Authenticator, error) { return authn.Anonymous, nil }

@@ -1,0 +1,132 @@
+// Package metrics defines the node plugin's Prometheus metrics. Labels are
+// bounded (operation, direction, gRPC code, result): never a digest, a pod
+// or a volume id. Every method is safe on a nil *Metrics, which records
+// nothing, and safe for concurrent use.
+package metrics
+
+import (
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+const namespace = "artifacts_csi"
+
+// Upload results.
+const (
+	UploadPushed = "pushed" // pushed and recorded
+	UploadRetry  = "retry"  // failed, will be tried again
+	UploadFailed = "failed" // given up: deadline passed or the output can never be pushed
+)
+
+// QueueStats describes the outputs waiting for upload.
+type QueueStats struct {
+	// Pending counts sealed outputs not pushed yet; Oldest is when the
+	// oldest of them was sealed (zero when none).
+	Pending int
+	Oldest  time.Time
+	// Failed counts outputs given up on, whose data stays on the node.
+	Failed int
+}
+
+// Metrics holds the collectors.
+type Metrics struct {
+	registry     *prometheus.Registry
+	operations   *prometheus.HistogramVec
+	pulled       prometheus.Counter
+	pushed       prometheus.Counter
+	cacheLookups *prometheus.CounterVec
+	uploads      *prometheus.CounterVec
+}
+
+// New registers the metrics, with Go and process collectors, in a registry
+// of their own. cache and queue are read at every scrape.
+func New(cache func() (bytes int64, entries int), queue func() QueueStats) *Metrics {
+	m := &Metrics{
+		registry: prometheus.NewRegistry(),
+		operations: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: namespace, Name: "operation_duration_seconds",
+			Help:    "Duration of NodePublishVolume and NodeUnpublishVolume calls, by direction and gRPC code.",
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120},
+		}, []string{"operation", "direction", "code"}),
+		pulled: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: namespace, Name: "pulled_bytes_total",
+			Help: "Compressed bytes fetched from registries into the input cache.",
+		}),
+		pushed: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: namespace, Name: "pushed_bytes_total",
+			Help: "Compressed bytes of output layers uploaded to registries.",
+		}),
+		cacheLookups: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "cache_lookups_total",
+			Help: "Input cache lookups by result (hit, miss).",
+		}, []string{"result"}),
+		uploads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "uploads_total",
+			Help: "Output upload attempts by result (pushed, retry, failed).",
+		}, []string{"result"}),
+	}
+	gauge := func(name, help string, f func() float64) prometheus.Collector {
+		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: namespace, Name: name, Help: help}, f)
+	}
+	m.registry.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		m.operations, m.pulled, m.pushed, m.cacheLookups, m.uploads,
+		gauge("cache_bytes", "Bytes held by the input cache.", func() float64 { b, _ := cache(); return float64(b) }),
+		gauge("cache_entries", "Artifacts held by the input cache.", func() float64 { _, n := cache(); return float64(n) }),
+		gauge("upload_queue_depth", "Sealed outputs waiting to be pushed.", func() float64 { return float64(queue().Pending) }),
+		gauge("upload_oldest_pending_seconds", "Age of the oldest output waiting to be pushed, 0 when none.", func() float64 {
+			if q := queue(); !q.Oldest.IsZero() {
+				return time.Since(q.Oldest).Seconds()
+			}
+			return 0
+		}),
+		gauge("failed_outputs", "Outputs that could not be pushed; their data stays on the node.", func() float64 { return float64(queue().Failed) }),
+	)
+	return m
+}
+
+// Handler serves the metrics in the Prometheus exposition format.
+func (m *Metrics) Handler() http.Handler {
+	return promhttp.HandlerFor(m.registry, promhttp.HandlerOpts{})
+}
+
+// Operation records one publish or unpublish.
+func (m *Metrics) Operation(operation, direction, code string, d time.Duration) {
+	if m != nil {
+		m.operations.WithLabelValues(operation, direction, code).Observe(d.Seconds())
+	}
+}
+
+// Pulled counts bytes fetched.
+func (m *Metrics) Pulled(n int64) {
+	if m != nil {
+		m.pulled.Add(float64(n))
+	}
+}
+
+// Pushed counts bytes uploaded.
+func (m *Metrics) Pushed(n int64) {
+	if m != nil {
+		m.pushed.Add(float64(n))
+	}
+}
+
+// CacheLookup counts an input cache hit or miss.
+func (m *Metrics) CacheLookup(hit bool) {
+	if m != nil {
+		m.cacheLookups.WithLabelValues(map[bool]string{true: "hit", false: "miss"}[hit]).Inc()
+	}
+}
+
+// Upload counts an upload attempt's result: UploadPushed, UploadRetry or
+// UploadFailed.
+func (m *Metrics) Upload(result string) {
+	if m != nil {
+		m.uploads.WithLabelValues(result).Inc()
+	}
+}

@@ -1,0 +1,428 @@
+package outputs
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"errors"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"golang.org/x/sys/unix"
+	"k8s.io/klog/v2/ktesting"
+
+	"github.com/tektoncd/artifacts-csi-driver/internal/testregistry"
+	"github.com/tektoncd/artifacts-csi-driver/internal/testtree"
+	"github.com/tektoncd/artifacts-csi-driver/pkg/archive"
+	"github.com/tektoncd/artifacts-csi-driver/pkg/artifact"
+	"github.com/tektoncd/artifacts-csi-driver/pkg/credentials"
+	"github.com/tektoncd/artifacts-csi-driver/pkg/oci"
+	"github.com/tektoncd/artifacts-csi-driver/pkg/record"
+	"github.com/tektoncd/artifacts-csi-driver/pkg/volume"
+)
+
+// recorder keeps every record it is given.
+type recorder struct {
+	mu      sync.Mutex
+	records []record.Record
+	fail    atomic.Bool
+}
+
+func (r *recorder) Record(_ context.Context, rec record.Record) error {
+	if r.fail.Load() {
+		return errors.New("apiserver unavailable")
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.records = append(r.records, rec)
+	return nil
+}
+
+func (r *recorder) phases() []record.Phase {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var p []record.Phase
+	for _, rec := range r.records {
+		p = append(p, rec.Phase)
+	}
+	return p
+}
+
+func (r *recorder) last() record.Record {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.records[len(r.records)-1]
+}
+
+// noRetry leaves retries to the uploader, which the tests make fast.
+var noRetry = remote.Backoff{Steps: 1}
+
+type fixture struct {
+	t    *testing.T
+	ctx  context.Context
+	dir  string
+	host string
+	rec  *recorder
+	opts Options
+}
+
+func newFixture(t *testing.T, host string) *fixture {
+	_, ctx := ktesting.NewTestContext(t)
+	f := &fixture{t: t, ctx: ctx, dir: t.TempDir(), host: host, rec: &recorder{}}
+	f.opts = Options{Dir: f.dir, Pusher: OCIPusher{Client: oci.New(oci.Options{Retry: noRetry})}, Recorder: f.rec,
+		RetryMin: 20 * time.Millisecond, RetryMax: 100 * time.Millisecond}
+	return f
+}
+
+func (f *fixture) open() *Manager {
+	f.t.Helper()
+	m, err := Open(f.ctx, f.opts)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return m
+}
+
+// run starts m's uploader until the test ends or stop is called.
+func (f *fixture) run(m *Manager) (stop func()) {
+	ctx, cancel := context.WithCancel(f.ctx)
+	done := make(chan struct{})
+	go func() { m.Run(ctx); close(done) }()
+	stop = func() { cancel(); <-done }
+	f.t.Cleanup(stop)
+	return stop
+}
+
+func (f *fixture) volume(id string) Volume {
+	return Volume{
+		ID: id, Fingerprint: "fp-" + id,
+		Pod:        volume.Pod{Name: "build-pod", Namespace: "team", UID: "uid-1"},
+		Repository: f.host + "/team/out", PlainHTTP: true, Tag: "team.build." + id,
+		Compression: archive.Gzip, MaxBytes: 1 << 30,
+		Metadata: artifact.Metadata{Name: "report", Namespace: "team"},
+	}
+}
+
+func (f *fixture) publish(m *Manager, v Volume) string {
+	f.t.Helper()
+	dir, err := m.Publish(f.ctx, v, credentials.Snapshot{}, -1)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return dir
+}
+
+func (f *fixture) seal(m *Manager, id string) {
+	f.t.Helper()
+	if found, err := m.Seal(f.ctx, id); err != nil || !found {
+		f.t.Fatalf("Seal = %v, %v", found, err)
+	}
+}
+
+// waitFor polls cond for up to 20 s.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(20 * time.Second); !cond(); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+	}
+}
+
+func (f *fixture) pulled(ref string) string {
+	f.t.Helper()
+	r, err := oci.ParseReference(ref, true)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	dest := filepath.Join(f.t.TempDir(), "pulled")
+	if _, err := oci.New(oci.Options{}).Pull(f.ctx, r, dest); err != nil {
+		f.t.Fatal(err)
+	}
+	return dest
+}
+
+func TestPublishSealPush(t *testing.T) {
+	f := newFixture(t, testregistry.InMemory(t, true))
+	m := f.open()
+	v := f.volume("csi-1")
+	data := f.publish(m, v)
+	testtree.Write(t, data, 1)
+	want := t.TempDir()
+	testtree.Write(t, want, 1)
+
+	f.seal(m, v.ID)
+	if _, err := os.Stat(data); !os.IsNotExist(err) {
+		t.Errorf("the published directory still exists after Seal: %v", err)
+	}
+	f.run(m)
+	waitFor(t, "the push", func() bool { return len(f.rec.phases()) == 2 && !m.Has(v.ID) })
+
+	if got := f.rec.phases(); !slices.Equal(got, []record.Phase{record.Pending, record.Pushed}) {
+		t.Fatalf("phases = %v", got)
+	}
+	r := f.rec.last()
+	if r.VolumeID != v.ID || r.Direction != volume.Output || r.Pod != v.Pod || r.Tag != v.Tag ||
+		!strings.HasPrefix(r.Digest, "sha256:") || r.Size <= 0 || r.MediaType != string(artifact.LayerMediaType(archive.Gzip)) {
+		t.Errorf("record = %+v", r)
+	}
+	testtree.Equal(t, want, f.pulled(v.Repository+"@"+r.Digest))
+	if entries, _ := os.ReadDir(filepath.Join(f.dir, "spool")); len(entries) != 0 {
+		t.Errorf("spool not emptied: %v", entries)
+	}
+}
+
+func TestPublishIsIdempotent(t *testing.T) {
+	f := newFixture(t, "localhost:1")
+	m := f.open()
+	v := f.volume("csi-2")
+	first := f.publish(m, v)
+	if again := f.publish(m, v); again != first {
+		t.Errorf("repeat publish gave %s, want %s", again, first)
+	}
+	other := v
+	other.Fingerprint = "different"
+	if _, err := m.Publish(f.ctx, other, credentials.Snapshot{}, -1); !errors.Is(err, ErrConflict) {
+		t.Errorf("publish with other arguments: %v, want ErrConflict", err)
+	}
+	if _, err := m.Publish(f.ctx, Volume{ID: "../x"}, credentials.Snapshot{}, -1); err == nil {
+		t.Error("a volume id with a path separator was accepted")
+	}
+	f.seal(m, v.ID)
+	f.seal(m, v.ID)
+	if _, err := m.Publish(f.ctx, v, credentials.Snapshot{}, -1); !errors.Is(err, ErrSealed) {
+		t.Errorf("publish after seal: %v, want ErrSealed", err)
+	}
+	if found, err := m.Seal(f.ctx, "csi-unknown"); found || err != nil {
+		t.Errorf("Seal of an unknown volume = %v, %v; want false, nil", found, err)
+	}
+}
+
+func TestOwnership(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("chown needs root")
+	}
+	f := newFixture(t, "localhost:1")
+	m := f.open()
+	for _, tt := range []struct {
+		gid      int
+		wantMode os.FileMode
+		wantGID  uint32
+	}{{-1, os.ModeDir | 0o777, 0}, {4321, os.ModeDir | os.ModeSetgid | 0o775, 4321}} {
+		v := f.volume(fmt.Sprintf("csi-gid%d", tt.gid+1))
+		dir, err := m.Publish(f.ctx, v, credentials.Snapshot{}, tt.gid)
+		if err != nil {
+			t.Fatal(err)
+		}
+		st, _ := os.Stat(dir)
+		if st.Mode() != tt.wantMode || st.Sys().(*syscall.Stat_t).Gid != tt.wantGID {
+			t.Errorf("gid %d: mode %v gid %d, want %v %d", tt.gid, st.Mode(), st.Sys().(*syscall.Stat_t).Gid, tt.wantMode, tt.wantGID)
+		}
+		cst, _ := os.Stat(filepath.Join(filepath.Dir(dir), credentialsFile))
+		if cst.Mode().Perm() != 0o600 {
+			t.Errorf("credentials mode %v, want 0600", cst.Mode().Perm())
+		}
+	}
+}
+
+func TestResumeAfterRestart(t *testing.T) {
+	f := newFixture(t, testregistry.InMemory(t, false))
+	m := f.open()
+	a, b := f.volume("csi-a"), f.volume("csi-b")
+	testtree.Write(t, f.publish(m, a), 2)
+	testtree.Write(t, f.publish(m, b), 3)
+	f.seal(m, a.ID)
+	// A crash after b's journal said Sealed but before the rename.
+	sealedB := b
+	sealedB.State, sealedB.SealedAt, sealedB.PublishedAt = Sealed, time.Now(), time.Now()
+	if err := os.WriteFile(filepath.Join(f.dir, "outputs", b.ID, journalFile), mustJSON(t, sealedB), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// And a volume whose creation was interrupted.
+	os.MkdirAll(filepath.Join(f.dir, "outputs", ".new-123", "data"), 0o700)
+
+	m = f.open()
+	if q := m.Stats(); q.Pending != 2 {
+		t.Fatalf("after restart: %+v, want 2 pending", q)
+	}
+	if _, err := os.Stat(filepath.Join(f.dir, "outputs", ".new-123")); !os.IsNotExist(err) {
+		t.Error("half-created volume not removed")
+	}
+	f.run(m)
+	waitFor(t, "both pushes", func() bool { return m.Stats().Pending == 0 })
+	if n := len(f.rec.phases()); n != 4 {
+		t.Errorf("records: %v", f.rec.phases())
+	}
+}
+
+func TestRegistryOutage(t *testing.T) {
+	var down atomic.Bool
+	down.Store(true)
+	var refused atomic.Int32
+	host := testregistry.Handler(t, true, func(h http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if down.Load() {
+				refused.Add(1)
+				http.Error(w, "maintenance", http.StatusServiceUnavailable)
+				return
+			}
+			h.ServeHTTP(w, r)
+		})
+	})
+	f := newFixture(t, host)
+	m := f.open()
+	v := f.volume("csi-outage")
+	testtree.Write(t, f.publish(m, v), 4)
+	f.seal(m, v.ID)
+	f.run(m)
+	waitFor(t, "three failed attempts", func() bool { got, _ := m.Get(v.ID); return got.Attempts >= 3 })
+	if got, _ := m.Get(v.ID); got.State != Sealed || got.LastError == "" {
+		t.Fatalf("during the outage: %+v", got)
+	}
+	down.Store(false)
+	waitFor(t, "the push after the outage", func() bool { return !m.Has(v.ID) })
+	if got := f.rec.phases(); !slices.Equal(got, []record.Phase{record.Pending, record.Pushed}) {
+		t.Errorf("phases = %v", got)
+	}
+}
+
+func TestFailures(t *testing.T) {
+	host := testregistry.Handler(t, true, func(h http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if strings.Contains(r.URL.Path, "/down/") {
+				http.Error(w, "down", http.StatusBadGateway)
+				return
+			}
+			h.ServeHTTP(w, r)
+		})
+	})
+	tests := []struct {
+		name    string
+		edit    func(*Volume)
+		write   func(dir string)
+		wantErr string
+	}{
+		{"deadline passes while the registry is down", func(v *Volume) { v.Repository = host + "/down/out" },
+			func(dir string) { os.WriteFile(filepath.Join(dir, "f"), []byte("x"), 0o644) }, "502"},
+		{"single-file media type with two files", func(v *Volume) { v.MediaType = "application/json" },
+			func(dir string) {
+				os.WriteFile(filepath.Join(dir, "a"), nil, 0o644)
+				os.WriteFile(filepath.Join(dir, "b"), nil, 0o644)
+			}, "exactly one regular file"},
+		{"larger than maxArtifactBytes", func(v *Volume) { v.MaxBytes = 10 },
+			func(dir string) { os.WriteFile(filepath.Join(dir, "f"), make([]byte, 11), 0o644) }, "maxArtifactBytes"},
+		{"a socket in the output", nil, func(dir string) {
+			fd, _ := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM, 0)
+			unix.Bind(fd, &unix.SockaddrUnix{Name: filepath.Join(dir, "sock")})
+			unix.Close(fd)
+		}, "socket"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := newFixture(t, host)
+			f.opts.Deadline = 300 * time.Millisecond
+			m := f.open()
+			v := f.volume("csi-fail")
+			if tt.edit != nil {
+				tt.edit(&v)
+			}
+			data := f.publish(m, v)
+			tt.write(data)
+			f.seal(m, v.ID)
+			f.run(m)
+			waitFor(t, "the failure", func() bool { return m.Stats().Failed == 1 })
+			got, _ := m.Get(v.ID)
+			if got.State != Failed || !strings.Contains(got.LastError, tt.wantErr) {
+				t.Errorf("journal: state %s, error %q; want Failed with %q", got.State, got.LastError, tt.wantErr)
+			}
+			if r := f.rec.last(); r.Phase != record.Failed || r.Message != got.LastError {
+				t.Errorf("last record = %+v", r)
+			}
+			if entries, err := os.ReadDir(filepath.Join(f.dir, "spool", v.ID, dataDir)); err != nil || len(entries) == 0 {
+				t.Errorf("failed output's data is gone: %v, %v", entries, err)
+			}
+			// A restart keeps it failed, without retrying.
+			m2 := f.open()
+			if q := m2.Stats(); q.Failed != 1 || q.Pending != 0 {
+				t.Errorf("after restart: %+v", q)
+			}
+		})
+	}
+}
+
+func TestRecorderOutageKeepsPushedOutput(t *testing.T) {
+	f := newFixture(t, testregistry.InMemory(t, true))
+	f.rec.fail.Store(true)
+	m := f.open()
+	v := f.volume("csi-rec")
+	testtree.Write(t, f.publish(m, v), 5)
+	f.seal(m, v.ID)
+	f.run(m)
+	waitFor(t, "the push", func() bool { got, _ := m.Get(v.ID); return got.State == Pushed })
+	if _, err := os.Stat(filepath.Join(f.dir, "spool", v.ID)); err != nil {
+		t.Fatalf("output deleted before it was recorded: %v", err)
+	}
+	f.rec.fail.Store(false)
+	waitFor(t, "the record", func() bool { return !m.Has(v.ID) })
+	if r := f.rec.last(); r.Phase != record.Pushed || r.Digest == "" {
+		t.Errorf("record = %+v", r)
+	}
+}
+
+// TestSealOnFullDisk fills a small tmpfs holding the state directory:
+// Seal must fail clearly and change nothing; once space is back it works.
+func TestSealOnFullDisk(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("mounting a tmpfs needs root")
+	}
+	f := newFixture(t, "localhost:1")
+	if err := unix.Mount("tmpfs", f.dir, "tmpfs", 0, "size=1m"); err != nil {
+		t.Skipf("mount tmpfs: %v", err)
+	}
+	t.Cleanup(func() { unix.Unmount(f.dir, unix.MNT_DETACH) })
+	m := f.open()
+	v := f.volume("csi-full")
+	data := f.publish(m, v)
+	filler := filepath.Join(data, "filler")
+	fill, _ := os.Create(filler)
+	for _, err := fill.Write(make([]byte, 64<<10)); err == nil; _, err = fill.Write(make([]byte, 4<<10)) {
+	}
+	fill.Close()
+
+	found, err := m.Seal(f.ctx, v.ID)
+	if !found || !errors.Is(err, unix.ENOSPC) {
+		t.Fatalf("Seal on a full disk = %v, %v; want ENOSPC", found, err)
+	}
+	if got, _ := m.Get(v.ID); got.State != Published {
+		t.Errorf("state after the failed seal: %s", got.State)
+	}
+	if _, err := os.Stat(filler); err != nil {
+		t.Errorf("data touched by the failed seal: %v", err)
+	}
+	if entries, _ := os.ReadDir(filepath.Join(f.dir, "spool")); len(entries) != 0 {
+		t.Errorf("spool after the failed seal: %v", entries)
+	}
+	if m2 := f.open(); m2.Stats().Pending != 0 {
+		t.Error("a restart after the failed seal finds it sealed")
+	}
+	os.Truncate(filler, 0)
+	f.seal(m, v.ID)
+}
+
+func mustJSON(t *testing.T, v any) []byte {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
