@@ -36,7 +36,9 @@ type Secret struct {
 }
 
 // String never shows secret data, so a Snapshot is safe to log by mistake.
-func (s Snapshot) String() string { return fmt.Sprintf("credentials.Snapshot{%d secrets}", len(s.Secrets)) }
+func (s Snapshot) String() string {
+	return fmt.Sprintf("credentials.Snapshot{%d secrets}", len(s.Secrets))
+}
 
 // FromPublishSecrets reads the secrets kubelet passes to NodePublishVolume
 // from a volume's nodePublishSecretRef: the Secret's data, by key. An empty

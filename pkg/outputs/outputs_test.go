@@ -3,8 +3,8 @@ package outputs
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"errors"
+	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
