@@ -192,3 +192,17 @@ func ReadDir(dir string) (map[string]string, error) {
 	}
 	return data, nil
 }
+
+// Dir is a configuration source reading the cluster ConfigMap mounted at
+// the directory it names, at every call, so that an edit applies to the
+// next volume without a restart. Keys it does not set keep their defaults.
+type Dir string
+
+// Resolve returns the defaults with the directory's keys applied.
+func (d Dir) Resolve() (Config, error) {
+	data, err := ReadDir(string(d))
+	if err != nil {
+		return Config{}, err
+	}
+	return Defaults().Apply(data)
+}

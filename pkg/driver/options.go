@@ -16,8 +16,12 @@ import (
 // NewOptions, then AddFlags, then Validate.
 type Options struct {
 	// Endpoint is the CSI socket, unix:///path. Default
-	// unix:///csi/csi.sock.
+	// unix:///var/lib/kubelet/plugins/artifacts.csi.tekton.dev/csi.sock.
 	Endpoint string
+	// RegistrationPath is the CSI socket's path as kubelet sees it, which
+	// plugin registration reports. Default: the Endpoint's path, right when
+	// the DaemonSet mounts the kubelet directory at the same path.
+	RegistrationPath string
 	// NodeID is this node's name, reported by NodeGetInfo. Required.
 	NodeID string
 	// KubeletDir is kubelet's root directory; target paths must lie under
@@ -38,18 +42,26 @@ type Options struct {
 	Registration bool
 	// HTTPAddress serves /healthz and /metrics. Default :9809.
 	HTTPAddress string
+	// ConfigDir is the cluster config-artifact-storage ConfigMap mounted as
+	// a directory, read at each publish. Default /etc/artifacts-csi/config;
+	// a missing directory means every default.
+	ConfigDir string
+	// UploadWorkers bounds concurrent output uploads. Default 2.
+	UploadWorkers int
 }
 
 // NewOptions returns Options with their defaults.
 func NewOptions() *Options {
 	return &Options{
-		Endpoint:       "unix:///csi/csi.sock",
+		Endpoint:       "unix:///var/lib/kubelet/plugins/" + DriverName + "/csi.sock",
 		KubeletDir:     "/var/lib/kubelet",
 		StateDir:       "/var/lib/artifacts-csi",
 		CacheBytes:     10 << 30,
 		UploadDeadline: 24 * time.Hour,
 		Registration:   true,
 		HTTPAddress:    ":9809",
+		ConfigDir:      "/etc/artifacts-csi/config",
+		UploadWorkers:  2,
 	}
 }
 
@@ -62,7 +74,10 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.Var((*byteSize)(&o.CacheBytes), "cache-size", "bound of the input cache, e.g. 512Mi or 10Gi")
 	fs.DurationVar(&o.UploadDeadline, "upload-deadline", o.UploadDeadline, "how long an output may wait for the registry before it is marked failed")
 	fs.BoolVar(&o.Registration, "plugin-registration", o.Registration, "serve kubelet plugin registration (turn off when running node-driver-registrar)")
-	fs.StringVar(&o.HTTPAddress, "http-address", o.HTTPAddress, "address for /healthz and /metrics")
+	fs.StringVar(&o.HTTPAddress, "http-address", o.HTTPAddress, "address for /healthz and /metrics (empty: off)")
+	fs.StringVar(&o.RegistrationPath, "kubelet-registration-path", o.RegistrationPath, "CSI socket path as kubelet sees it (default: the --endpoint path)")
+	fs.StringVar(&o.ConfigDir, "config-dir", o.ConfigDir, "cluster config-artifact-storage ConfigMap mounted as a directory")
+	fs.IntVar(&o.UploadWorkers, "upload-workers", o.UploadWorkers, "concurrent output uploads")
 }
 
 // Validate reports every invalid option at once.
@@ -74,7 +89,7 @@ func (o *Options) Validate() error {
 	if o.NodeID == "" {
 		errs = append(errs, errors.New("--node-id is required"))
 	}
-	for flag, dir := range map[string]string{"--kubelet-dir": o.KubeletDir, "--state-dir": o.StateDir} {
+	for flag, dir := range map[string]string{"--kubelet-dir": o.KubeletDir, "--state-dir": o.StateDir, "--config-dir": o.ConfigDir} {
 		if !filepath.IsAbs(dir) {
 			errs = append(errs, fmt.Errorf("%s must be an absolute path, got %q", flag, dir))
 		}
@@ -84,6 +99,12 @@ func (o *Options) Validate() error {
 	}
 	if o.UploadDeadline <= 0 {
 		errs = append(errs, fmt.Errorf("--upload-deadline must be positive, got %s", o.UploadDeadline))
+	}
+	if o.RegistrationPath != "" && !filepath.IsAbs(o.RegistrationPath) {
+		errs = append(errs, fmt.Errorf("--kubelet-registration-path must be an absolute path, got %q", o.RegistrationPath))
+	}
+	if o.UploadWorkers <= 0 {
+		errs = append(errs, fmt.Errorf("--upload-workers must be positive, got %d", o.UploadWorkers))
 	}
 	return errors.Join(errs...)
 }

@@ -20,7 +20,7 @@ func TestOptions(t *testing.T) {
 			if o.CacheBytes != 10<<30 || o.UploadDeadline != 24*time.Hour || !o.Registration || o.KubeletDir != "/var/lib/kubelet" {
 				t.Errorf("options = %+v", o)
 			}
-			if p, _ := o.SocketPath(); p != "/csi/csi.sock" {
+			if p, _ := o.SocketPath(); p != "/var/lib/kubelet/plugins/artifacts.csi.tekton.dev/csi.sock" {
 				t.Errorf("socket = %q", p)
 			}
 		}},

@@ -233,19 +233,9 @@ func (m *Manager) Publish(ctx context.Context, v Volume, creds credentials.Snaps
 	if !ValidID(v.ID) {
 		return "", fmt.Errorf("invalid volume id %q", v.ID)
 	}
-	m.mu.Lock()
-	old, published := m.published[v.ID]
-	_, sealed := m.spool[v.ID]
-	m.mu.Unlock()
-	switch {
-	case sealed:
-		return "", fmt.Errorf("%w: output %s is sealed for upload", ErrSealed, v.ID)
-	case published && old.Fingerprint != v.Fingerprint:
-		return "", fmt.Errorf("%w: output %s", ErrConflict, v.ID)
-	case published:
-		return m.dataPath(m.outputsDir, v.ID), nil
+	if dir, found, err := m.Lookup(v.ID, v.Fingerprint); found || err != nil {
+		return dir, err
 	}
-
 	v.State, v.PublishedAt = Published, time.Now().UTC()
 	tmp, err := os.MkdirTemp(m.outputsDir, ".new-")
 	if err != nil {
@@ -291,6 +281,24 @@ func (m *Manager) prepare(dir string, v *Volume, creds credentials.Snapshot, gid
 		return err
 	}
 	return atomicfile.SyncDir(dir)
+}
+
+// Lookup returns the directory of published volume id when its
+// fingerprint matches, ErrConflict when it does not, ErrSealed when the
+// volume is sealed already, and found=false when it does not exist.
+func (m *Manager) Lookup(id, fingerprint string) (dir string, found bool, err error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	v, published := m.published[id]
+	switch {
+	case m.spool[id] != nil:
+		return "", true, fmt.Errorf("%w: output %s is sealed for upload", ErrSealed, id)
+	case !published:
+		return "", false, nil
+	case v.Fingerprint != fingerprint:
+		return "", true, fmt.Errorf("%w: output %s", ErrConflict, id)
+	}
+	return m.dataPath(m.outputsDir, id), true, nil
 }
 
 // Has reports whether id is an output volume in any state.

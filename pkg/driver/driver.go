@@ -1,0 +1,149 @@
+// Package driver implements the CSI services of the node plugin: Identity,
+// Node (ephemeral input and output volumes) and an empty Controller.
+//
+// A NodePublishVolume of an input resolves the artifact in the node's input
+// cache and bind-mounts it read-only; one of an output creates a private
+// directory and bind-mounts it read-write. NodeUnpublishVolume unmounts
+// and, for an output, hands the directory to the uploader. Calls on one
+// volume are serialised: a second call while one is in flight gets
+// ABORTED, as the CSI spec recommends, and kubelet retries it.
+package driver
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+
+	"github.com/container-storage-interface/spec/lib/go/csi"
+	"github.com/google/go-containerregistry/pkg/authn"
+	"google.golang.org/grpc"
+	"k8s.io/klog/v2"
+
+	"github.com/tektoncd/artifacts-csi-driver/internal/atomicfile"
+	"github.com/tektoncd/artifacts-csi-driver/pkg/cache"
+	"github.com/tektoncd/artifacts-csi-driver/pkg/config"
+	"github.com/tektoncd/artifacts-csi-driver/pkg/metrics"
+	"github.com/tektoncd/artifacts-csi-driver/pkg/mounter"
+	"github.com/tektoncd/artifacts-csi-driver/pkg/oci"
+	"github.com/tektoncd/artifacts-csi-driver/pkg/outputs"
+	"github.com/tektoncd/artifacts-csi-driver/pkg/record"
+	"github.com/tektoncd/artifacts-csi-driver/pkg/volume"
+)
+
+// DriverName is the CSI driver name in CSIDriver objects and pod specs.
+const DriverName = "artifacts.csi.tekton.dev"
+
+// Registry reads artifacts with a pod's credentials.
+type Registry interface {
+	// Check returns nil when kc can read what ref names.
+	Check(ctx context.Context, kc authn.Keychain, ref oci.Reference) error
+	// Pull verifies and extracts ref into dest (which must not exist),
+	// refusing more than maxBytes of content.
+	Pull(ctx context.Context, kc authn.Keychain, ref oci.Reference, dest string, maxBytes int64) (*oci.PullResult, error)
+}
+
+// ConfigSource resolves the configuration a pod's volumes use.
+type ConfigSource interface {
+	Config(ctx context.Context, pod volume.Pod) (config.Config, error)
+}
+
+// Deps are the driver's collaborators. Every field is required except
+// Recorder (default record.Log) and Metrics (default none).
+type Deps struct {
+	Mounter  mounter.Interface
+	Registry Registry
+	Cache    *cache.Cache
+	Outputs  *outputs.Manager
+	Config   ConfigSource
+	Recorder record.Recorder
+	Metrics  *metrics.Metrics
+}
+
+// Driver serves the CSI Identity, Node and Controller services. It is safe
+// for concurrent use.
+type Driver struct {
+	csi.UnimplementedIdentityServer
+	csi.UnimplementedNodeServer
+	csi.UnimplementedControllerServer
+
+	o       *Options
+	version string
+	d       Deps
+	ready   atomic.Bool
+
+	inflight sync.Map // volume id → struct{}: a call is in progress
+
+	mu     sync.Mutex
+	inputs map[string]*inputVolume
+}
+
+// New returns a driver for validated options o. It loads the input volume
+// records from o.StateDir and pins their cache entries, so it must run
+// after deps.Cache and deps.Outputs were opened and before serving.
+func New(ctx context.Context, o *Options, version string, deps Deps) (*Driver, error) {
+	if deps.Mounter == nil || deps.Registry == nil || deps.Cache == nil || deps.Outputs == nil || deps.Config == nil {
+		return nil, errors.New("driver: Mounter, Registry, Cache, Outputs and Config are required")
+	}
+	if deps.Recorder == nil {
+		deps.Recorder = record.Log{}
+	}
+	d := &Driver{o: o, version: version, d: deps, inputs: map[string]*inputVolume{}}
+	if err := d.loadInputs(ctx); err != nil {
+		return nil, err
+	}
+	return d, nil
+}
+
+// SetReady makes Probe report the plugin ready.
+func (d *Driver) SetReady(ready bool) { d.ready.Store(ready) }
+
+// Register adds the driver's services to a gRPC server.
+func (d *Driver) Register(s grpc.ServiceRegistrar) {
+	csi.RegisterIdentityServer(s, d)
+	csi.RegisterNodeServer(s, d)
+	csi.RegisterControllerServer(s, d)
+}
+
+// inputsDir holds one record per published input volume.
+func (d *Driver) inputsDir() string { return filepath.Join(d.o.StateDir, "inputs") }
+
+// lock marks a call on volume id in flight; it returns false when one is
+// already.
+func (d *Driver) lock(id string) (unlock func(), ok bool) {
+	if _, busy := d.inflight.LoadOrStore(id, struct{}{}); busy {
+		return nil, false
+	}
+	return func() { d.inflight.Delete(id) }, true
+}
+
+// loadInputs reads the input volume records and pins the cache entries
+// they mount. A record whose entry is gone (the node rebooted) stays
+// unpinned; a repeated publish fetches it again.
+func (d *Driver) loadInputs(ctx context.Context) error {
+	if err := os.MkdirAll(d.inputsDir(), 0o700); err != nil {
+		return err
+	}
+	entries, err := os.ReadDir(d.inputsDir())
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		p := filepath.Join(d.inputsDir(), e.Name())
+		if atomicfile.IsTemp(e.Name()) {
+			os.Remove(p)
+			continue
+		}
+		in := &inputVolume{}
+		if err := atomicfile.ReadJSON(p, in); err != nil {
+			klog.FromContext(ctx).Error(err, "Ignoring an unreadable input volume record", "path", p)
+			continue
+		}
+		in.pinned = d.d.Cache.Pin(in.CacheKey)
+		d.inputs[in.ID] = in
+	}
+	klog.FromContext(ctx).V(2).Info("Loaded input volumes", "count", len(d.inputs))
+	return nil
+}

@@ -1,0 +1,346 @@
+package driver
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/container-storage-interface/spec/lib/go/csi"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"k8s.io/klog/v2"
+
+	"github.com/tektoncd/artifacts-csi-driver/internal/atomicfile"
+	"github.com/tektoncd/artifacts-csi-driver/pkg/artifact"
+	"github.com/tektoncd/artifacts-csi-driver/pkg/config"
+	"github.com/tektoncd/artifacts-csi-driver/pkg/credentials"
+	"github.com/tektoncd/artifacts-csi-driver/pkg/oci"
+	"github.com/tektoncd/artifacts-csi-driver/pkg/outputs"
+	"github.com/tektoncd/artifacts-csi-driver/pkg/record"
+	"github.com/tektoncd/artifacts-csi-driver/pkg/volume"
+)
+
+// inputVolume is the record of a published input volume, kept in
+// <state>/inputs/<id>.json so that a restarted plugin knows which cache
+// entries are mounted and can tell a repeated publish from a conflict.
+type inputVolume struct {
+	ID          string     `json:"volumeID"`
+	Fingerprint string     `json:"fingerprint"`
+	Target      string     `json:"targetPath"`
+	Ref         string     `json:"ref"`
+	CacheKey    string     `json:"cacheKey"`
+	Pod         volume.Pod `json:"pod"`
+
+	pinned bool // holds a pin on CacheKey
+}
+
+// NodeGetInfo returns the node id; the driver has no topology and no
+// volume limit.
+func (d *Driver) NodeGetInfo(context.Context, *csi.NodeGetInfoRequest) (*csi.NodeGetInfoResponse, error) {
+	return &csi.NodeGetInfoResponse{NodeId: d.o.NodeID}, nil
+}
+
+// NodeGetCapabilities advertises VOLUME_MOUNT_GROUP: kubelet then passes
+// the pod's fsGroup, which output directories are given to.
+func (d *Driver) NodeGetCapabilities(context.Context, *csi.NodeGetCapabilitiesRequest) (*csi.NodeGetCapabilitiesResponse, error) {
+	return &csi.NodeGetCapabilitiesResponse{Capabilities: []*csi.NodeServiceCapability{{
+		Type: &csi.NodeServiceCapability_Rpc{Rpc: &csi.NodeServiceCapability_RPC{Type: csi.NodeServiceCapability_RPC_VOLUME_MOUNT_GROUP}},
+	}}}, nil
+}
+
+// NodePublishVolume makes an input artifact or an empty output directory
+// appear at the target path. It is idempotent: the same request again
+// returns OK (mounting again what a crash left unmounted); the same volume
+// with other arguments gets ALREADY_EXISTS.
+func (d *Driver) NodePublishVolume(ctx context.Context, req *csi.NodePublishVolumeRequest) (resp *csi.NodePublishVolumeResponse, err error) {
+	start, direction := time.Now(), "unknown"
+	defer func() { d.d.Metrics.Operation("publish", direction, status.Code(err).String(), time.Since(start)) }()
+
+	spec, err := d.checkPublish(req)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	direction = string(spec.Direction)
+	unlock, ok := d.lock(req.GetVolumeId())
+	if !ok {
+		return nil, status.Errorf(codes.Aborted, "an operation on volume %s is in progress", req.GetVolumeId())
+	}
+	defer unlock()
+
+	logger := klog.FromContext(ctx).WithValues("pod", klog.KRef(spec.Pod.Namespace, spec.Pod.Name), "direction", spec.Direction, "artifact", spec.Artifact)
+	ctx = klog.NewContext(ctx, logger)
+	fp := fingerprint(req)
+	if spec.Direction == volume.Input {
+		err = d.publishInput(ctx, req, spec, fp)
+	} else {
+		err = d.publishOutput(ctx, req, spec, fp)
+	}
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	logger.V(2).Info("Published volume", "duration", time.Since(start))
+	return &csi.NodePublishVolumeResponse{}, nil
+}
+
+// checkPublish validates everything a publish request says.
+func (d *Driver) checkPublish(req *csi.NodePublishVolumeRequest) (*volume.Spec, error) {
+	switch {
+	case req.GetVolumeId() == "":
+		return nil, fmt.Errorf("%w: volume id is required", errInvalidRequest)
+	case !outputs.ValidID(req.GetVolumeId()):
+		return nil, fmt.Errorf("%w: volume id %q: want at most 128 letters, digits, '.', '_' or '-'", errInvalidRequest, req.GetVolumeId())
+	case req.GetTargetPath() == "":
+		return nil, fmt.Errorf("%w: target path is required", errInvalidRequest)
+	case req.GetVolumeCapability() == nil:
+		return nil, fmt.Errorf("%w: volume capability is required", errInvalidRequest)
+	case req.GetVolumeCapability().GetMount() == nil:
+		return nil, fmt.Errorf("%w: only filesystem (mount) volumes are supported, not block", errInvalidRequest)
+	}
+	spec, err := volume.Parse(req.GetVolumeContext(), false)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := volume.CheckTargetPath(d.o.KubeletDir, req.GetTargetPath(), spec.Pod.UID); err != nil {
+		return nil, err
+	}
+	if spec.Direction == volume.Output && req.GetReadonly() {
+		return nil, fmt.Errorf("%w: output volume %q is declared readOnly: remove readOnly, the pod must write its output", volume.ErrInvalid, spec.Artifact)
+	}
+	return spec, nil
+}
+
+// fingerprint identifies a publish request by everything but its secrets
+// and the service-account tokens, which kubelet may refresh between calls.
+func fingerprint(req *csi.NodePublishVolumeRequest) string {
+	h := sha256.New()
+	field := func(s string) { fmt.Fprintf(h, "%d:%s;", len(s), s) }
+	field(req.GetTargetPath())
+	field(strconv.FormatBool(req.GetReadonly()))
+	m := req.GetVolumeCapability().GetMount()
+	field(m.GetFsType())
+	field(strings.Join(m.GetMountFlags(), ","))
+	field(m.GetVolumeMountGroup())
+	field(req.GetVolumeCapability().GetAccessMode().GetMode().String())
+	keys := make([]string, 0, len(req.GetVolumeContext()))
+	for k := range req.GetVolumeContext() {
+		if k != volume.KeyServiceAccountTok {
+			keys = append(keys, k)
+		}
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		field(k)
+		field(req.GetVolumeContext()[k])
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// settings resolves the pod's configuration and credentials.
+func (d *Driver) settings(ctx context.Context, req *csi.NodePublishVolumeRequest, spec *volume.Spec) (config.Config, credentials.Snapshot, error) {
+	cfg, err := d.d.Config.Config(ctx, spec.Pod)
+	if err != nil {
+		return config.Config{}, credentials.Snapshot{}, fmt.Errorf("%w: configuration for namespace %s: %w", errNotConfigured, spec.Pod.Namespace, err)
+	}
+	creds, err := credentials.FromPublishSecrets(req.GetSecrets())
+	return cfg, creds, err
+}
+
+func (d *Driver) publishInput(ctx context.Context, req *csi.NodePublishVolumeRequest, spec *volume.Spec, fp string) error {
+	id, target := req.GetVolumeId(), req.GetTargetPath()
+	if spec.From != nil {
+		return fmt.Errorf("%w: input %q: from: %s needs artifact records, which this node plugin does not read yet; use ref: with the producer's digest",
+			errNotYet, spec.Artifact, spec.From)
+	}
+	d.mu.Lock()
+	in := d.inputs[id]
+	d.mu.Unlock()
+	if in != nil && in.Fingerprint != fp {
+		return fmt.Errorf("%w: volume %s is published already with different arguments", outputs.ErrConflict, id)
+	}
+	if in != nil && in.pinned {
+		return d.mount(d.d.Cache.Path(in.CacheKey), target, true)
+	}
+
+	cfg, creds, err := d.settings(ctx, req, spec)
+	if err != nil {
+		return err
+	}
+	ref := *spec.Ref
+	if cfg.PlainHTTP {
+		if ref, err = oci.ParseReference(req.GetVolumeContext()[volume.AttrRef], true); err != nil {
+			return fmt.Errorf("%w: %w", volume.ErrInvalid, err)
+		}
+	}
+	kc, err := creds.Keychain(ctx)
+	if err != nil {
+		return err
+	}
+	dig, _ := ref.Digest()
+	key := map[oci.Kind]string{oci.KindManifest: "manifest-", oci.KindBlob: "blob-"}[ref.Kind] + dig.Algorithm + "-" + dig.Hex
+	if in == nil || cfg.VerifyAccess {
+		// Also on a cache hit: the cache must never give a pod what its
+		// own credentials cannot read.
+		if err := d.d.Registry.Check(ctx, kc, ref); err != nil {
+			return err
+		}
+	}
+	path, hit, err := d.d.Cache.Acquire(ctx, key, func(ctx context.Context, dest string) (int64, error) {
+		res, err := d.d.Registry.Pull(ctx, kc, ref, dest, cfg.MaxArtifactBytes)
+		if err != nil {
+			return 0, err
+		}
+		d.d.Metrics.Pulled(res.Layer.Size)
+		return res.Stats.Bytes, nil
+	})
+	if err != nil {
+		return fmt.Errorf("input %q (%s): %w", spec.Artifact, ref, err)
+	}
+	d.d.Metrics.CacheLookup(hit)
+	rec := &inputVolume{ID: id, Fingerprint: fp, Target: target, Ref: ref.String(), CacheKey: key, Pod: spec.Pod, pinned: true}
+	// Not fsynced: mounts do not survive a node crash either.
+	err = atomicfile.WriteJSON(filepath.Join(d.inputsDir(), id+".json"), rec, 0o600, false)
+	if err == nil {
+		err = d.mount(path, target, true)
+	}
+	if err != nil {
+		os.Remove(filepath.Join(d.inputsDir(), id+".json"))
+		d.d.Cache.Release(key)
+		return err
+	}
+	d.mu.Lock()
+	if old := d.inputs[id]; old != nil && old.pinned {
+		d.d.Cache.Release(old.CacheKey) // unreachable today: a pinned record returned above
+	}
+	d.inputs[id] = rec
+	d.mu.Unlock()
+	d.recordInput(ctx, rec, spec, dig.String())
+	klog.FromContext(ctx).V(4).Info("Input ready", "ref", ref, "cacheHit", hit)
+	return nil
+}
+
+func (d *Driver) recordInput(ctx context.Context, in *inputVolume, spec *volume.Spec, digest string) {
+	r := record.Record{VolumeID: in.ID, Direction: volume.Input, Artifact: spec.Artifact, Pod: spec.Pod,
+		Repository: spec.Ref.Repository().Name(), Digest: digest, Phase: record.Consumed, Time: time.Now().UTC()}
+	if err := d.d.Recorder.Record(ctx, r); err != nil {
+		klog.FromContext(ctx).Error(err, "Could not record input")
+	}
+}
+
+func (d *Driver) publishOutput(ctx context.Context, req *csi.NodePublishVolumeRequest, spec *volume.Spec, fp string) error {
+	// A repeat needs neither configuration nor credentials, which may have
+	// changed since.
+	if dir, found, err := d.d.Outputs.Lookup(req.GetVolumeId(), fp); found || err != nil {
+		if err != nil {
+			return err
+		}
+		return d.mount(dir, req.GetTargetPath(), false)
+	}
+	cfg, creds, err := d.settings(ctx, req, spec)
+	if err != nil {
+		return err
+	}
+	if cfg.Repository == "" {
+		return fmt.Errorf("%w: output %q: no repository for namespace %s: set %s in the config-artifact-storage ConfigMap",
+			errNotConfigured, spec.Artifact, spec.Pod.Namespace, config.KeyRepository)
+	}
+	gid := -1
+	if g := req.GetVolumeCapability().GetMount().GetVolumeMountGroup(); g != "" {
+		if gid, err = strconv.Atoi(g); err != nil || gid < 0 {
+			return fmt.Errorf("%w: volume mount group %q is not a group id", errInvalidRequest, g)
+		}
+	}
+	tag, err := artifact.Tag(cfg.TagPattern, artifact.TagVars{"namespace": spec.Pod.Namespace, "pod": spec.Pod.Name, "artifact": spec.Artifact})
+	if err != nil {
+		return fmt.Errorf("%w: %s: %w", errNotConfigured, config.KeyTagPattern, err)
+	}
+	dir, err := d.d.Outputs.Publish(ctx, outputs.Volume{
+		ID: req.GetVolumeId(), Fingerprint: fp, Pod: spec.Pod,
+		Repository: cfg.Repository, PlainHTTP: cfg.PlainHTTP, Tag: tag,
+		Compression: cfg.Compression, MediaType: spec.MediaType, MaxBytes: cfg.MaxArtifactBytes,
+		Metadata: artifact.Metadata{Name: spec.Artifact, Namespace: spec.Pod.Namespace, BuildOutput: spec.BuildOutput},
+	}, creds, gid)
+	if err != nil {
+		return err
+	}
+	return d.mount(dir, req.GetTargetPath(), false)
+}
+
+// mount bind-mounts source on target unless it is mounted there already,
+// creating target if kubelet has not.
+func (d *Driver) mount(source, target string, readOnly bool) error {
+	if err := os.MkdirAll(target, 0o750); err != nil {
+		return fmt.Errorf("create target path: %w", err)
+	}
+	mounted, err := d.d.Mounter.IsMountPoint(target)
+	if err != nil || mounted {
+		return err
+	}
+	return d.d.Mounter.BindMount(source, target, readOnly)
+}
+
+// NodeUnpublishVolume unmounts the target and removes it. An output is
+// then sealed for upload, which runs in the background; an input's cache
+// entry is unpinned. Unknown volumes and missing targets are fine: kubelet
+// retries NOT_FOUND forever, so the call succeeds whenever nothing is left
+// to do.
+func (d *Driver) NodeUnpublishVolume(ctx context.Context, req *csi.NodeUnpublishVolumeRequest) (resp *csi.NodeUnpublishVolumeResponse, err error) {
+	start, direction := time.Now(), "unknown"
+	defer func() { d.d.Metrics.Operation("unpublish", direction, status.Code(err).String(), time.Since(start)) }()
+	id, target := req.GetVolumeId(), req.GetTargetPath()
+	switch {
+	case id == "":
+		return nil, status.Error(codes.InvalidArgument, "volume id is required")
+	case target == "":
+		return nil, status.Error(codes.InvalidArgument, "target path is required")
+	case !underDir(filepath.Join(d.o.KubeletDir, "pods"), target):
+		return nil, status.Errorf(codes.InvalidArgument, "target path %q is not under kubelet's pods directory %s", target, filepath.Join(d.o.KubeletDir, "pods"))
+	}
+	unlock, ok := d.lock(id)
+	if !ok {
+		return nil, status.Errorf(codes.Aborted, "an operation on volume %s is in progress", id)
+	}
+	defer unlock()
+
+	if err := d.d.Mounter.Unmount(target); err != nil {
+		return nil, toStatus(fmt.Errorf("unmount %s: %w", target, err))
+	}
+	d.mu.Lock()
+	in := d.inputs[id]
+	d.mu.Unlock()
+	switch {
+	case in != nil:
+		direction = string(volume.Input)
+		if err := os.Remove(filepath.Join(d.inputsDir(), id+".json")); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return nil, toStatus(err)
+		}
+		d.mu.Lock()
+		delete(d.inputs, id)
+		d.mu.Unlock()
+		if in.pinned {
+			d.d.Cache.Release(in.CacheKey)
+		}
+	case outputs.ValidID(id) && d.d.Outputs.Has(id):
+		direction = string(volume.Output)
+		if _, err := d.d.Outputs.Seal(ctx, id); err != nil {
+			return nil, toStatus(err)
+		}
+	}
+	if err := os.Remove(target); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, toStatus(fmt.Errorf("remove target path: %w", err))
+	}
+	klog.FromContext(ctx).V(2).Info("Unpublished volume", "direction", direction, "duration", time.Since(start))
+	return &csi.NodeUnpublishVolumeResponse{}, nil
+}
+
+// underDir reports whether p is a clean absolute path strictly inside dir.
+func underDir(dir, p string) bool {
+	return filepath.IsAbs(p) && filepath.Clean(p) == p && strings.HasPrefix(p, filepath.Clean(dir)+string(filepath.Separator))
+}

@@ -1,0 +1,185 @@
+package driver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/authn"
+	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
+	"k8s.io/klog/v2"
+
+	"github.com/tektoncd/artifacts-csi-driver/pkg/archive"
+	"github.com/tektoncd/artifacts-csi-driver/pkg/cache"
+	"github.com/tektoncd/artifacts-csi-driver/pkg/config"
+	"github.com/tektoncd/artifacts-csi-driver/pkg/digestcache"
+	"github.com/tektoncd/artifacts-csi-driver/pkg/metrics"
+	"github.com/tektoncd/artifacts-csi-driver/pkg/mounter"
+	"github.com/tektoncd/artifacts-csi-driver/pkg/oci"
+	"github.com/tektoncd/artifacts-csi-driver/pkg/outputs"
+	"github.com/tektoncd/artifacts-csi-driver/pkg/registration"
+	"github.com/tektoncd/artifacts-csi-driver/pkg/volume"
+)
+
+// shutdownGrace bounds how long in-flight calls may run after a stop.
+const shutdownGrace = 10 * time.Second
+
+// Run assembles the node plugin from validated options and serves until
+// ctx is cancelled: it resumes every journal, then serves CSI on the
+// endpoint, uploads outputs, serves /healthz and /metrics, and registers
+// with kubelet. It returns nil after a clean stop.
+func Run(ctx context.Context, o *Options, version string) error {
+	logger := klog.FromContext(ctx)
+	c, err := cache.Open(ctx, filepath.Join(o.StateDir, "cache"), o.CacheBytes)
+	if err != nil {
+		return fmt.Errorf("open input cache: %w", err)
+	}
+	dc, err := digestcache.Open(filepath.Join(o.StateDir, "digests"))
+	if err != nil {
+		return fmt.Errorf("open digest cache: %w", err)
+	}
+	// Pods' own credentials only: never the node's.
+	client := oci.New(oci.Options{Keychain: authn.NewMultiKeychain(), UserAgent: "artifacts-csi/" + version, DigestCache: dc})
+	var outs *outputs.Manager
+	m := metrics.New(c.Stats, func() metrics.QueueStats { return outs.Stats() })
+	outs, err = outputs.Open(ctx, outputs.Options{
+		Dir: o.StateDir, Pusher: outputs.OCIPusher{Client: client},
+		Deadline: o.UploadDeadline, Workers: o.UploadWorkers, Metrics: m,
+	})
+	if err != nil {
+		return fmt.Errorf("open output journal: %w", err)
+	}
+	d, err := New(ctx, o, version, Deps{
+		Mounter: mounter.New(), Registry: OCIRegistry{Client: client}, Cache: c, Outputs: outs,
+		Config: DirConfig(o.ConfigDir), Metrics: m,
+	})
+	if err != nil {
+		return err
+	}
+
+	socket, _ := o.SocketPath()
+	lis, err := listenUnix(socket)
+	if err != nil {
+		return err
+	}
+	srv := grpc.NewServer(grpc.UnaryInterceptor(LogRPC))
+	d.Register(srv)
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return srv.Serve(lis) })
+	g.Go(func() error { outs.Run(gctx); return nil })
+	if o.HTTPAddress != "" {
+		hs := &http.Server{Addr: o.HTTPAddress, Handler: d.httpHandler(m), ReadHeaderTimeout: 10 * time.Second}
+		g.Go(func() error {
+			if err := hs.ListenAndServe(); !errors.Is(err, http.ErrServerClosed) {
+				return fmt.Errorf("serve %s: %w", o.HTTPAddress, err)
+			}
+			return nil
+		})
+		g.Go(func() error {
+			<-gctx.Done()
+			return hs.Close()
+		})
+	}
+	d.SetReady(true)
+	if o.Registration {
+		endpoint := o.RegistrationPath
+		if endpoint == "" {
+			endpoint = socket
+		}
+		g.Go(func() error {
+			return registration.Serve(gctx, registration.Options{
+				DriverName: DriverName, Endpoint: endpoint, Dir: filepath.Join(o.KubeletDir, "plugins_registry"),
+			})
+		})
+	}
+	logger.Info("Serving", "endpoint", o.Endpoint, "nodeID", o.NodeID, "version", version)
+	g.Go(func() error {
+		<-gctx.Done()
+		d.SetReady(false)
+		stopped := make(chan struct{})
+		go func() { srv.GracefulStop(); close(stopped) }()
+		select {
+		case <-stopped:
+		case <-time.After(shutdownGrace):
+			srv.Stop()
+		}
+		return nil
+	})
+	err = g.Wait()
+	c.Wait()
+	if ctx.Err() != nil && (err == nil || errors.Is(err, context.Canceled)) {
+		logger.Info("Stopped")
+		return nil
+	}
+	return err
+}
+
+// httpHandler serves /healthz (200 once ready) and /metrics.
+func (d *Driver) httpHandler(m *metrics.Metrics) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+		if !d.ready.Load() {
+			http.Error(w, "starting", http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ok")
+	})
+	mux.Handle("/metrics", m.Handler())
+	return mux
+}
+
+// listenUnix listens on a unix socket at path, replacing a socket an
+// earlier process left (never another kind of file).
+func listenUnix(path string) (net.Listener, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
+		return nil, err
+	}
+	if st, err := os.Lstat(path); err == nil {
+		if st.Mode().Type() != os.ModeSocket {
+			return nil, fmt.Errorf("endpoint %s exists and is not a socket", path)
+		}
+		if err := os.Remove(path); err != nil {
+			return nil, err
+		}
+	}
+	lis, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", path, err)
+	}
+	return lis, nil
+}
+
+// OCIRegistry serves Registry with an oci.Client, using each call's
+// keychain.
+type OCIRegistry struct{ Client *oci.Client }
+
+var _ Registry = OCIRegistry{}
+
+// Check implements Registry.
+func (r OCIRegistry) Check(ctx context.Context, kc authn.Keychain, ref oci.Reference) error {
+	return r.Client.With(kc).Check(ctx, ref)
+}
+
+// Pull implements Registry.
+func (r OCIRegistry) Pull(ctx context.Context, kc authn.Keychain, ref oci.Reference, dest string, maxBytes int64) (*oci.PullResult, error) {
+	return r.Client.With(kc).WithLimits(archive.Limits{MaxBytes: maxBytes}).Pull(ctx, ref, dest)
+}
+
+// DirConfig is a ConfigSource serving the cluster configuration mounted at
+// a directory to every pod (namespace levels come with the records
+// issue's informers).
+type DirConfig string
+
+var _ ConfigSource = DirConfig("")
+
+// Config implements ConfigSource.
+func (d DirConfig) Config(context.Context, volume.Pod) (config.Config, error) {
+	return config.Dir(d).Resolve()
+}

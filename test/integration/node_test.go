@@ -1,0 +1,316 @@
+package integration
+
+import (
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/authn"
+	"golang.org/x/sys/unix"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/tektoncd/artifacts-csi-driver/internal/testregistry"
+	"github.com/tektoncd/artifacts-csi-driver/internal/testtree"
+	"github.com/tektoncd/artifacts-csi-driver/pkg/artifact"
+	"github.com/tektoncd/artifacts-csi-driver/pkg/oci"
+)
+
+func registryConfig(host string) map[string]string {
+	return map[string]string{"oci.repository": host + "/team-a/artifacts", "oci.plainHTTP": "true"}
+}
+
+func output(name string) map[string]string {
+	return map[string]string{"direction": "output", "artifact": name}
+}
+
+func input(name, ref string) map[string]string {
+	return map[string]string{"direction": "input", "artifact": name, "ref": ref}
+}
+
+func wantCode(t *testing.T, what string, err error, want codes.Code) {
+	t.Helper()
+	if got := status.Code(err); got != want {
+		t.Fatalf("%s: code %s (%v), want %s", what, got, err, want)
+	}
+}
+
+// produce publishes an output for a new pod, writes a tree with seed into
+// it and unpublishes it; it returns the pod.
+func produce(t *testing.T, pl *plugin, name string, seed uint64) pod {
+	t.Helper()
+	ctx := t.Context()
+	p := newPod(name)
+	mustOK(t, "publish output", pl.publish(ctx, p, "out", output("build")))
+	testtree.Write(t, pl.target(p, "out"), seed)
+	mustOK(t, "unpublish output", pl.unpublish(ctx, p, "out"))
+	return p
+}
+
+// TestKubeletLifecycle follows a producer and a consumer pod through the
+// calls kubelet makes, against a real registry process.
+func TestKubeletLifecycle(t *testing.T) {
+	ctx := t.Context()
+	dist := testregistry.StartDistribution(t)
+	pl := newPlugin(t, registryConfig(dist.Host))
+	pl.start()
+
+	// Producer: an empty writable directory, pushed after unpublish.
+	producer := newPod("producer")
+	mustOK(t, "publish output", pl.publish(ctx, producer, "out", output("build")))
+	mustOK(t, "repeat publish", pl.publish(ctx, producer, "out", output("build")))
+	wantCode(t, "same volume, other arguments", pl.publish(ctx, producer, "out", output("other")), codes.AlreadyExists)
+	target := pl.target(producer, "out")
+	if entries, err := os.ReadDir(target); err != nil || len(entries) != 0 {
+		t.Fatalf("output target: %v, %v; want an empty directory", entries, err)
+	}
+	testtree.Write(t, target, 7)
+	want := t.TempDir()
+	testtree.Write(t, want, 7)
+	mustOK(t, "unpublish output", pl.unpublish(ctx, producer, "out"))
+	mustOK(t, "repeat unpublish", pl.unpublish(ctx, producer, "out"))
+	if _, err := os.Stat(target); !os.IsNotExist(err) {
+		t.Errorf("target still exists after unpublish: %v", err)
+	}
+	ref := waitForTag(t, dist.Host+"/team-a/artifacts:team-a.producer.build", 30*time.Second)
+
+	// Consumer: the same bytes, read-only.
+	consumer := newPod("consumer")
+	mustOK(t, "publish input", pl.publish(ctx, consumer, "in", input("source", ref)))
+	in := pl.target(consumer, "in")
+	testtree.Equal(t, want, in)
+	if err := os.WriteFile(filepath.Join(in, "new"), nil, 0o644); !errors.Is(err, unix.EROFS) {
+		t.Errorf("write into an input: %v, want EROFS", err)
+	}
+	mustOK(t, "repeat publish input", pl.publish(ctx, consumer, "in", input("source", ref)))
+	wantCode(t, "input with another ref", pl.publish(ctx, consumer, "in", input("source", ref[:len(ref)-1]+"0")), codes.AlreadyExists)
+	mustOK(t, "unpublish input", pl.unpublish(ctx, consumer, "in"))
+	if _, err := os.Stat(in); !os.IsNotExist(err) {
+		t.Errorf("input target still exists after unpublish: %v", err)
+	}
+
+	// A restarted plugin still serves the cached input.
+	pl.stop()
+	pl.start()
+	second := newPod("consumer-2")
+	mustOK(t, "publish input after restart", pl.publish(ctx, second, "in", input("source", ref)))
+	testtree.Equal(t, want, pl.target(second, "in"))
+	mustOK(t, "unpublish", pl.unpublish(ctx, second, "in"))
+
+	// What kubelet may also send.
+	mustOK(t, "unpublish of an unknown volume", pl.unpublish(ctx, newPod("ghost"), "x"))
+	wantCode(t, "from: before records exist", pl.publish(ctx, newPod("c3"), "in",
+		map[string]string{"direction": "input", "artifact": "src", "from": "tasks.build.outputs.src"}), codes.Unavailable)
+	wantCode(t, "tag reference", pl.publish(ctx, newPod("c4"), "in", input("src", dist.Host+"/team-a/artifacts:latest")), codes.InvalidArgument)
+	wantCode(t, "unknown attribute", pl.publish(ctx, newPod("c5"), "in",
+		map[string]string{"direction": "input", "artifact": "src", "ref": ref, "color": "blue"}), codes.InvalidArgument)
+	wantCode(t, "missing artifact", pl.publish(ctx, newPod("c6"), "in",
+		input("src", dist.Host+"/team-a/artifacts@sha256:"+strings.Repeat("0", 64))), codes.NotFound)
+}
+
+// TestCrashDuringUpload kills the plugin after unpublish returned, while
+// the upload is in flight, and restarts it: the output still arrives.
+func TestCrashDuringUpload(t *testing.T) {
+	dist := testregistry.StartDistribution(t)
+	px := newProxy(t, dist.Host)
+	pl := newPlugin(t, registryConfig(px.Host))
+	pl.start()
+	release := px.stall()
+	produce(t, pl, "crash", 11)
+	time.Sleep(500 * time.Millisecond) // the upload is now waiting in the proxy
+	pl.kill()
+	release()
+	if _, err := oci.New(oci.Options{}).Resolve(t.Context(), mustRef(t, dist.Host+"/team-a/artifacts:team-a.crash.build")); !errors.Is(err, oci.ErrNotFound) {
+		t.Fatalf("the output was pushed before the crash (%v): the test proves nothing", err)
+	}
+	pl.start()
+	ref := waitForTag(t, dist.Host+"/team-a/artifacts:team-a.crash.build", 30*time.Second)
+	got := t.TempDir() + "/pulled"
+	if _, err := oci.New(oci.Options{}).Pull(t.Context(), mustRef(t, ref), got); err != nil {
+		t.Fatal(err)
+	}
+	want := t.TempDir()
+	testtree.Write(t, want, 11)
+	testtree.Equal(t, want, got)
+}
+
+// TestRegistryOutage unpublishes while the registry is down: unpublish
+// still succeeds at once, and the output arrives once it is back.
+func TestRegistryOutage(t *testing.T) {
+	dist := testregistry.StartDistribution(t)
+	pl := newPlugin(t, registryConfig(dist.Host))
+	pl.start()
+	dist.Stop(t)
+	start := time.Now()
+	produce(t, pl, "outage", 12)
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("publish, write and unpublish took %s with the registry down", d)
+	}
+	time.Sleep(2 * time.Second)
+	dist.Start(t)
+	waitForTag(t, dist.Host+"/team-a/artifacts:team-a.outage.build", 60*time.Second)
+}
+
+// TestCorruptedBlob serves a corrupted layer: publish fails with DataLoss,
+// the target stays empty and nothing is cached; once the registry serves
+// the right bytes, the same publish succeeds.
+func TestCorruptedBlob(t *testing.T) {
+	dist := testregistry.StartDistribution(t)
+	px := newProxy(t, dist.Host)
+	ref := pushTree(t, px.Host, 13)
+	pl := newPlugin(t, registryConfig(px.Host))
+	pl.start()
+	px.mu.Lock()
+	px.corruptGet = true
+	px.mu.Unlock()
+	p := newPod("victim")
+	err := pl.publish(t.Context(), p, "in", input("src", ref))
+	wantCode(t, "corrupted layer", err, codes.DataLoss)
+	if !strings.Contains(err.Error(), "digest") {
+		t.Errorf("message does not say what is wrong: %v", err)
+	}
+	if entries, _ := os.ReadDir(pl.target(p, "in")); len(entries) != 0 {
+		t.Errorf("target holds %d entries after a failed publish", len(entries))
+	}
+	if entries, _ := os.ReadDir(filepath.Join(pl.stateDir, "cache")); len(entries) != 1 {
+		t.Errorf("cache holds %v after a failed fetch, want only boot_id", entries)
+	}
+	px.mu.Lock()
+	px.corruptGet = false
+	px.mu.Unlock()
+	mustOK(t, "publish once the registry is healthy", pl.publish(t.Context(), p, "in", input("src", ref)))
+	mustOK(t, "unpublish", pl.unpublish(t.Context(), p, "in"))
+}
+
+// TestConcurrentPublishesFetchOnce publishes one digest into 20 pods at
+// once: the registry serves the layer once.
+func TestConcurrentPublishesFetchOnce(t *testing.T) {
+	dist := testregistry.StartDistribution(t)
+	px := newProxy(t, dist.Host)
+	ref := pushTree(t, px.Host, 14)
+	pl := newPlugin(t, registryConfig(px.Host))
+	pl.start()
+	px.blobGets.Store(0)
+	var wg sync.WaitGroup
+	errs := make([]error, 20)
+	pods := make([]pod, 20)
+	for i := range pods {
+		pods[i] = newPod(fmt.Sprintf("reader-%d", i))
+		wg.Go(func() { errs[i] = pl.publish(t.Context(), pods[i], "in", input("src", ref)) })
+	}
+	wg.Wait()
+	want := t.TempDir()
+	testtree.Write(t, want, 14)
+	for i, err := range errs {
+		mustOK(t, fmt.Sprintf("publish %d", i), err)
+		testtree.Equal(t, want, pl.target(pods[i], "in"))
+	}
+	if n := px.blobGets.Load(); n != 1 {
+		t.Errorf("registry served %d blob GETs, want 1", n)
+	}
+	for _, p := range pods {
+		mustOK(t, "unpublish", pl.unpublish(t.Context(), p, "in"))
+	}
+}
+
+// TestCacheHitNeedsAccess: a pod whose credentials cannot read an artifact
+// never gets it from the cache another pod filled.
+func TestCacheHitNeedsAccess(t *testing.T) {
+	const user, pass = "builder", "s3cret"
+	host := testregistry.Handler(t, true, func(h http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if u, p, ok := r.BasicAuth(); !ok || u != user || p != pass {
+				w.Header().Set("WWW-Authenticate", `Basic realm="test"`)
+				http.Error(w, "unauthorized", http.StatusUnauthorized)
+				return
+			}
+			h.ServeHTTP(w, r)
+		})
+	})
+	repo := host + "/team-a/private"
+	c := oci.New(oci.Options{Keychain: staticKeychain{&authn.Basic{Username: user, Password: pass}}})
+	r, _, _ := oci.ParseRepositoryTag(repo, true)
+	dir := t.TempDir()
+	testtree.Write(t, dir, 15)
+	res, err := c.Push(t.Context(), oci.PushRequest{Dir: dir, Repository: r, Metadata: artifact.Metadata{Name: "src"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref := res.Ref.Name()
+
+	pl := newPlugin(t, map[string]string{"oci.repository": repo, "oci.plainHTTP": "true"})
+	pl.start()
+	secret := map[string]string{".dockerconfigjson": fmt.Sprintf(`{"auths":{%q:{"auth":%q}}}`, host,
+		base64.StdEncoding.EncodeToString([]byte(user+":"+pass)))}
+	allowed, denied := newPod("allowed"), newPod("denied")
+	mustOK(t, "publish with credentials", pl.publishWith(t.Context(), allowed, "in", input("src", ref), secret))
+	wantCode(t, "cache hit without credentials", pl.publish(t.Context(), denied, "in", input("src", ref)), codes.PermissionDenied)
+	if entries, _ := os.ReadDir(pl.target(denied, "in")); len(entries) != 0 {
+		t.Errorf("denied pod's target holds %d entries", len(entries))
+	}
+}
+
+// TestDiskFullWhileSealing: with the state directory full, unpublish of an
+// output fails with ResourceExhausted and changes nothing; once there is
+// room, the retried unpublish seals it and it is pushed.
+func TestDiskFullWhileSealing(t *testing.T) {
+	dist := testregistry.StartDistribution(t)
+	pl := newPlugin(t, registryConfig(dist.Host))
+	if err := os.MkdirAll(pl.stateDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Mount("tmpfs", pl.stateDir, "tmpfs", 0, "size=4m"); err != nil {
+		t.Skipf("mount tmpfs: %v", err)
+	}
+	t.Cleanup(func() { unix.Unmount(pl.stateDir, unix.MNT_DETACH) })
+	pl.start()
+	p := newPod("full")
+	mustOK(t, "publish", pl.publish(t.Context(), p, "out", output("build")))
+	os.WriteFile(filepath.Join(pl.target(p, "out"), "result.txt"), []byte("all good\n"), 0o644)
+	filler := filepath.Join(pl.stateDir, "filler")
+	f, _ := os.Create(filler)
+	for _, err := f.Write(make([]byte, 1<<20)); err == nil; _, err = f.Write(make([]byte, 4<<10)) {
+	}
+	f.Close()
+	wantCode(t, "unpublish on a full disk", pl.unpublish(t.Context(), p, "out"), codes.ResourceExhausted)
+	if entries, _ := os.ReadDir(filepath.Join(pl.stateDir, "spool")); len(entries) != 0 {
+		t.Errorf("spool after the failed seal: %v", entries)
+	}
+	os.Remove(filler)
+	mustOK(t, "unpublish once there is room", pl.unpublish(t.Context(), p, "out"))
+	waitForTag(t, dist.Host+"/team-a/artifacts:team-a.full.build", 30*time.Second)
+}
+
+type staticKeychain struct{ a authn.Authenticator }
+
+func (k staticKeychain) Resolve(authn.Resource) (authn.Authenticator, error) { return k.a, nil }
+
+func mustRef(t *testing.T, s string) oci.Reference {
+	t.Helper()
+	r, err := oci.ParseReference(s, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// pushTree pushes a test tree with seed to host and returns its digest
+// reference.
+func pushTree(t *testing.T, host string, seed uint64) string {
+	t.Helper()
+	dir := t.TempDir()
+	testtree.Write(t, dir, seed)
+	r, _, _ := oci.ParseRepositoryTag(host+"/team-a/artifacts", true)
+	res, err := oci.New(oci.Options{}).Push(t.Context(), oci.PushRequest{Dir: dir, Repository: r, Metadata: artifact.Metadata{Name: "src"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res.Ref.Name()
+}
