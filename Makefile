@@ -7,7 +7,7 @@ LDFLAGS := -s -w -X main.version=$(VERSION)
 TOOLS_DIR ?= $(HOME)/.cache/tekton-artifacts-tools
 export TOOLS_DIR
 
-.PHONY: help build demo test test-unit lint bench fuzz tools clean
+.PHONY: help build demo test test-unit lint bench bench-node fuzz tools clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -39,6 +39,9 @@ fuzz: ## run the extraction fuzzer for FUZZTIME executions (default 50000x)
 
 bench: build ## side-by-side benchmark against the Konflux baseline (see docs/benchmarks.md)
 	test/bench/run.sh
+
+bench-node: ## node plugin benchmarks: publish (cache hit, cold) and unpublish, with baselines (root)
+	test/bench/node.sh
 
 clean: ## remove build output
 	rm -rf $(BIN)

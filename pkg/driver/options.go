@@ -4,12 +4,16 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/spf13/pflag"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
 )
 
 // Options configures the node plugin. Zero values are not defaults: use
@@ -48,6 +52,11 @@ type Options struct {
 	ConfigDir string
 	// UploadWorkers bounds concurrent output uploads. Default 2.
 	UploadWorkers int
+	// Kubeconfig, when set, is the API client configuration used to report
+	// outputs as Events on their pods. Default: the in-cluster
+	// configuration when running in a pod, else no API client (records go
+	// to the log only).
+	Kubeconfig string
 }
 
 // NewOptions returns Options with their defaults.
@@ -78,6 +87,7 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.RegistrationPath, "kubelet-registration-path", o.RegistrationPath, "CSI socket path as kubelet sees it (default: the --endpoint path)")
 	fs.StringVar(&o.ConfigDir, "config-dir", o.ConfigDir, "cluster config-artifact-storage ConfigMap mounted as a directory")
 	fs.IntVar(&o.UploadWorkers, "upload-workers", o.UploadWorkers, "concurrent output uploads")
+	fs.StringVar(&o.Kubeconfig, "kubeconfig", o.Kubeconfig, "kubeconfig for Events on pods (default: in-cluster when in a pod, else none)")
 }
 
 // Validate reports every invalid option at once.
@@ -107,6 +117,28 @@ func (o *Options) Validate() error {
 		errs = append(errs, fmt.Errorf("--upload-workers must be positive, got %d", o.UploadWorkers))
 	}
 	return errors.Join(errs...)
+}
+
+// kubeClient returns the API client Kubeconfig or the in-cluster
+// environment configures, or nil when there is none.
+func (o *Options) kubeClient() (kubernetes.Interface, error) {
+	var (
+		cfg *rest.Config
+		err error
+	)
+	switch {
+	case o.Kubeconfig != "":
+		cfg, err = clientcmd.BuildConfigFromFlags("", o.Kubeconfig)
+	case os.Getenv("KUBERNETES_SERVICE_HOST") != "":
+		cfg, err = rest.InClusterConfig()
+	default:
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("API client configuration: %w", err)
+	}
+	cfg.UserAgent = "artifacts-csi-node"
+	return kubernetes.NewForConfig(cfg)
 }
 
 // SocketPath returns the filesystem path of a unix:// Endpoint.

@@ -4,9 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
-	"os"
 	"path/filepath"
 	"time"
 
@@ -15,6 +13,7 @@ import (
 	"google.golang.org/grpc"
 	"k8s.io/klog/v2"
 
+	"github.com/tektoncd/artifacts-csi-driver/internal/unixsock"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/archive"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/cache"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/config"
@@ -23,6 +22,7 @@ import (
 	"github.com/tektoncd/artifacts-csi-driver/pkg/mounter"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/oci"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/outputs"
+	"github.com/tektoncd/artifacts-csi-driver/pkg/record"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/registration"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/volume"
 )
@@ -46,10 +46,20 @@ func Run(ctx context.Context, o *Options, version string) error {
 	}
 	// Pods' own credentials only: never the node's.
 	client := oci.New(oci.Options{Keychain: authn.NewMultiKeychain(), UserAgent: "artifacts-csi/" + version, DigestCache: dc})
+	var rec record.Recorder = record.Log{}
+	kube, err := o.kubeClient()
+	if err != nil {
+		return err
+	}
+	if kube != nil {
+		events := record.NewEvents(kube, "artifacts-csi-node", o.NodeID, rec)
+		defer events.Shutdown()
+		rec = events
+	}
 	var outs *outputs.Manager
 	m := metrics.New(c.Stats, func() metrics.QueueStats { return outs.Stats() })
 	outs, err = outputs.Open(ctx, outputs.Options{
-		Dir: o.StateDir, Pusher: outputs.OCIPusher{Client: client},
+		Dir: o.StateDir, Pusher: outputs.OCIPusher{Client: client}, Recorder: rec,
 		Deadline: o.UploadDeadline, Workers: o.UploadWorkers, Metrics: m,
 	})
 	if err != nil {
@@ -57,16 +67,17 @@ func Run(ctx context.Context, o *Options, version string) error {
 	}
 	d, err := New(ctx, o, version, Deps{
 		Mounter: mounter.New(), Registry: OCIRegistry{Client: client}, Cache: c, Outputs: outs,
-		Config: DirConfig(o.ConfigDir), Metrics: m,
+		Config: DirConfig(o.ConfigDir), Recorder: rec, Metrics: m,
 	})
 	if err != nil {
 		return err
 	}
 
 	socket, _ := o.SocketPath()
-	lis, err := listenUnix(socket)
+	// kubelet (root) is the only client.
+	lis, err := unixsock.Listen(socket, 0o600)
 	if err != nil {
-		return err
+		return fmt.Errorf("CSI endpoint: %w", err)
 	}
 	srv := grpc.NewServer(grpc.UnaryInterceptor(LogRPC))
 	d.Register(srv)
@@ -133,27 +144,6 @@ func (d *Driver) httpHandler(m *metrics.Metrics) http.Handler {
 	})
 	mux.Handle("/metrics", m.Handler())
 	return mux
-}
-
-// listenUnix listens on a unix socket at path, replacing a socket an
-// earlier process left (never another kind of file).
-func listenUnix(path string) (net.Listener, error) {
-	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
-		return nil, err
-	}
-	if st, err := os.Lstat(path); err == nil {
-		if st.Mode().Type() != os.ModeSocket {
-			return nil, fmt.Errorf("endpoint %s exists and is not a socket", path)
-		}
-		if err := os.Remove(path); err != nil {
-			return nil, err
-		}
-	}
-	lis, err := net.Listen("unix", path)
-	if err != nil {
-		return nil, fmt.Errorf("listen on %s: %w", path, err)
-	}
-	return lis, nil
 }
 
 // OCIRegistry serves Registry with an oci.Client, using each call's

@@ -9,10 +9,15 @@ package oci
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"sync"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
@@ -64,9 +69,13 @@ type Options struct {
 	Progress func(done int64)
 }
 
-// Client talks to OCI registries. It holds no connection state of its own
-// and is safe for concurrent use.
-type Client struct{ o Options }
+// Client talks to OCI registries. It is safe for concurrent use. Clients
+// derived with With and WithLimits share its cache of authorised
+// transports.
+type Client struct {
+	o          Options
+	transports *transportCache
+}
 
 // New returns a Client with o's zero fields set to their defaults.
 func New(o Options) *Client {
@@ -79,23 +88,23 @@ func New(o Options) *Client {
 	if o.UserAgent == "" {
 		o.UserAgent = "tekton-artifacts"
 	}
-	return &Client{o: o}
+	return &Client{o: o, transports: &transportCache{m: map[string]cachedTransport{}}}
 }
 
 // With returns a client that differs from c only by the keychain: one per
 // pod's credentials, sharing c's transport, digest cache and defaults.
 func (c *Client) With(kc authn.Keychain) *Client {
-	o := c.o
-	o.Keychain = kc
-	return New(o)
+	n := *c
+	n.o.Keychain = kc
+	return &n
 }
 
 // WithLimits returns a client that differs from c only by its extraction
 // limits.
 func (c *Client) WithLimits(l archive.Limits) *Client {
-	o := c.o
-	o.Limits = l
-	return New(o)
+	n := *c
+	n.o.Limits = l
+	return &n
 }
 
 func (c *Client) remoteOptions(ctx context.Context) []remote.Option {
@@ -112,18 +121,75 @@ func (c *Client) remoteOptions(ctx context.Context) []remote.Option {
 }
 
 // httpClient returns a client authorised for repo with the given scope
-// actions (transport.PullScope or transport.PushScope).
+// actions (transport.PullScope or transport.PushScope). Authorised
+// transports are cached by registry, scope and credentials, so that a
+// request repeated within transportTTL (an access check per volume) skips
+// the registry ping and the token exchange.
 func (c *Client) httpClient(ctx context.Context, repo name.Repository, scope string) (*http.Client, error) {
 	auth, err := authn.Resolve(ctx, c.o.Keychain, repo)
 	if err != nil {
 		return nil, fmt.Errorf("resolve credentials for %s: %w", repo.RegistryStr(), err)
+	}
+	cfg, err := authn.Authorization(ctx, auth)
+	if err != nil {
+		return nil, fmt.Errorf("credentials for %s: %w", repo.RegistryStr(), err)
+	}
+	credsJSON, _ := json.Marshal(cfg)
+	sum := sha256.Sum256(credsJSON)
+	key := repo.Scheme() + "://" + repo.RegistryStr() + "\x00" + repo.Scope(scope) + "\x00" + c.o.UserAgent + "\x00" + hex.EncodeToString(sum[:])
+	if rt := c.transports.get(key); rt != nil {
+		return &http.Client{Transport: rt}, nil
 	}
 	rt, err := transport.NewWithContext(ctx, repo.Registry, auth,
 		transport.NewUserAgent(c.o.Transport, c.o.UserAgent), []string{repo.Scope(scope)})
 	if err != nil {
 		return nil, classify(err)
 	}
+	c.transports.put(key, rt)
 	return &http.Client{Transport: rt}, nil
+}
+
+// Bounds of the transport cache. Bearer tokens last minutes; go-
+// containerregistry's bearer transport also refreshes one the registry
+// rejects.
+const (
+	transportTTL  = 2 * time.Minute
+	maxTransports = 256
+)
+
+type transportCache struct {
+	mu sync.Mutex
+	m  map[string]cachedTransport
+}
+
+type cachedTransport struct {
+	rt      http.RoundTripper
+	expires time.Time
+}
+
+func (tc *transportCache) get(key string) http.RoundTripper {
+	tc.mu.Lock()
+	defer tc.mu.Unlock()
+	e, ok := tc.m[key]
+	if !ok || time.Now().After(e.expires) {
+		delete(tc.m, key)
+		return nil
+	}
+	return e.rt
+}
+
+func (tc *transportCache) put(key string, rt http.RoundTripper) {
+	tc.mu.Lock()
+	defer tc.mu.Unlock()
+	now := time.Now()
+	if len(tc.m) >= maxTransports {
+		for k, e := range tc.m {
+			if now.After(e.expires) || len(tc.m) >= maxTransports {
+				delete(tc.m, k)
+			}
+		}
+	}
+	tc.m[key] = cachedTransport{rt: rt, expires: now.Add(transportTTL)}
 }
 
 func blobURL(repo name.Repository, d v1.Hash) string {

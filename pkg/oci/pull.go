@@ -6,11 +6,13 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strings"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
+	"github.com/google/go-containerregistry/pkg/v1/types"
 
 	"github.com/tektoncd/artifacts-csi-driver/pkg/archive"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/artifact"
@@ -170,17 +172,34 @@ func (c *Client) Inspect(ctx context.Context, ref Reference) (*Description, erro
 // for a blob reference). It returns nil, or an error wrapping ErrDenied or
 // ErrNotFound.
 func (c *Client) Check(ctx context.Context, ref Reference) error {
-	if ref.Kind == KindBlob {
-		d, _ := ref.Digest()
-		resp, err := c.request(ctx, ref.Repository(), transport.PullScope, http.MethodHead, blobURL(ref.Repository(), d), http.StatusOK)
-		if err != nil {
-			return fmt.Errorf("check access to %s: %w", ref, err)
-		}
-		resp.Body.Close()
-		return nil
+	repo := ref.Repository()
+	d, _ := ref.Digest()
+	u := blobURL(repo, d)
+	if ref.Kind != KindBlob {
+		u = fmt.Sprintf("%s://%s/v2/%s/manifests/%s", repo.Scheme(), repo.RegistryStr(), repo.RepositoryStr(), ref.Ref.Identifier())
 	}
-	if _, err := remote.Head(ref.Ref, c.remoteOptions(ctx)...); err != nil {
+	hc, err := c.httpClient(ctx, repo, transport.PullScope)
+	if err != nil {
+		return fmt.Errorf("check access to %s: %w", ref, err)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodHead, u, nil)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Accept", manifestAccept)
+	resp, err := hc.Do(req)
+	if err != nil {
+		return fmt.Errorf("check access to %s: %w", ref, err)
+	}
+	resp.Body.Close()
+	if err := transport.CheckError(resp, http.StatusOK); err != nil {
 		return fmt.Errorf("check access to %s: %w", ref, classify(err))
 	}
 	return nil
 }
+
+// manifestAccept lists the manifest media types Check accepts.
+var manifestAccept = strings.Join([]string{
+	string(types.OCIManifestSchema1), string(types.OCIImageIndex),
+	string(types.DockerManifestSchema2), string(types.DockerManifestList),
+}, ", ")

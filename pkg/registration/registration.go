@@ -14,16 +14,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
-	"time"
 
 	"google.golang.org/grpc"
 	"k8s.io/klog/v2"
 	registerapi "k8s.io/kubelet/pkg/apis/pluginregistration/v1"
+
+	"github.com/tektoncd/artifacts-csi-driver/internal/unixsock"
 )
 
 // SupportedVersions are the CSI spec versions reported to kubelet, which
@@ -37,7 +36,7 @@ const MaxSocketPathLen = 107
 
 // ErrInUse reports that a live process already serves the registration
 // socket, e.g. the previous plugin pod during a rolling update.
-var ErrInUse = errors.New("registration socket is in use by another process")
+var ErrInUse = unixsock.ErrInUse
 
 // Options configures Serve. There are no defaults: every field marked
 // Required must be set.
@@ -102,9 +101,10 @@ func Serve(ctx context.Context, o Options) error {
 	}
 	logger := klog.FromContext(ctx).WithValues("socket", o.SocketPath())
 
-	lis, err := listen(o.Dir, o.SocketPath())
+	// kubelet runs as root; nobody else has any business here.
+	lis, err := unixsock.Listen(o.SocketPath(), 0o600)
 	if err != nil {
-		return err
+		return fmt.Errorf("registration: %w", err)
 	}
 	// Remove the socket only while it is still ours: a newer process may
 	// have replaced it after our listener stopped answering.
@@ -138,52 +138,6 @@ func Serve(ctx context.Context, o Options) error {
 		srv.Stop()
 		return fmt.Errorf("registration: serve %s: %w", o.SocketPath(), err)
 	}
-}
-
-// listen creates dir if needed, replaces a stale socket at path and listens
-// on it with mode 0600.
-func listen(dir, path string) (*net.UnixListener, error) {
-	if err := os.MkdirAll(dir, 0o750); err != nil {
-		return nil, fmt.Errorf("registration: create directory: %w", err)
-	}
-	if err := removeStale(path); err != nil {
-		return nil, err
-	}
-	lis, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
-	if err != nil {
-		return nil, fmt.Errorf("registration: listen on %s: %w", path, err)
-	}
-	// kubelet runs as root; nobody else has any business here.
-	if err := os.Chmod(path, 0o600); err != nil {
-		lis.Close()
-		return nil, fmt.Errorf("registration: chmod socket %s: %w", path, err)
-	}
-	return lis, nil
-}
-
-// removeStale removes the socket at path if nothing answers on it.
-func removeStale(path string) error {
-	fi, err := os.Lstat(path)
-	switch {
-	case errors.Is(err, os.ErrNotExist):
-		return nil
-	case err != nil:
-		return fmt.Errorf("registration: stat %s: %w", path, err)
-	case fi.Mode().Type() != os.ModeSocket:
-		return fmt.Errorf("registration: %s exists and is not a socket (%s); remove it by hand", path, fi.Mode().Type())
-	}
-	conn, err := net.DialTimeout("unix", path, time.Second)
-	switch {
-	case err == nil:
-		conn.Close()
-		return fmt.Errorf("%w: %s", ErrInUse, path)
-	case !errors.Is(err, syscall.ECONNREFUSED):
-		return fmt.Errorf("registration: probe existing socket %s: %w", path, err)
-	}
-	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("registration: remove stale socket %s: %w", path, err)
-	}
-	return nil
 }
 
 // server implements kubelet's Registration service.

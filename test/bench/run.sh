@@ -200,6 +200,12 @@ build_tree() {
   echo "$TREE_STAMP" >"$BENCH_DIR/tree.stamp"
 }
 build_tree
+if [[ -n "${TREE_ONLY:-}" ]]; then # used by test/bench/node.sh
+  trap - EXIT
+  rm -rf "$WORK"
+  echo "$TREE"
+  exit 0
+fi
 
 TREE_FILES=$(find "$TREE" -type f | wc -l)
 TREE_ENTRIES=$(find "$TREE" -mindepth 1 | wc -l)

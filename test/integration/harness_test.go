@@ -30,8 +30,11 @@ import (
 	"github.com/tektoncd/artifacts-csi-driver/pkg/oci"
 )
 
-// pluginBin is the node plugin, built once by TestMain.
+// pluginBin is the node plugin, built once by TestMain, with the race
+// detector when the tests have it (not for benchmarks).
 var pluginBin string
+
+var raceEnabled bool
 
 func TestMain(m *testing.M) {
 	code := func() int {
@@ -48,7 +51,11 @@ func TestMain(m *testing.M) {
 		}
 		defer os.RemoveAll(dir)
 		pluginBin = filepath.Join(dir, "artifacts-csi-node")
-		build := exec.Command("go", "build", "-race", "-o", pluginBin, "github.com/tektoncd/artifacts-csi-driver/cmd/artifacts-csi-node")
+		args := []string{"build", "-o", pluginBin}
+		if raceEnabled {
+			args = append(args, "-race")
+		}
+		build := exec.Command("go", append(args, "github.com/tektoncd/artifacts-csi-driver/cmd/artifacts-csi-node")...)
 		build.Stdout, build.Stderr = os.Stdout, os.Stderr
 		if err := build.Run(); err != nil {
 			fmt.Println("build node plugin:", err)
@@ -62,7 +69,7 @@ func TestMain(m *testing.M) {
 // plugin is a node plugin process with its directories, which outlive a
 // restart.
 type plugin struct {
-	t                               *testing.T
+	t                               testing.TB
 	kubeletDir, stateDir, configDir string
 	socket                          string
 	cmd                             *exec.Cmd
@@ -76,7 +83,12 @@ type plugin struct {
 // runs it.
 func newPlugin(t *testing.T, config map[string]string, args ...string) *plugin {
 	t.Helper()
-	root := t.TempDir()
+	return newPluginIn(t, t.TempDir(), config, args...)
+}
+
+// newPluginIn is newPlugin with its directories under root.
+func newPluginIn(t testing.TB, root string, config map[string]string, args ...string) *plugin {
+	t.Helper()
 	p := &plugin{t: t, kubeletDir: filepath.Join(root, "kubelet"), stateDir: filepath.Join(root, "state"),
 		configDir: filepath.Join(root, "config"), socket: filepath.Join(root, "csi.sock"), extraArgs: args}
 	for _, d := range []string{p.kubeletDir, p.configDir} {
@@ -231,7 +243,7 @@ func (pl *plugin) unpublish(ctx context.Context, p pod, volume string) error {
 	return err
 }
 
-func mustOK(t *testing.T, what string, err error) {
+func mustOK(t testing.TB, what string, err error) {
 	t.Helper()
 	if err != nil {
 		t.Fatalf("%s: %v", what, err)

@@ -4,6 +4,8 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -59,7 +61,8 @@ func produce(t *testing.T, pl *plugin, name string, seed uint64) pod {
 func TestKubeletLifecycle(t *testing.T) {
 	ctx := t.Context()
 	dist := testregistry.StartDistribution(t)
-	pl := newPlugin(t, registryConfig(dist.Host))
+	httpAddr := freeAddr(t)
+	pl := newPlugin(t, registryConfig(dist.Host), "--http-address="+httpAddr)
 	pl.start()
 
 	// Producer: an empty writable directory, pushed after unpublish.
@@ -94,6 +97,36 @@ func TestKubeletLifecycle(t *testing.T) {
 	mustOK(t, "unpublish input", pl.unpublish(ctx, consumer, "in"))
 	if _, err := os.Stat(in); !os.IsNotExist(err) {
 		t.Errorf("input target still exists after unpublish: %v", err)
+	}
+
+	// What the metrics say so far (the upload is counted just after the tag
+	// appears, once recorded and deleted).
+	var metrics string
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		if metrics = scrape(t, "http://"+httpAddr+"/metrics"); strings.Contains(metrics, `artifacts_csi_uploads_total{result="pushed"} 1`) {
+			break
+		}
+	}
+	for _, want := range []string{
+		`artifacts_csi_operation_duration_seconds_count{code="OK",direction="output",operation="publish"} 2`,
+		`artifacts_csi_operation_duration_seconds_count{code="AlreadyExists",direction="output",operation="publish"} 1`,
+		`artifacts_csi_operation_duration_seconds_count{code="OK",direction="input",operation="unpublish"} 1`,
+		`artifacts_csi_cache_lookups_total{result="miss"} 1`,
+		`artifacts_csi_uploads_total{result="pushed"} 1`,
+		`artifacts_csi_upload_queue_depth 0`,
+		`artifacts_csi_cache_entries 1`,
+	} {
+		if !strings.Contains(metrics, want+"\n") {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
+	for _, line := range strings.Split(metrics, "\n") {
+		if strings.Contains(line, "pulled_bytes_total ") && strings.HasSuffix(line, " 0") {
+			t.Errorf("no bytes pulled: %s", line)
+		}
+	}
+	if health := scrape(t, "http://"+httpAddr+"/healthz"); health != "ok\n" {
+		t.Errorf("/healthz = %q", health)
 	}
 
 	// A restarted plugin still serves the cached input.
@@ -286,6 +319,29 @@ func TestDiskFullWhileSealing(t *testing.T) {
 	os.Remove(filler)
 	mustOK(t, "unpublish once there is room", pl.unpublish(t.Context(), p, "out"))
 	waitForTag(t, dist.Host+"/team-a/artifacts:team-a.full.build", 30*time.Second)
+}
+
+func scrape(t *testing.T, url string) string {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET %s: %d, %v", url, resp.StatusCode, err)
+	}
+	return string(b)
+}
+
+func freeAddr(t *testing.T) string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
 }
 
 type staticKeychain struct{ a authn.Authenticator }

@@ -1,0 +1,60 @@
+package record
+
+import (
+	"context"
+	"fmt"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/kubernetes/scheme"
+	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
+	kevents "k8s.io/client-go/tools/record"
+
+	"github.com/tektoncd/artifacts-csi-driver/pkg/volume"
+)
+
+// Event reasons.
+const (
+	ReasonPushed     = "ArtifactPushed"
+	ReasonPushFailed = "ArtifactPushFailed"
+)
+
+// Events is a Recorder that reports outputs on their pod as Kubernetes
+// Events — Normal when pushed, Warning when given up on — and passes every
+// record on to Next. Events are sent in the background, aggregated and
+// rate-limited by client-go's broadcaster: Record never blocks on the API
+// server and its result is Next's.
+type Events struct {
+	recorder    kevents.EventRecorder
+	broadcaster kevents.EventBroadcaster
+	next        Recorder
+}
+
+// NewEvents returns an Events recorder sending through client as component
+// on node. Call Shutdown when done.
+func NewEvents(client kubernetes.Interface, component, node string, next Recorder) *Events {
+	b := kevents.NewBroadcaster()
+	b.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: client.CoreV1().Events("")})
+	return &Events{
+		recorder:    b.NewRecorder(scheme.Scheme, corev1.EventSource{Component: component, Host: node}),
+		broadcaster: b,
+		next:        next,
+	}
+}
+
+// Record implements Recorder.
+func (e *Events) Record(ctx context.Context, r Record) error {
+	if r.Direction == volume.Output && (r.Phase == Pushed || r.Phase == Failed) {
+		pod := &corev1.ObjectReference{APIVersion: "v1", Kind: "Pod", Namespace: r.Pod.Namespace, Name: r.Pod.Name, UID: types.UID(r.Pod.UID)}
+		if r.Phase == Pushed {
+			e.recorder.Eventf(pod, corev1.EventTypeNormal, ReasonPushed, "Output %q pushed to %s@%s", r.Artifact, r.Repository, r.Digest)
+		} else {
+			e.recorder.Event(pod, corev1.EventTypeWarning, ReasonPushFailed, fmt.Sprintf("Output %q could not be pushed to %s; its data stays on the node: %s", r.Artifact, r.Repository, r.Message))
+		}
+	}
+	return e.next.Record(ctx, r)
+}
+
+// Shutdown stops sending events.
+func (e *Events) Shutdown() { e.broadcaster.Shutdown() }

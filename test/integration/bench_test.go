@@ -1,0 +1,207 @@
+package integration
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/tektoncd/artifacts-csi-driver/internal/testregistry"
+	"github.com/tektoncd/artifacts-csi-driver/internal/testtree"
+	"github.com/tektoncd/artifacts-csi-driver/pkg/artifact"
+	"github.com/tektoncd/artifacts-csi-driver/pkg/digestcache"
+	"github.com/tektoncd/artifacts-csi-driver/pkg/mounter"
+	"github.com/tektoncd/artifacts-csi-driver/pkg/oci"
+)
+
+// The node plugin benchmarks run against the plugin process over its
+// socket, like kubelet. test/bench/node.sh runs them with the ~230 MiB
+// tree of test/bench/run.sh in $BENCH_TREE; without it, the large cases
+// are skipped. Each reports the median (p50-ms) and p90 (p90-ms) of its
+// iterations besides Go's mean.
+
+// benchTrees returns the trees to measure: a small generated one and, when
+// $BENCH_TREE is set, the large one.
+func benchTrees(b *testing.B) map[string]string {
+	small := filepath.Join(b.TempDir(), "small")
+	testtree.Write(b, small, 42)
+	trees := map[string]string{"small": small}
+	if big := os.Getenv("BENCH_TREE"); big != "" {
+		trees["large"] = big
+	}
+	return trees
+}
+
+// benchDir is where plugin state and copies go: $BENCH_DIR (on the same
+// filesystem as the tree) or a test directory. It is marked `chattr +T`
+// where supported, for the reason test/bench/run.sh gives.
+func benchDir(b *testing.B) string {
+	dir := b.TempDir()
+	if base := os.Getenv("BENCH_DIR"); base != "" {
+		var err error
+		if dir, err = os.MkdirTemp(base, "node-"); err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { os.RemoveAll(dir) })
+	}
+	exec.Command("chattr", "+T", dir).Run()
+	return dir
+}
+
+// timings collects per-iteration durations and reports percentiles.
+type timings []time.Duration
+
+func (ts timings) report(b *testing.B) {
+	slices.Sort(ts)
+	pct := func(p float64) float64 { return float64(ts[int(p*float64(len(ts)-1))].Microseconds()) / 1000 }
+	b.ReportMetric(pct(0.5), "p50-ms")
+	b.ReportMetric(pct(0.9), "p90-ms")
+}
+
+func benchPlugin(b *testing.B, config map[string]string, args ...string) *plugin {
+	pl := newPluginIn(b, benchDir(b), config, args...)
+	pl.start()
+	return pl
+}
+
+// BenchmarkPublishCacheHit publishes an input already in the node cache
+// into a new pod; the baseline is the read-only bind mount alone, the floor
+// of the work.
+func BenchmarkPublishCacheHit(b *testing.B) {
+	host := testregistry.InMemory(b, true)
+	pl := benchPlugin(b, registryConfig(host))
+	for name, tree := range benchTrees(b) {
+		ref := pushDir(b, host, tree, name)
+		warm := newPod("warm-" + name)
+		mustOK(b, "first publish", pl.publish(b.Context(), warm, "in", input("src", ref)))
+		b.Run("tree="+name+"/publish", func(b *testing.B) {
+			var ts timings
+			for b.Loop() {
+				p := newPod("hit")
+				start := time.Now()
+				mustOK(b, "publish", pl.publish(b.Context(), p, "in", input("src", ref)))
+				ts = append(ts, time.Since(start))
+				b.StopTimer()
+				mustOK(b, "unpublish", pl.unpublish(b.Context(), p, "in"))
+				b.StartTimer()
+			}
+			ts.report(b)
+		})
+		b.Run("tree="+name+"/baseline=bind-mount", func(b *testing.B) {
+			m := mounter.New()
+			src := pl.target(warm, "in")
+			var ts timings
+			for b.Loop() {
+				target := b.TempDir()
+				start := time.Now()
+				if err := m.BindMount(src, target, true); err != nil {
+					b.Fatal(err)
+				}
+				ts = append(ts, time.Since(start))
+				b.StopTimer()
+				m.Unmount(target)
+				b.StartTimer()
+			}
+			ts.report(b)
+		})
+	}
+}
+
+// BenchmarkUnpublishOutput unpublishes an output the pod filled with a
+// tree. The registry is unreachable, so background uploads fail fast and
+// do not compete for the CPU; what is timed is what kubelet waits for.
+func BenchmarkUnpublishOutput(b *testing.B) {
+	pl := benchPlugin(b, registryConfig("127.0.0.1:1"))
+	for name, tree := range benchTrees(b) {
+		b.Run("tree="+name, func(b *testing.B) {
+			var ts timings
+			for b.Loop() {
+				b.StopTimer()
+				p := newPod("producer")
+				mustOK(b, "publish", pl.publish(b.Context(), p, "out", output("build")))
+				copyTree(b, tree, pl.target(p, "out"))
+				exec.Command("sync").Run()
+				b.StartTimer()
+				start := time.Now()
+				mustOK(b, "unpublish", pl.unpublish(b.Context(), p, "out"))
+				ts = append(ts, time.Since(start))
+			}
+			ts.report(b)
+		})
+	}
+}
+
+// BenchmarkPublishCold publishes an input the node has never fetched: from
+// a registry process on the same filesystem, verified and extracted. The
+// baseline is `cp -r` of the same tree on the same filesystem.
+func BenchmarkPublishCold(b *testing.B) {
+	dist := testregistry.StartDistribution(b)
+	pl := benchPlugin(b, registryConfig(dist.Host), "--cache-size=1Ti")
+	exec.Command("chattr", "+T", filepath.Join(pl.stateDir, "cache")).Run()
+	copies := benchDir(b)
+	for name, tree := range benchTrees(b) {
+		b.Run("tree="+name+"/baseline=cp-r", func(b *testing.B) {
+			var ts timings
+			i := 0
+			for b.Loop() {
+				b.StopTimer()
+				exec.Command("sync").Run()
+				dest := filepath.Join(copies, fmt.Sprintf("%s-%d", name, i))
+				i++
+				b.StartTimer()
+				start := time.Now()
+				copyTree(b, tree, dest)
+				ts = append(ts, time.Since(start))
+			}
+			ts.report(b)
+		})
+		b.Run("tree="+name+"/publish", func(b *testing.B) {
+			var ts timings
+			i := 0
+			for b.Loop() {
+				b.StopTimer()
+				// A new manifest over the same layer: a cold cache key.
+				ref := pushDir(b, dist.Host, tree, fmt.Sprintf("%s-%d", name, i))
+				i++
+				p := newPod("cold")
+				exec.Command("sync").Run()
+				b.StartTimer()
+				start := time.Now()
+				mustOK(b, "publish", pl.publish(b.Context(), p, "in", input("src", ref)))
+				ts = append(ts, time.Since(start))
+			}
+			ts.report(b)
+		})
+	}
+}
+
+func copyTree(b testing.TB, src, dest string) {
+	if out, err := exec.Command("cp", "-r", src, dest).CombinedOutput(); err != nil {
+		b.Fatalf("cp -r: %v: %s", err, out)
+	}
+}
+
+var benchDigests = map[string]*digestcache.Cache{}
+
+// pushDir pushes tree as artifact name (different names give different
+// manifests over the same layer) and returns its digest reference. A
+// digest cache makes pushing the same tree again cheap.
+func pushDir(b testing.TB, host, tree, name string) string {
+	dc := benchDigests[host]
+	if dc == nil {
+		var err error
+		if dc, err = digestcache.Open(b.TempDir()); err != nil {
+			b.Fatal(err)
+		}
+		benchDigests[host] = dc
+	}
+	repo, _, _ := oci.ParseRepositoryTag(host+"/team-a/bench", true)
+	res, err := oci.New(oci.Options{DigestCache: dc}).Push(b.Context(), oci.PushRequest{Dir: tree, Repository: repo, Metadata: artifact.Metadata{Name: name}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return res.Ref.Name()
+}
