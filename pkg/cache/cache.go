@@ -181,6 +181,14 @@ func (c *Cache) Acquire(ctx context.Context, key string, fill FillFunc) (path st
 	return c.Path(key), false, nil
 }
 
+// Has reports whether key's content is in the cache now.
+func (c *Cache) Has(key string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	_, ok := c.entries[key]
+	return ok
+}
+
 // Pin pins an entry that is already there, as a volume found mounted when
 // the plugin starts does. It reports whether the entry exists.
 func (c *Cache) Pin(key string) bool { return c.pin(key) }

@@ -185,9 +185,10 @@ func (d *Driver) publishInput(ctx context.Context, req *csi.NodePublishVolumeReq
 	}
 	dig, _ := ref.Digest()
 	key := map[oci.Kind]string{oci.KindManifest: "manifest-", oci.KindBlob: "blob-"}[ref.Kind] + dig.Algorithm + "-" + dig.Hex
-	if in == nil || cfg.VerifyAccess {
+	if cfg.VerifyAccess || !d.d.Cache.Has(key) {
 		// Also on a cache hit: the cache must never give a pod what its
-		// own credentials cannot read.
+		// own credentials cannot read. (A miss is checked here too, for
+		// a clear error before the fetch starts.)
 		if err := d.d.Registry.Check(ctx, kc, ref); err != nil {
 			return err
 		}

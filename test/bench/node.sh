@@ -24,4 +24,7 @@ REGISTRY_BIN=${REGISTRY_BIN:-$(hack/tools.sh | tail -n1)/registry}
 export BENCH_TREE REGISTRY_BIN
 echo "tree: $BENCH_TREE ($(find "$BENCH_TREE" -type f | wc -l) files, $(du -sh --apparent-size "$BENCH_TREE" | cut -f1))" >&2
 tar -C "$BENCH_TREE" -cf - . | wc -c >/dev/null # warm the page cache
-exec ${NICE:+nice -n "$NICE"} go test -count=1 -run '^$' -bench "${BENCH:-.}" -benchtime="${N:-5}x" -timeout 60m ./test/integration
+# The benchmarks delete their copies when done: record when, for the next
+# run's settle time (see test/bench/run.sh).
+trap 'date +%s >"$BENCH_DIR/.last-deletion"' EXIT
+${NICE:+nice -n "$NICE"} go test -count=1 -run '^$' -bench "${BENCH:-.}" -benchtime="${N:-5}x" -timeout 60m ./test/integration

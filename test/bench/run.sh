@@ -202,7 +202,8 @@ build_tree() {
 build_tree
 if [[ -n "${TREE_ONLY:-}" ]]; then # used by test/bench/node.sh
   trap - EXIT
-  rm -rf "$WORK"
+  rmdir "$WORK/docker" "$WORK" 2>/dev/null || true
+  settle
   echo "$TREE"
   exit 0
 fi

@@ -51,14 +51,22 @@ func benchDir(b *testing.B) string {
 	return dir
 }
 
-// timings collects per-iteration durations and reports percentiles.
+// timings collects per-iteration durations.
 type timings []time.Duration
 
+// pct returns the p-th percentile in milliseconds (nearest rank below).
+func (ts timings) pct(p float64) float64 {
+	s := slices.Clone(ts)
+	slices.Sort(s)
+	return float64(s[int(p*float64(len(s)-1))].Microseconds()) / 1000
+}
+
+func (ts timings) p50() float64 { return ts.pct(0.5) }
+
+// report adds the median and the 90th percentile to the benchmark's line.
 func (ts timings) report(b *testing.B) {
-	slices.Sort(ts)
-	pct := func(p float64) float64 { return float64(ts[int(p*float64(len(ts)-1))].Microseconds()) / 1000 }
-	b.ReportMetric(pct(0.5), "p50-ms")
-	b.ReportMetric(pct(0.9), "p90-ms")
+	b.ReportMetric(ts.p50(), "p50-ms")
+	b.ReportMetric(ts.pct(0.9), "p90-ms")
 }
 
 func benchPlugin(b *testing.B, config map[string]string, args ...string) *plugin {
@@ -135,45 +143,49 @@ func BenchmarkUnpublishOutput(b *testing.B) {
 }
 
 // BenchmarkPublishCold publishes an input the node has never fetched: from
-// a registry process on the same filesystem, verified and extracted. The
-// baseline is `cp -r` of the same tree on the same filesystem.
+// a registry process on the same filesystem, verified and extracted. Each
+// iteration also runs the baseline, `cp -r` of the same tree on the same
+// filesystem, alternating which goes first, so that both see the same
+// conditions; it reports both medians and their ratio.
 func BenchmarkPublishCold(b *testing.B) {
 	dist := testregistry.StartDistribution(b)
 	pl := benchPlugin(b, registryConfig(dist.Host), "--cache-size=1Ti")
 	exec.Command("chattr", "+T", filepath.Join(pl.stateDir, "cache")).Run()
 	copies := benchDir(b)
 	for name, tree := range benchTrees(b) {
-		b.Run("tree="+name+"/baseline=cp-r", func(b *testing.B) {
-			var ts timings
-			i := 0
-			for b.Loop() {
-				b.StopTimer()
-				exec.Command("sync").Run()
-				dest := filepath.Join(copies, fmt.Sprintf("%s-%d", name, i))
-				i++
-				b.StartTimer()
-				start := time.Now()
-				copyTree(b, tree, dest)
-				ts = append(ts, time.Since(start))
-			}
-			ts.report(b)
-		})
-		b.Run("tree="+name+"/publish", func(b *testing.B) {
-			var ts timings
+		b.Run("tree="+name, func(b *testing.B) {
+			var publish, cp timings
 			i := 0
 			for b.Loop() {
 				b.StopTimer()
 				// A new manifest over the same layer: a cold cache key.
 				ref := pushDir(b, dist.Host, tree, fmt.Sprintf("%s-%d", name, i))
+				steps := []func(){
+					func() {
+						p := newPod("cold")
+						start := time.Now()
+						mustOK(b, "publish", pl.publish(b.Context(), p, "in", input("src", ref)))
+						publish = append(publish, time.Since(start))
+					},
+					func() {
+						dest := filepath.Join(copies, fmt.Sprintf("%s-%d", name, i))
+						start := time.Now()
+						copyTree(b, tree, dest)
+						cp = append(cp, time.Since(start))
+					},
+				}
+				if i%2 == 1 {
+					steps[0], steps[1] = steps[1], steps[0]
+				}
 				i++
-				p := newPod("cold")
-				exec.Command("sync").Run()
-				b.StartTimer()
-				start := time.Now()
-				mustOK(b, "publish", pl.publish(b.Context(), p, "in", input("src", ref)))
-				ts = append(ts, time.Since(start))
+				for _, step := range steps {
+					exec.Command("sync").Run()
+					step()
+				}
 			}
-			ts.report(b)
+			publish.report(b)
+			b.ReportMetric(cp.p50(), "cp-r-p50-ms")
+			b.ReportMetric(publish.p50()/cp.p50(), "ratio")
 		})
 	}
 }

@@ -288,6 +288,14 @@ func TestCacheHitNeedsAccess(t *testing.T) {
 	if entries, _ := os.ReadDir(pl.target(denied, "in")); len(entries) != 0 {
 		t.Errorf("denied pod's target holds %d entries", len(entries))
 	}
+
+	// An administrator who opts out (read at the next publish) trusts hits.
+	if err := os.WriteFile(filepath.Join(pl.configDir, "cache.verifyAccess"), []byte("false"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	mustOK(t, "cache hit with cache.verifyAccess=false", pl.publish(t.Context(), denied, "in", input("src", ref)))
+	wantCode(t, "a miss is still authorised by the fetch", pl.publish(t.Context(), newPod("denied-2"), "in",
+		input("src", repo+"@sha256:"+strings.Repeat("1", 64))), codes.PermissionDenied)
 }
 
 // TestDiskFullWhileSealing: with the state directory full, unpublish of an
