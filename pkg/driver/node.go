@@ -328,7 +328,7 @@ func (d *Driver) NodeUnpublishVolume(ctx context.Context, req *csi.NodeUnpublish
 		if in.pinned {
 			d.d.Cache.Release(in.CacheKey)
 		}
-	case outputs.ValidID(id) && d.d.Outputs.Has(id):
+	case d.d.Outputs.Has(id):
 		direction = string(volume.Output)
 		if _, err := d.d.Outputs.Seal(ctx, id); err != nil {
 			return nil, toStatus(err)

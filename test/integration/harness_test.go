@@ -205,11 +205,16 @@ func (pl *plugin) target(p pod, volume string) string {
 // publish calls NodePublishVolume the way kubelet does for a csi: volume
 // with podInfoOnMount.
 func (pl *plugin) publish(ctx context.Context, p pod, volume string, attrs map[string]string) error {
-	return pl.publishWith(ctx, p, volume, attrs, nil)
+	return pl.publishWith(ctx, p, volume, attrs, publishOptions{})
 }
 
-// publishWith also passes the data of a nodePublishSecretRef Secret.
-func (pl *plugin) publishWith(ctx context.Context, p pod, volume string, attrs, secrets map[string]string) error {
+// publishOptions are what kubelet adds for some pods.
+type publishOptions struct {
+	secrets    map[string]string // data of a nodePublishSecretRef Secret
+	mountGroup string            // the pod's fsGroup
+}
+
+func (pl *plugin) publishWith(ctx context.Context, p pod, volume string, attrs map[string]string, o publishOptions) error {
 	target := pl.target(p, volume)
 	if err := os.MkdirAll(filepath.Dir(target), 0o750); err != nil {
 		return err
@@ -228,12 +233,12 @@ func (pl *plugin) publishWith(ctx context.Context, p pod, volume string, attrs, 
 		VolumeId:   p.volumeID(volume),
 		TargetPath: target,
 		VolumeCapability: &csi.VolumeCapability{
-			AccessType: &csi.VolumeCapability_Mount{Mount: &csi.VolumeCapability_MountVolume{}},
+			AccessType: &csi.VolumeCapability_Mount{Mount: &csi.VolumeCapability_MountVolume{VolumeMountGroup: o.mountGroup}},
 			AccessMode: &csi.VolumeCapability_AccessMode{Mode: csi.VolumeCapability_AccessMode_SINGLE_NODE_WRITER},
 		},
 		Readonly:      attrs["direction"] == "input",
 		VolumeContext: vc,
-		Secrets:       secrets,
+		Secrets:       o.secrets,
 	})
 	return err
 }

@@ -8,9 +8,11 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -148,6 +150,57 @@ func TestKubeletLifecycle(t *testing.T) {
 		input("src", dist.Host+"/team-a/artifacts@sha256:"+strings.Repeat("0", 64))), codes.NotFound)
 }
 
+// TestNonRootPods writes outputs and reads inputs as users other than
+// root: without an fsGroup, and with one (VOLUME_MOUNT_GROUP).
+func TestNonRootPods(t *testing.T) {
+	dist := testregistry.StartDistribution(t)
+	pl := newPlugin(t, registryConfig(dist.Host))
+	pl.start()
+	ctx := t.Context()
+
+	plain, grouped := newPod("plain"), newPod("grouped")
+	mustOK(t, "publish output", pl.publish(ctx, plain, "out", output("build")))
+	mustOK(t, "publish output with fsGroup", pl.publishWith(ctx, grouped, "out", output("build"), publishOptions{mountGroup: "4321"}))
+	asUser(t, pl.target(plain, "out"), 65534, 65534, nil, "echo plain > result && mkdir sub")
+	asUser(t, pl.target(grouped, "out"), 1000, 1000, []uint32{4321}, "echo grouped > result")
+	st, err := os.Stat(pl.target(grouped, "out") + "/result")
+	if err != nil || st.Sys().(*syscall.Stat_t).Gid != 4321 {
+		t.Errorf("a file written under the fsGroup directory: %v, want group 4321 (setgid)", err)
+	}
+	mustOK(t, "unpublish", pl.unpublish(ctx, plain, "out"))
+	mustOK(t, "unpublish", pl.unpublish(ctx, grouped, "out"))
+
+	ref := waitForTag(t, dist.Host+"/team-a/artifacts:team-a.plain.build", 30*time.Second)
+	reader := newPod("reader")
+	mustOK(t, "publish input", pl.publish(ctx, reader, "in", input("src", ref)))
+	if out := asUser(t, pl.target(reader, "in"), 65534, 65534, nil, "cat result && ls sub"); out != "plain\n" {
+		t.Errorf("non-root read of the input = %q", out)
+	}
+	mustOK(t, "unpublish", pl.unpublish(ctx, reader, "in"))
+	waitForTag(t, dist.Host+"/team-a/artifacts:team-a.grouped.build", 30*time.Second)
+}
+
+// asUser runs a shell command as uid:gid with supplementary groups in dir
+// and returns its output. Like a container, which sees the volume at its
+// own mount path, it does not traverse dir's parents (test directories are
+// 0700): it enters dir through an inherited descriptor.
+func asUser(t *testing.T, dir string, uid, gid uint32, groups []uint32, script string) string {
+	t.Helper()
+	d, err := os.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	cmd := exec.Command("sh", "-c", "cd /proc/self/fd/3 && "+script)
+	cmd.ExtraFiles = []*os.File{d}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uid, Gid: gid, Groups: groups}}
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("as %d:%d: %s: %v: %s", uid, gid, script, err, out)
+	}
+	return string(out)
+}
+
 // TestCrashDuringUpload kills the plugin after unpublish returned, while
 // the upload is in flight, and restarts it: the output still arrives.
 func TestCrashDuringUpload(t *testing.T) {
@@ -283,7 +336,7 @@ func TestCacheHitNeedsAccess(t *testing.T) {
 	secret := map[string]string{".dockerconfigjson": fmt.Sprintf(`{"auths":{%q:{"auth":%q}}}`, host,
 		base64.StdEncoding.EncodeToString([]byte(user+":"+pass)))}
 	allowed, denied := newPod("allowed"), newPod("denied")
-	mustOK(t, "publish with credentials", pl.publishWith(t.Context(), allowed, "in", input("src", ref), secret))
+	mustOK(t, "publish with credentials", pl.publishWith(t.Context(), allowed, "in", input("src", ref), publishOptions{secrets: secret}))
 	wantCode(t, "cache hit without credentials", pl.publish(t.Context(), denied, "in", input("src", ref)), codes.PermissionDenied)
 	if entries, _ := os.ReadDir(pl.target(denied, "in")); len(entries) != 0 {
 		t.Errorf("denied pod's target holds %d entries", len(entries))
