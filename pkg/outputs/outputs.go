@@ -120,6 +120,10 @@ type Options struct {
 	// RetryMin and RetryMax bound the exponential backoff between upload
 	// attempts (±20% jitter). Defaults 1s and 5m.
 	RetryMin, RetryMax time.Duration
+	// AttemptTimeout bounds one upload attempt, so that a registry that
+	// stops answering mid-transfer does not hold a worker forever. Default
+	// 1h.
+	AttemptTimeout time.Duration
 	// Metrics, when set, counts uploads and pushed bytes.
 	Metrics *metrics.Metrics
 }
@@ -169,6 +173,9 @@ func Open(ctx context.Context, o Options) (*Manager, error) {
 	}
 	if o.RetryMax < o.RetryMin {
 		o.RetryMax = max(5*time.Minute, o.RetryMin)
+	}
+	if o.AttemptTimeout <= 0 {
+		o.AttemptTimeout = time.Hour
 	}
 	m := &Manager{
 		o:          o,
@@ -459,7 +466,9 @@ func (m *Manager) process(ctx context.Context, id string) {
 		if v.Attempts == 0 {
 			m.record(ctx, v, record.Pending, "")
 		}
-		res, err := m.push(ctx, dir, v)
+		attempt, cancel := context.WithTimeout(ctx, m.o.AttemptTimeout)
+		res, err := m.push(attempt, dir, v)
+		cancel()
 		if ctx.Err() != nil {
 			return // shutting down: the journal still says Sealed
 		}

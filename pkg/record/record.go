@@ -67,7 +67,10 @@ func (Log) Record(ctx context.Context, r Record) error {
 	kv := []any{"volumeID", r.VolumeID, "direction", r.Direction, "artifact", r.Artifact,
 		"pod", klog.KRef(r.Pod.Namespace, r.Pod.Name), "phase", r.Phase}
 	if r.Digest != "" {
-		kv = append(kv, "ref", r.Repository+"@"+r.Digest, "size", r.Size)
+		kv = append(kv, "ref", r.Repository+"@"+r.Digest)
+	}
+	if r.Size > 0 {
+		kv = append(kv, "size", r.Size)
 	}
 	if r.Phase == Failed {
 		logger.Error(nil, "Artifact record", append(kv, "message", r.Message)...)

@@ -178,6 +178,7 @@ func BenchmarkPublishCold(b *testing.B) {
 					steps[0], steps[1] = steps[1], steps[0]
 				}
 				i++
+				b.StartTimer()
 				for _, step := range steps {
 					exec.Command("sync").Run()
 					step()
