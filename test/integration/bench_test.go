@@ -11,6 +11,7 @@ import (
 
 	"github.com/tektoncd/artifacts-csi-driver/internal/testregistry"
 	"github.com/tektoncd/artifacts-csi-driver/internal/testtree"
+	"github.com/tektoncd/artifacts-csi-driver/pkg/archive"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/artifact"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/digestcache"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/mounter"
@@ -82,7 +83,7 @@ func BenchmarkPublishCacheHit(b *testing.B) {
 	host := testregistry.InMemory(b, true)
 	pl := benchPlugin(b, registryConfig(host))
 	for name, tree := range benchTrees(b) {
-		ref := pushDir(b, host, tree, name)
+		ref := pushDir(b, host, tree, name, archive.Gzip)
 		warm := newPod("warm-" + name)
 		mustOK(b, "first publish", pl.publish(b.Context(), warm, "in", input("src", ref)))
 		b.Run("tree="+name+"/publish", func(b *testing.B) {
@@ -153,42 +154,48 @@ func BenchmarkPublishCold(b *testing.B) {
 	exec.Command("chattr", "+T", filepath.Join(pl.stateDir, "cache")).Run()
 	copies := benchDir(b)
 	for name, tree := range benchTrees(b) {
-		b.Run("tree="+name, func(b *testing.B) {
-			var publish, cp timings
-			i := 0
-			for b.Loop() {
-				b.StopTimer()
-				// A new manifest over the same layer: a cold cache key.
-				ref := pushDir(b, dist.Host, tree, fmt.Sprintf("%s-%d", name, i))
-				steps := []func(){
-					func() {
-						p := newPod("cold")
-						start := time.Now()
-						mustOK(b, "publish", pl.publish(b.Context(), p, "in", input("src", ref)))
-						publish = append(publish, time.Since(start))
-					},
-					func() {
-						dest := filepath.Join(copies, fmt.Sprintf("%s-%d", name, i))
-						start := time.Now()
-						copyTree(b, tree, dest)
-						cp = append(cp, time.Since(start))
-					},
-				}
-				if i%2 == 1 {
-					steps[0], steps[1] = steps[1], steps[0]
-				}
-				i++
-				b.StartTimer()
-				for _, step := range steps {
-					exec.Command("sync").Run()
-					step()
-				}
-			}
-			publish.report(b)
-			b.ReportMetric(cp.p50(), "cp-r-p50-ms")
-			b.ReportMetric(publish.p50()/cp.p50(), "ratio")
-		})
+		for _, comp := range []archive.Compression{archive.Gzip, archive.Zstd} {
+			b.Run("tree="+name+"/compression="+string(comp), func(b *testing.B) {
+				benchCold(b, pl, dist.Host, tree, name, comp, copies)
+			})
+		}
 	}
+}
+
+func benchCold(b *testing.B, pl *plugin, host, tree, name string, comp archive.Compression, copies string) {
+	var publish, cp timings
+	i := 0
+	for b.Loop() {
+		b.StopTimer()
+		// A new manifest over the same layer: a cold cache key.
+		ref := pushDir(b, host, tree, fmt.Sprintf("%s-%s-%d", name, comp, i), comp)
+		steps := []func(){
+			func() {
+				p := newPod("cold")
+				start := time.Now()
+				mustOK(b, "publish", pl.publish(b.Context(), p, "in", input("src", ref)))
+				publish = append(publish, time.Since(start))
+			},
+			func() {
+				dest := filepath.Join(copies, fmt.Sprintf("%s-%s-%d", name, comp, i))
+				start := time.Now()
+				copyTree(b, tree, dest)
+				cp = append(cp, time.Since(start))
+			},
+		}
+		if i%2 == 1 {
+			steps[0], steps[1] = steps[1], steps[0]
+		}
+		i++
+		b.StartTimer()
+		for _, step := range steps {
+			exec.Command("sync").Run()
+			step()
+		}
+	}
+	publish.report(b)
+	b.ReportMetric(cp.p50(), "cp-r-p50-ms")
+	b.ReportMetric(publish.p50()/cp.p50(), "ratio")
 }
 
 func copyTree(b testing.TB, src, dest string) {
@@ -202,7 +209,7 @@ var benchDigests = map[string]*digestcache.Cache{}
 // pushDir pushes tree as artifact name (different names give different
 // manifests over the same layer) and returns its digest reference. A
 // digest cache makes pushing the same tree again cheap.
-func pushDir(b testing.TB, host, tree, name string) string {
+func pushDir(b testing.TB, host, tree, name string, comp archive.Compression) string {
 	dc := benchDigests[host]
 	if dc == nil {
 		var err error
@@ -212,7 +219,7 @@ func pushDir(b testing.TB, host, tree, name string) string {
 		benchDigests[host] = dc
 	}
 	repo, _, _ := oci.ParseRepositoryTag(host+"/team-a/bench", true)
-	res, err := oci.New(oci.Options{DigestCache: dc}).Push(b.Context(), oci.PushRequest{Dir: tree, Repository: repo, Metadata: artifact.Metadata{Name: name}})
+	res, err := oci.New(oci.Options{DigestCache: dc}).Push(b.Context(), oci.PushRequest{Dir: tree, Repository: repo, Compression: comp, Metadata: artifact.Metadata{Name: name}})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -284,7 +284,7 @@ type proxy struct {
 	blobGets   atomic.Int32
 	mu         sync.Mutex
 	stallPush  chan struct{} // when set, blob uploads wait for it to close
-	corruptGet bool          // flip a byte in every blob body served
+	corruptGet atomic.Bool   // flip a byte in every blob body served
 }
 
 func newProxy(t *testing.T, upstream string) *proxy {
@@ -292,10 +292,7 @@ func newProxy(t *testing.T, upstream string) *proxy {
 	rp := httputil.NewSingleHostReverseProxy(u)
 	p := &proxy{}
 	rp.ModifyResponse = func(r *http.Response) error {
-		p.mu.Lock()
-		corrupt := p.corruptGet
-		p.mu.Unlock()
-		if corrupt && r.Request.Method == http.MethodGet && strings.Contains(r.Request.URL.Path, "/blobs/sha256:") && r.StatusCode == http.StatusOK {
+		if p.corruptGet.Load() && r.Request.Method == http.MethodGet && strings.Contains(r.Request.URL.Path, "/blobs/sha256:") && r.StatusCode == http.StatusOK {
 			r.Body = &flipFirst{r: r.Body}
 		}
 		return nil

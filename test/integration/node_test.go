@@ -253,9 +253,7 @@ func TestCorruptedBlob(t *testing.T) {
 	ref := pushTree(t, px.Host, 13)
 	pl := newPlugin(t, registryConfig(px.Host))
 	pl.start()
-	px.mu.Lock()
-	px.corruptGet = true
-	px.mu.Unlock()
+	px.corruptGet.Store(true)
 	p := newPod("victim")
 	err := pl.publish(t.Context(), p, "in", input("src", ref))
 	wantCode(t, "corrupted layer", err, codes.DataLoss)
@@ -268,9 +266,7 @@ func TestCorruptedBlob(t *testing.T) {
 	if entries, _ := os.ReadDir(filepath.Join(pl.stateDir, "cache")); len(entries) != 1 {
 		t.Errorf("cache holds %v after a failed fetch, want only boot_id", entries)
 	}
-	px.mu.Lock()
-	px.corruptGet = false
-	px.mu.Unlock()
+	px.corruptGet.Store(false)
 	mustOK(t, "publish once the registry is healthy", pl.publish(t.Context(), p, "in", input("src", ref)))
 	mustOK(t, "unpublish", pl.unpublish(t.Context(), p, "in"))
 }
