@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"k8s.io/klog/v2"
@@ -184,7 +185,7 @@ func (d *Driver) publishInput(ctx context.Context, req *csi.NodePublishVolumeReq
 		return err
 	}
 	dig, _ := ref.Digest()
-	key := map[oci.Kind]string{oci.KindManifest: "manifest-", oci.KindBlob: "blob-"}[ref.Kind] + dig.Algorithm + "-" + dig.Hex
+	key := cacheKey(ref.Kind, dig)
 	if cfg.VerifyAccess || !d.d.Cache.Has(key) {
 		// Also on a cache hit: the cache must never give a pod what its
 		// own credentials cannot read. (A miss is checked here too, for
@@ -217,14 +218,22 @@ func (d *Driver) publishInput(ctx context.Context, req *csi.NodePublishVolumeReq
 		return err
 	}
 	d.mu.Lock()
-	if old := d.inputs[id]; old != nil && old.pinned {
-		d.d.Cache.Release(old.CacheKey) // unreachable today: a pinned record returned above
-	}
-	d.inputs[id] = rec
+	d.inputs[id] = rec // replacing at most an unpinned record
 	d.mu.Unlock()
 	d.recordInput(ctx, rec, spec, dig.String())
 	klog.FromContext(ctx).V(4).Info("Input ready", "ref", ref, "cacheHit", hit)
 	return nil
+}
+
+// cacheKey names the cache entry of an artifact: by manifest digest, or by
+// blob digest for a Konflux blob reference (whose content is laid out
+// differently).
+func cacheKey(kind oci.Kind, d v1.Hash) string {
+	prefix := "manifest-"
+	if kind == oci.KindBlob {
+		prefix = "blob-"
+	}
+	return prefix + d.Algorithm + "-" + d.Hex
 }
 
 func (d *Driver) recordInput(ctx context.Context, in *inputVolume, spec *volume.Spec, digest string) {
