@@ -132,9 +132,9 @@ type Options struct {
 // use, provided no two calls concern the same volume id at once (the CSI
 // node service serialises calls per volume).
 type Manager struct {
-	o                   Options
-	outputsDir, spoolDr string
-	wake                chan struct{}
+	o                    Options
+	outputsDir, spoolDir string
+	wake                 chan struct{}
 
 	mu        sync.Mutex
 	published map[string]*Volume
@@ -180,14 +180,14 @@ func Open(ctx context.Context, o Options) (*Manager, error) {
 	m := &Manager{
 		o:          o,
 		outputsDir: filepath.Join(o.Dir, "outputs"),
-		spoolDr:    filepath.Join(o.Dir, "spool"),
+		spoolDir:   filepath.Join(o.Dir, "spool"),
 		wake:       make(chan struct{}, 1),
 		published:  map[string]*Volume{},
 		spool:      map[string]*Volume{},
 		running:    map[string]bool{},
 	}
 	logger := klog.FromContext(ctx)
-	for _, dir := range []string{m.outputsDir, m.spoolDr} {
+	for _, dir := range []string{m.outputsDir, m.spoolDir} {
 		if err := os.MkdirAll(dir, 0o700); err != nil {
 			return nil, err
 		}
@@ -349,10 +349,10 @@ func (m *Manager) Seal(ctx context.Context, id string) (found bool, err error) {
 }
 
 func (m *Manager) moveToSpool(id string) error {
-	if err := os.Rename(filepath.Join(m.outputsDir, id), filepath.Join(m.spoolDr, id)); err != nil {
+	if err := os.Rename(filepath.Join(m.outputsDir, id), filepath.Join(m.spoolDir, id)); err != nil {
 		return err
 	}
-	if err := atomicfile.SyncDir(m.spoolDr); err != nil {
+	if err := atomicfile.SyncDir(m.spoolDir); err != nil {
 		return err
 	}
 	return atomicfile.SyncDir(m.outputsDir)
@@ -460,7 +460,7 @@ func (m *Manager) Run(ctx context.Context) {
 func (m *Manager) process(ctx context.Context, id string) {
 	logger := klog.FromContext(ctx)
 	v, _ := m.Get(id)
-	dir := filepath.Join(m.spoolDr, id)
+	dir := filepath.Join(m.spoolDir, id)
 
 	if v.State == Sealed {
 		if v.Attempts == 0 {
@@ -556,7 +556,7 @@ func (m *Manager) fail(ctx context.Context, v Volume, cause error) {
 	m.o.Metrics.Upload(metrics.UploadFailed)
 	klog.FromContext(ctx).Error(cause, "Output could not be pushed; its data stays on the node",
 		"pod", klog.KRef(v.Pod.Namespace, v.Pod.Name), "artifact", v.Metadata.Name,
-		"path", filepath.Join(m.spoolDr, v.ID, dataDir), "attempts", v.Attempts+1)
+		"path", filepath.Join(m.spoolDir, v.ID, dataDir), "attempts", v.Attempts+1)
 	m.save(ctx, v, true)
 	m.record(ctx, v, record.Failed, v.LastError)
 }
@@ -564,7 +564,7 @@ func (m *Manager) fail(ctx context.Context, v Volume, cause error) {
 // save writes v's journal and updates the in-memory copy. A failure is
 // logged: the journal on disk still holds an earlier, consistent state.
 func (m *Manager) save(ctx context.Context, v Volume, durable bool) bool {
-	if err := atomicfile.WriteJSON(filepath.Join(m.spoolDr, v.ID, journalFile), &v, 0o600, durable); err != nil {
+	if err := atomicfile.WriteJSON(filepath.Join(m.spoolDir, v.ID, journalFile), &v, 0o600, durable); err != nil {
 		klog.FromContext(ctx).Error(err, "Could not update output journal")
 		return false
 	}
