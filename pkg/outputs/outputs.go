@@ -211,7 +211,7 @@ func Open(ctx context.Context, o Options) (*Manager, error) {
 				m.published[v.ID] = v
 				continue
 			}
-			if dir == m.outputsDir { // sealed, but the crash came before the rename
+			if dir == m.outputsDir { // sealed by an earlier version, before the rename
 				if err := m.moveToSpool(v.ID); err != nil {
 					return nil, err
 				}
@@ -316,10 +316,12 @@ func (m *Manager) Has(id string) bool {
 }
 
 // Seal hands a published volume, already unmounted, to the uploader: its
-// journal records the seal durably, then its directory moves into the
-// spool in one rename. It returns quickly; the upload runs in Run. found
-// is false for a volume this node does not know. Seal is idempotent, and
-// on error (a full disk) nothing has changed.
+// directory moves into the spool in one rename, made durable before Seal
+// returns. The location is the state: the journal then records the time
+// of the seal, but a volume found in the spool is sealed whatever its
+// journal says. Sealing allocates no disk space, so a full disk cannot make
+// it fail. It returns quickly; the upload runs in Run. found is false for a
+// volume this node does not know. Seal is idempotent.
 func (m *Manager) Seal(ctx context.Context, id string) (found bool, err error) {
 	m.mu.Lock()
 	v, published := m.published[id]
@@ -331,18 +333,20 @@ func (m *Manager) Seal(ctx context.Context, id string) (found bool, err error) {
 	if !published {
 		return false, nil
 	}
-	next := *v
-	next.State, next.SealedAt = Sealed, time.Now().UTC()
-	if err := atomicfile.WriteJSON(filepath.Join(m.outputsDir, id, journalFile), &next, 0o600, true); err != nil {
-		return true, fmt.Errorf("seal output %s: %w", id, err)
-	}
 	if err := m.moveToSpool(id); err != nil {
 		return true, fmt.Errorf("seal output %s: %w", id, err)
 	}
+	next := *v
+	next.State, next.SealedAt = Sealed, time.Now().UTC()
 	m.mu.Lock()
 	delete(m.published, id)
 	m.spool[id] = &next
 	m.mu.Unlock()
+	// Not durable: after a crash, Open finds the volume in the spool and
+	// seals it again with the time of the restart.
+	if err := atomicfile.WriteJSON(filepath.Join(m.spoolDir, id, journalFile), &next, 0o600, false); err != nil {
+		klog.FromContext(ctx).Error(err, "Sealed output, but could not record when", "volumeID", id)
+	}
 	m.poke()
 	klog.FromContext(ctx).V(2).Info("Sealed output for upload", "artifact", v.Metadata.Name, "repository", v.Repository)
 	return true, nil
@@ -488,9 +492,9 @@ func (m *Manager) process(ctx context.Context, id string) {
 		}
 		v.State, v.Result, v.LastError = Pushed, res, ""
 		v.Attempts, v.NextAttempt = 0, time.Time{}
-		if !m.save(ctx, v, true) {
-			return
-		}
+		// If this does not reach the disk (it is full), a crash before the
+		// deletion below means one more, idempotent, push.
+		m.save(ctx, v, true)
 	}
 	if v.State != Pushed {
 		return
@@ -561,17 +565,16 @@ func (m *Manager) fail(ctx context.Context, v Volume, cause error) {
 	m.record(ctx, v, record.Failed, v.LastError)
 }
 
-// save writes v's journal and updates the in-memory copy. A failure is
-// logged: the journal on disk still holds an earlier, consistent state.
-func (m *Manager) save(ctx context.Context, v Volume, durable bool) bool {
-	if err := atomicfile.WriteJSON(filepath.Join(m.spoolDir, v.ID, journalFile), &v, 0o600, durable); err != nil {
-		klog.FromContext(ctx).Error(err, "Could not update output journal")
-		return false
-	}
+// save updates v in memory and in its journal. A failure to write is
+// logged: the journal on disk still holds an earlier state, from which a
+// restart redoes at most idempotent steps.
+func (m *Manager) save(ctx context.Context, v Volume, durable bool) {
 	m.mu.Lock()
 	m.spool[v.ID] = &v
 	m.mu.Unlock()
-	return true
+	if err := atomicfile.WriteJSON(filepath.Join(m.spoolDir, v.ID, journalFile), &v, 0o600, durable); err != nil {
+		klog.FromContext(ctx).Error(err, "Could not update output journal")
+	}
 }
 
 func (m *Manager) record(ctx context.Context, v Volume, phase record.Phase, msg string) error {
