@@ -569,12 +569,12 @@ func (m *Manager) fail(ctx context.Context, v Volume, cause error) {
 // logged: the journal on disk still holds an earlier state, from which a
 // restart redoes at most idempotent steps.
 func (m *Manager) save(ctx context.Context, v Volume, durable bool) {
-	m.mu.Lock()
-	m.spool[v.ID] = &v
-	m.mu.Unlock()
 	if err := atomicfile.WriteJSON(filepath.Join(m.spoolDir, v.ID, journalFile), &v, 0o600, durable); err != nil {
 		klog.FromContext(ctx).Error(err, "Could not update output journal")
 	}
+	m.mu.Lock()
+	m.spool[v.ID] = &v
+	m.mu.Unlock()
 }
 
 func (m *Manager) record(ctx context.Context, v Volume, phase record.Phase, msg string) error {

@@ -337,7 +337,9 @@ func TestFailures(t *testing.T) {
 			tt.write(data)
 			f.seal(m, v.ID)
 			f.run(m)
-			waitFor(t, "the failure", func() bool { return m.Stats().Failed == 1 })
+			waitFor(t, "the failure", func() bool {
+				return m.Stats().Failed == 1 && len(f.rec.phases()) > 0 && f.rec.last().Phase == record.Failed
+			})
 			got, _ := m.Get(v.ID)
 			if got.State != Failed || !strings.Contains(got.LastError, tt.wantErr) {
 				t.Errorf("journal: state %s, error %q; want Failed with %q", got.State, got.LastError, tt.wantErr)
