@@ -77,12 +77,68 @@ func Defaults() Config {
 	}
 }
 
-// KeyError says why a key's value is invalid.
+// KeyError says why a key's value is invalid, and at which level it was
+// set.
 type KeyError struct {
+	Level              Level
 	Key, Value, Reason string
 }
 
-func (e *KeyError) Error() string { return fmt.Sprintf("%s=%q: %s", e.Key, e.Value, e.Reason) }
+func (e *KeyError) Error() string {
+	if e.Level != "" {
+		return fmt.Sprintf("%s: %s=%q: %s", e.Level, e.Key, e.Value, e.Reason)
+	}
+	return fmt.Sprintf("%s=%q: %s", e.Key, e.Value, e.Reason)
+}
+
+// Level names where a setting comes from, as error messages and Events
+// say it.
+type Level string
+
+// Levels, from the lowest.
+const (
+	LevelCluster     Level = "cluster ConfigMap"
+	LevelNamespace   Level = "namespace ConfigMap"
+	LevelPipeline    Level = "Pipeline annotation"
+	LevelPipelineRun Level = "PipelineRun annotation"
+)
+
+// Layer is the keys one level sets.
+type Layer struct {
+	Level Level
+	Data  map[string]string
+}
+
+// Resolve applies layers over the defaults, lowest first: each level
+// overrides the keys it sets and inherits the others. Every invalid value
+// is reported as a *KeyError naming its level; that key then keeps the
+// value from the levels below.
+func Resolve(layers ...Layer) (Config, error) {
+	c := Defaults()
+	var errs []error
+	for _, l := range layers {
+		next, err := c.Apply(l.Data)
+		for _, e := range unwrapAll(err) {
+			var ke *KeyError
+			if errors.As(e, &ke) {
+				ke.Level = l.Level
+			}
+			errs = append(errs, e)
+		}
+		c = next
+	}
+	return c, errors.Join(errs...)
+}
+
+func unwrapAll(err error) []error {
+	if err == nil {
+		return nil
+	}
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		return j.Unwrap()
+	}
+	return []error{err}
+}
 
 // Apply returns c with the keys set in data applied over it. Invalid values
 // and unknown keys are all reported, each as a *KeyError, and leave c's
@@ -198,11 +254,12 @@ func ReadDir(dir string) (map[string]string, error) {
 // next volume without a restart. Keys it does not set keep their defaults.
 type Dir string
 
-// Resolve returns the defaults with the directory's keys applied.
+// Resolve returns the defaults with the directory's keys applied, as the
+// cluster level.
 func (d Dir) Resolve() (Config, error) {
 	data, err := ReadDir(string(d))
 	if err != nil {
 		return Config{}, err
 	}
-	return Defaults().Apply(data)
+	return Resolve(Layer{Level: LevelCluster, Data: data})
 }

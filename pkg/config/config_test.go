@@ -64,14 +64,25 @@ func TestApply(t *testing.T) {
 	}
 }
 
-func unwrap(err error) []error {
-	if err == nil {
-		return nil
+func unwrap(err error) []error { return unwrapAll(err) }
+
+func TestResolveLevels(t *testing.T) {
+	c, err := Resolve(
+		Layer{LevelCluster, map[string]string{KeyRepository: "reg.example/cluster", KeyCompression: "zstd", KeyMaxArtifactBytes: "1Gi"}},
+		Layer{LevelNamespace, map[string]string{KeyRepository: "reg.example/team", KeyCompression: "lz4"}},
+		Layer{LevelPipelineRun, map[string]string{KeyRepository: "reg.example/run"}},
+	)
+	if c.Repository != "reg.example/run" || c.Compression != archive.Zstd || c.MaxArtifactBytes != 1<<30 || c.TagPattern != Defaults().TagPattern {
+		t.Errorf("config = %+v: want the run's repository, the cluster's compression (the namespace's is invalid) and size", c)
 	}
-	if j, ok := err.(interface{ Unwrap() []error }); ok {
-		return j.Unwrap()
+	errs := unwrap(err)
+	var ke *KeyError
+	if len(errs) != 1 || !errors.As(errs[0], &ke) || ke.Level != LevelNamespace || ke.Key != KeyCompression {
+		t.Fatalf("errors = %v, want one for compression at the namespace level", err)
 	}
-	return []error{err}
+	if msg := ke.Error(); msg != `namespace ConfigMap: compression="lz4": want gzip, zstd or none` {
+		t.Errorf("message = %q", msg)
+	}
 }
 
 func TestReadDir(t *testing.T) {
