@@ -7,7 +7,7 @@ LDFLAGS := -s -w -X main.version=$(VERSION)
 TOOLS_DIR ?= $(HOME)/.cache/tekton-artifacts-tools
 export TOOLS_DIR
 
-.PHONY: help build demo test test-unit lint bench bench-node fuzz tools clean
+.PHONY: help build demo test test-unit lint bench bench-node fuzz tools generate clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -26,6 +26,11 @@ test: tools lint ## lint, then every test (as root: real mounts; real registry p
 
 test-unit: ## tests that need no external binary
 	$(GO) test -count=1 -short ./...
+
+CONTROLLER_GEN = GOFLAGS=-mod=mod $(GO) run sigs.k8s.io/controller-tools/cmd/controller-gen@v0.23.0
+
+generate: ## regenerate deepcopy code and CRD YAML from pkg/apis (controller-gen v0.23.0)
+	$(CONTROLLER_GEN) object:headerFile=/dev/null paths=./pkg/apis/... crd:crdVersions=v1 output:crd:artifacts:config=deploy/crd
 
 lint: ## gofmt, go vet and go mod tidy check
 	@out=$$(gofmt -l cmd pkg internal test 2>/dev/null); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi

@@ -1,0 +1,118 @@
+package v1alpha1
+
+import (
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// Direction says whether a pod consumed or produced an artifact.
+// +kubebuilder:validation:Enum=Input;Output
+type Direction string
+
+// Directions.
+const (
+	Input  Direction = "Input"
+	Output Direction = "Output"
+)
+
+// Phase of an artifact record. An output is Pending from the end of its pod
+// until it is Pushed, or Failed when it could not be pushed (its data then
+// stays on the node). An input is Consumed when its volume is published.
+// +kubebuilder:validation:Enum=Pending;Pushed;Failed;Consumed
+type Phase string
+
+// Phases.
+const (
+	Pending  Phase = "Pending"
+	Pushed   Phase = "Pushed"
+	Failed   Phase = "Failed"
+	Consumed Phase = "Consumed"
+)
+
+// ArtifactRecord is the full record of one artifact one pod consumed or
+// produced through an artifacts.csi.tekton.dev volume. Its owner is the
+// TaskRun when the pod has one, else the pod.
+//
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:resource:shortName=artrec,categories=tekton
+// +kubebuilder:printcolumn:name="Direction",type=string,JSONPath=`.spec.direction`
+// +kubebuilder:printcolumn:name="Artifact",type=string,JSONPath=`.spec.artifact`
+// +kubebuilder:printcolumn:name="Digest",type=string,JSONPath=`.status.digest`
+// +kubebuilder:printcolumn:name="Phase",type=string,JSONPath=`.status.phase`
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+type ArtifactRecord struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	Spec   ArtifactRecordSpec   `json:"spec"`
+	Status ArtifactRecordStatus `json:"status,omitempty"`
+}
+
+// ArtifactRecordSpec says which artifact of which pod the record is about.
+// It does not change once written.
+type ArtifactRecordSpec struct {
+	// Direction is Input or Output.
+	Direction Direction `json:"direction"`
+	// Artifact is the artifact's name (the volume's artifact attribute).
+	// +kubebuilder:validation:MaxLength=63
+	Artifact string `json:"artifact"`
+	// Pod is the pod whose volume it was.
+	Pod ObjectReference `json:"pod"`
+	// TaskRun, PipelineRun and PipelineTask come from the pod's Tekton
+	// labels; they are empty for a plain pod.
+	// +optional
+	TaskRun *ObjectReference `json:"taskRun,omitempty"`
+	// +optional
+	PipelineRun string `json:"pipelineRun,omitempty"`
+	// +optional
+	PipelineTask string `json:"pipelineTask,omitempty"`
+	// BuildOutput marks an output for Tekton Chains.
+	// +optional
+	BuildOutput bool `json:"buildOutput,omitempty"`
+	// Repository is where the artifact is, e.g. registry.example/team/artifacts.
+	Repository string `json:"repository"`
+	// Tag is the tag an output was pushed with (a convenience: the digest is
+	// the identity).
+	// +optional
+	Tag string `json:"tag,omitempty"`
+}
+
+// ObjectReference names an object in the record's namespace.
+type ObjectReference struct {
+	Name string `json:"name"`
+	// +optional
+	UID string `json:"uid,omitempty"`
+}
+
+// ArtifactRecordStatus is what is known of the artifact.
+type ArtifactRecordStatus struct {
+	// Phase is Pending, Pushed, Failed or Consumed.
+	// +optional
+	Phase Phase `json:"phase,omitempty"`
+	// Digest is the manifest digest (sha256:<hex>); for a Konflux blob
+	// input, the blob's.
+	// +optional
+	Digest string `json:"digest,omitempty"`
+	// LayerDigest, Size and MediaType describe the content layer.
+	// +optional
+	LayerDigest string `json:"layerDigest,omitempty"`
+	// +optional
+	Size int64 `json:"size,omitempty"`
+	// +optional
+	MediaType string `json:"mediaType,omitempty"`
+	// Message explains a Failed phase.
+	// +optional
+	Message string `json:"message,omitempty"`
+	// LastUpdateTime is when the node plugin last wrote the status.
+	// +optional
+	LastUpdateTime metav1.Time `json:"lastUpdateTime,omitempty"`
+}
+
+// ArtifactRecordList is a list of ArtifactRecords.
+//
+// +kubebuilder:object:root=true
+type ArtifactRecordList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []ArtifactRecord `json:"items"`
+}
