@@ -18,8 +18,8 @@ build: ## build static binaries into bin/
 demo: ## start a local registry on 127.0.0.1, push, inspect, re-push and pull an example
 	hack/demo.sh
 
-tools: ## build the pinned test tools (distribution registry) from the Go module proxy
-	hack/tools.sh >/dev/null
+tools: ## build the pinned test tools (distribution registry, etcd, kube-apiserver) from the Go module proxy
+	hack/tools.sh --kube >/dev/null
 
 test: tools lint ## lint, then every test (as root: real mounts; real registry process)
 	REGISTRY_BIN=$(TOOLS_DIR)/registry $(GO) test -race -count=1 ./...
