@@ -20,6 +20,7 @@ import (
 	"github.com/container-storage-interface/spec/lib/go/csi"
 	"github.com/google/go-containerregistry/pkg/authn"
 	"google.golang.org/grpc"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/klog/v2"
 
 	"github.com/tektoncd/artifacts-csi-driver/internal/atomicfile"
@@ -51,7 +52,8 @@ type ConfigSource interface {
 }
 
 // Deps are the driver's collaborators. Every field is required except
-// Recorder (default record.Log) and Metrics (default none).
+// Recorder (default record.Log), Metrics (default none) and Kube (default
+// none: credentials come from nodePublishSecretRef only).
 type Deps struct {
 	Mounter  mounter.Interface
 	Registry Registry
@@ -60,6 +62,9 @@ type Deps struct {
 	Config   ConfigSource
 	Recorder record.Recorder
 	Metrics  *metrics.Metrics
+	// Kube, when set, reads oci.credentialsSecret and the pod
+	// ServiceAccount's imagePullSecrets.
+	Kube kubernetes.Interface
 }
 
 // Driver serves the CSI Identity, Node and Controller services. It is safe

@@ -17,6 +17,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/klog/v2"
 
 	"github.com/tektoncd/artifacts-csi-driver/internal/atomicfile"
@@ -150,7 +151,21 @@ func (d *Driver) settings(ctx context.Context, req *csi.NodePublishVolumeRequest
 	if err != nil {
 		return config.Config{}, credentials.Snapshot{}, fmt.Errorf("%w: configuration for namespace %s: %w", errNotConfigured, spec.Pod.Namespace, err)
 	}
-	creds, err := credentials.FromPublishSecrets(req.GetSecrets())
+	if d.d.Kube == nil {
+		creds, err := credentials.FromPublishSecrets(req.GetSecrets())
+		return cfg, creds, err
+	}
+	creds, err := credentials.Collect(ctx, d.d.Kube, credentials.Sources{
+		Publish: req.GetSecrets(), Namespace: spec.Pod.Namespace,
+		CredentialsSecret: cfg.CredentialsSecret, ServiceAccount: spec.Pod.ServiceAccount,
+	})
+	switch {
+	case err == nil, errors.Is(err, credentials.ErrInvalid):
+	case apierrors.IsNotFound(err):
+		err = fmt.Errorf("%w: %w", errNotConfigured, err)
+	default:
+		err = fmt.Errorf("%w: %w", errNotYet, err) // the API server will answer later
+	}
 	return cfg, creds, err
 }
 

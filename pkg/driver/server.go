@@ -67,7 +67,7 @@ func Run(ctx context.Context, o *Options, version string) error {
 	}
 	d, err := New(ctx, o, version, Deps{
 		Mounter: mounter.New(), Registry: OCIRegistry{Client: client}, Cache: c, Outputs: outs,
-		Config: DirConfig(o.ConfigDir), Recorder: rec, Metrics: m,
+		Config: DirConfig(o.ConfigDir), Recorder: rec, Metrics: m, Kube: kube,
 	})
 	if err != nil {
 		return err
