@@ -76,4 +76,3 @@ func add(snap *Snapshot, sec *corev1.Secret) error {
 	snap.Secrets = append(snap.Secrets, Secret{Type: sec.Type, Data: sec.Data})
 	return nil
 }
-
