@@ -119,9 +119,9 @@ func (o *Options) Validate() error {
 	return errors.Join(errs...)
 }
 
-// kubeClient returns the API client Kubeconfig or the in-cluster
-// environment configures, or nil when there is none.
-func (o *Options) kubeClient() (kubernetes.Interface, error) {
+// restConfig returns the API client configuration Kubeconfig or the
+// in-cluster environment gives, or nil when there is none.
+func (o *Options) restConfig() (*rest.Config, error) {
 	var (
 		cfg *rest.Config
 		err error
@@ -138,6 +138,16 @@ func (o *Options) kubeClient() (kubernetes.Interface, error) {
 		return nil, fmt.Errorf("API client configuration: %w", err)
 	}
 	cfg.UserAgent = "artifacts-csi-node"
+	return cfg, nil
+}
+
+// kubeClient returns a clientset for restConfig, or nil when there is no
+// API client configuration.
+func (o *Options) kubeClient() (kubernetes.Interface, error) {
+	cfg, err := o.restConfig()
+	if cfg == nil || err != nil {
+		return nil, err
+	}
 	return kubernetes.NewForConfig(cfg)
 }
 

@@ -11,9 +11,13 @@ import (
 	"github.com/google/go-containerregistry/pkg/authn"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
+	"k8s.io/apimachinery/pkg/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/klog/v2"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/tektoncd/artifacts-csi-driver/internal/unixsock"
+	artifactsv1alpha1 "github.com/tektoncd/artifacts-csi-driver/pkg/apis/artifacts/v1alpha1"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/archive"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/cache"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/config"
@@ -54,7 +58,11 @@ func Run(ctx context.Context, o *Options, version string) error {
 	if kube != nil {
 		events := record.NewEvents(kube, "artifacts-csi-node", o.NodeID, rec)
 		defer events.Shutdown()
-		rec = events
+		records, err := recordClient(o)
+		if err != nil {
+			return err
+		}
+		rec = &record.Kubernetes{Client: records, Next: events}
 	}
 	var outs *outputs.Manager
 	m := metrics.New(c.Stats, func() metrics.QueueStats { return outs.Stats() })
@@ -130,6 +138,22 @@ func Run(ctx context.Context, o *Options, version string) error {
 		return nil
 	}
 	return err
+}
+
+// recordClient returns a client for ArtifactRecords and pods.
+func recordClient(o *Options) (client.Client, error) {
+	cfg, err := o.restConfig()
+	if err != nil {
+		return nil, err
+	}
+	s := runtime.NewScheme()
+	if err := clientgoscheme.AddToScheme(s); err != nil {
+		return nil, err
+	}
+	if err := artifactsv1alpha1.AddToScheme(s); err != nil {
+		return nil, err
+	}
+	return client.New(cfg, client.Options{Scheme: s})
 }
 
 // httpHandler serves /healthz (200 once ready) and /metrics.

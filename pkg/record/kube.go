@@ -1,0 +1,106 @@
+package record
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/tektoncd/artifacts-csi-driver/pkg/apis/artifacts/v1alpha1"
+	"github.com/tektoncd/artifacts-csi-driver/pkg/volume"
+)
+
+// Tekton's pod labels.
+const (
+	LabelTaskRun      = "tekton.dev/taskRun"
+	LabelTaskRunUID   = "tekton.dev/taskRunUID"
+	LabelPipelineRun  = "tekton.dev/pipelineRun"
+	LabelPipelineTask = "tekton.dev/pipelineTask"
+)
+
+// Kubernetes is a Recorder that keeps one ArtifactRecord per volume in the
+// pod's namespace, owned by the pod's TaskRun (from Tekton's labels) or else
+// by the pod, then passes the record on to Next. Recording again updates
+// the same object, so Record is idempotent. The client's scheme must know
+// v1alpha1.
+type Kubernetes struct {
+	Client client.Client
+	Next   Recorder
+}
+
+var _ Recorder = (*Kubernetes)(nil)
+
+// RecordName is the ArtifactRecord name for a volume: the pod name, the
+// direction and the artifact, with a hash of the volume id so that names
+// stay unique and within 253 characters.
+func RecordName(r Record) string {
+	sum := sha256.Sum256([]byte(r.VolumeID))
+	base := fmt.Sprintf("%s.%s.%s", r.Pod.Name, strings.ToLower(string(r.Direction)), r.Artifact)
+	if len(base) > 240 {
+		base = base[:240]
+	}
+	return base + "-" + hex.EncodeToString(sum[:])[:10]
+}
+
+// Record implements Recorder.
+func (k *Kubernetes) Record(ctx context.Context, r Record) error {
+	obj := &v1alpha1.ArtifactRecord{ObjectMeta: metav1.ObjectMeta{Name: RecordName(r), Namespace: r.Pod.Namespace}}
+	err := k.Client.Get(ctx, client.ObjectKeyFromObject(obj), obj)
+	switch {
+	case apierrors.IsNotFound(err):
+		if err := k.spec(ctx, obj, r); err != nil {
+			return err
+		}
+		if err := k.Client.Create(ctx, obj); err != nil && !apierrors.IsAlreadyExists(err) {
+			return fmt.Errorf("create ArtifactRecord %s/%s: %w", obj.Namespace, obj.Name, err)
+		}
+		if err := k.Client.Get(ctx, client.ObjectKeyFromObject(obj), obj); err != nil {
+			return err
+		}
+	case err != nil:
+		return fmt.Errorf("get ArtifactRecord %s/%s: %w", obj.Namespace, obj.Name, err)
+	}
+	obj.Status = v1alpha1.ArtifactRecordStatus{
+		Phase: v1alpha1.Phase(r.Phase), Digest: r.Digest, LayerDigest: r.LayerDigest, Size: r.Size,
+		MediaType: r.MediaType, Message: r.Message, LastUpdateTime: metav1.NewTime(r.Time),
+	}
+	if err := k.Client.Status().Update(ctx, obj); err != nil {
+		return fmt.Errorf("update ArtifactRecord %s/%s status: %w", obj.Namespace, obj.Name, err)
+	}
+	if k.Next == nil {
+		return nil
+	}
+	return k.Next.Record(ctx, r)
+}
+
+// spec fills a new record from r and the pod's labels; the owner is the
+// TaskRun when the pod has one, else the pod.
+func (k *Kubernetes) spec(ctx context.Context, obj *v1alpha1.ArtifactRecord, r Record) error {
+	dir := v1alpha1.Output
+	if r.Direction == volume.Input {
+		dir = v1alpha1.Input
+	}
+	obj.Spec = v1alpha1.ArtifactRecordSpec{
+		Direction: dir, Artifact: r.Artifact, Pod: v1alpha1.ObjectReference{Name: r.Pod.Name, UID: r.Pod.UID},
+		BuildOutput: r.BuildOutput, Repository: r.Repository, Tag: r.Tag,
+	}
+	pod := &corev1.Pod{}
+	if err := k.Client.Get(ctx, types.NamespacedName{Namespace: r.Pod.Namespace, Name: r.Pod.Name}, pod); err != nil && !apierrors.IsNotFound(err) {
+		return fmt.Errorf("get pod %s/%s: %w", r.Pod.Namespace, r.Pod.Name, err)
+	}
+	owner := metav1.OwnerReference{APIVersion: "v1", Kind: "Pod", Name: r.Pod.Name, UID: types.UID(r.Pod.UID)}
+	if tr, uid := pod.Labels[LabelTaskRun], pod.Labels[LabelTaskRunUID]; tr != "" && uid != "" {
+		obj.Spec.TaskRun = &v1alpha1.ObjectReference{Name: tr, UID: uid}
+		owner = metav1.OwnerReference{APIVersion: "tekton.dev/v1", Kind: "TaskRun", Name: tr, UID: types.UID(uid)}
+	}
+	obj.Spec.PipelineRun, obj.Spec.PipelineTask = pod.Labels[LabelPipelineRun], pod.Labels[LabelPipelineTask]
+	obj.OwnerReferences = []metav1.OwnerReference{owner}
+	return nil
+}

@@ -1,0 +1,77 @@
+package record_test
+
+import (
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/klog/v2/ktesting"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/tektoncd/artifacts-csi-driver/internal/testenv"
+	"github.com/tektoncd/artifacts-csi-driver/pkg/apis/artifacts/v1alpha1"
+	"github.com/tektoncd/artifacts-csi-driver/pkg/record"
+	"github.com/tektoncd/artifacts-csi-driver/pkg/volume"
+)
+
+// TestKubernetes writes records into a real API server.
+func TestKubernetes(t *testing.T) {
+	env := testenv.Start(t)
+	_, ctx := ktesting.NewTestContext(t)
+	mkPod := func(name string, labels map[string]string) volume.Pod {
+		t.Helper()
+		p := &corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "default", Labels: labels},
+			Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: "busybox"}}},
+		}
+		if err := env.Client.Create(ctx, p); err != nil {
+			t.Fatal(err)
+		}
+		return volume.Pod{Name: name, Namespace: "default", UID: string(p.UID)}
+	}
+	tekton := mkPod("build-pod", map[string]string{record.LabelTaskRun: "build", record.LabelTaskRunUID: "tr-uid",
+		record.LabelPipelineRun: "release", record.LabelPipelineTask: "compile"})
+	plain := mkPod("plain-pod", nil)
+	k := &record.Kubernetes{Client: env.Client, Next: record.Log{}}
+
+	out := record.Record{VolumeID: "csi-1", Direction: volume.Output, Artifact: "binary", Pod: tekton,
+		Repository: "reg.example/team/artifacts", Tag: "default.build.binary", BuildOutput: true, Phase: record.Pending, Time: time.Now()}
+	for _, r := range []record.Record{out, out} { // recording twice is fine
+		if err := k.Record(ctx, r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	out.Phase, out.Digest, out.LayerDigest, out.Size = record.Pushed, "sha256:aa", "sha256:bb", 42
+	if err := k.Record(ctx, out); err != nil {
+		t.Fatal(err)
+	}
+	got := &v1alpha1.ArtifactRecord{}
+	if err := env.Client.Get(ctx, client.ObjectKey{Namespace: "default", Name: record.RecordName(out)}, got); err != nil {
+		t.Fatal(err)
+	}
+	if got.Status.Phase != v1alpha1.Pushed || got.Status.Digest != "sha256:aa" || got.Status.Size != 42 ||
+		got.Spec.Direction != v1alpha1.Output || !got.Spec.BuildOutput || got.Spec.TaskRun == nil || got.Spec.TaskRun.UID != "tr-uid" ||
+		got.Spec.PipelineRun != "release" || got.Spec.PipelineTask != "compile" {
+		t.Errorf("record = %+v", got)
+	}
+	if o := got.OwnerReferences; len(o) != 1 || o[0].Kind != "TaskRun" || o[0].Name != "build" || o[0].UID != "tr-uid" {
+		t.Errorf("owner = %+v, want the TaskRun", o)
+	}
+
+	in := record.Record{VolumeID: "csi-2", Direction: volume.Input, Artifact: "src", Pod: plain,
+		Repository: "reg.example/team/artifacts", Digest: "sha256:cc", Phase: record.Consumed, Time: time.Now()}
+	if err := k.Record(ctx, in); err != nil {
+		t.Fatal(err)
+	}
+	if err := env.Client.Get(ctx, client.ObjectKey{Namespace: "default", Name: record.RecordName(in)}, got); err != nil {
+		t.Fatal(err)
+	}
+	if o := got.OwnerReferences; len(o) != 1 || o[0].Kind != "Pod" || string(o[0].UID) != plain.UID || got.Spec.TaskRun != nil || got.Status.Phase != v1alpha1.Consumed {
+		t.Errorf("plain pod's record = %+v (owner %+v)", got, o)
+	}
+	list := &v1alpha1.ArtifactRecordList{}
+	if err := env.Client.List(ctx, list, client.InNamespace("default")); err != nil || len(list.Items) != 2 {
+		t.Errorf("records = %d, %v; want 2", len(list.Items), err)
+	}
+}
