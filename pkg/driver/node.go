@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/klog/v2"
 
 	"github.com/tektoncd/artifacts-csi-driver/internal/atomicfile"
@@ -282,20 +283,48 @@ func (d *Driver) publishOutput(ctx context.Context, req *csi.NodePublishVolumeRe
 			return fmt.Errorf("%w: volume mount group %q is not a group id", errInvalidRequest, g)
 		}
 	}
-	tag, err := artifact.Tag(cfg.TagPattern, artifact.TagVars{"namespace": spec.Pod.Namespace, "pod": spec.Pod.Name, "artifact": spec.Artifact})
+	labels, err := d.podLabels(ctx, spec.Pod)
+	if err != nil {
+		return err
+	}
+	meta := artifact.Metadata{Name: spec.Artifact, Namespace: spec.Pod.Namespace, BuildOutput: spec.BuildOutput,
+		TaskRun: labels[volume.LabelTaskRun], PipelineRun: labels[volume.LabelPipelineRun]}
+	tag, err := artifact.Tag(cfg.TagPattern, artifact.TagVars{"namespace": spec.Pod.Namespace, "pod": spec.Pod.Name,
+		"artifact": spec.Artifact, "taskrun": meta.TaskRun, "pipelinerun": meta.PipelineRun})
 	if err != nil {
 		return fmt.Errorf("%w: %s: %w", errNotConfigured, config.KeyTagPattern, err)
+	}
+	var group *artifact.Group
+	if uid := labels[volume.LabelPipelineRunUID]; cfg.GroupByPipelineRun && meta.PipelineRun != "" && uid != "" {
+		group = &artifact.Group{Namespace: spec.Pod.Namespace, PipelineRun: meta.PipelineRun, UID: uid}
 	}
 	dir, err := d.d.Outputs.Publish(ctx, outputs.Volume{
 		ID: req.GetVolumeId(), Fingerprint: fp, Pod: spec.Pod,
 		Repository: cfg.Repository, PlainHTTP: cfg.PlainHTTP, Tag: tag,
 		Compression: cfg.Compression, MediaType: spec.MediaType, MaxBytes: cfg.MaxArtifactBytes,
-		Metadata: artifact.Metadata{Name: spec.Artifact, Namespace: spec.Pod.Namespace, BuildOutput: spec.BuildOutput},
+		Metadata: meta, Group: group,
 	}, creds, gid)
 	if err != nil {
 		return err
 	}
 	return d.mount(dir, req.GetTargetPath(), false)
+}
+
+// podLabels returns the pod's labels (Tekton's say which TaskRun and
+// PipelineRun it runs), or none without an API client or for a pod already
+// gone.
+func (d *Driver) podLabels(ctx context.Context, p volume.Pod) (map[string]string, error) {
+	if d.d.Kube == nil {
+		return nil, nil
+	}
+	pod, err := d.d.Kube.CoreV1().Pods(p.Namespace).Get(ctx, p.Name, metav1.GetOptions{})
+	switch {
+	case apierrors.IsNotFound(err):
+		return nil, nil
+	case err != nil:
+		return nil, fmt.Errorf("%w: read pod %s/%s: %w", errNotYet, p.Namespace, p.Name, err)
+	}
+	return pod.Labels, nil
 }
 
 // mount bind-mounts source on target unless it is mounted there already,

@@ -17,14 +17,6 @@ import (
 	"github.com/tektoncd/artifacts-csi-driver/pkg/volume"
 )
 
-// Tekton's pod labels.
-const (
-	LabelTaskRun      = "tekton.dev/taskRun"
-	LabelTaskRunUID   = "tekton.dev/taskRunUID"
-	LabelPipelineRun  = "tekton.dev/pipelineRun"
-	LabelPipelineTask = "tekton.dev/pipelineTask"
-)
-
 // Kubernetes is a Recorder that keeps one ArtifactRecord per volume in the
 // pod's namespace, owned by the pod's TaskRun (from Tekton's labels) or else
 // by the pod, then passes the record on to Next. Recording again updates
@@ -96,11 +88,11 @@ func (k *Kubernetes) spec(ctx context.Context, obj *v1alpha1.ArtifactRecord, r R
 		return fmt.Errorf("get pod %s/%s: %w", r.Pod.Namespace, r.Pod.Name, err)
 	}
 	owner := metav1.OwnerReference{APIVersion: "v1", Kind: "Pod", Name: r.Pod.Name, UID: types.UID(r.Pod.UID)}
-	if tr, uid := pod.Labels[LabelTaskRun], pod.Labels[LabelTaskRunUID]; tr != "" && uid != "" {
+	if tr, uid := pod.Labels[volume.LabelTaskRun], pod.Labels[volume.LabelTaskRunUID]; tr != "" && uid != "" {
 		obj.Spec.TaskRun = &v1alpha1.ObjectReference{Name: tr, UID: uid}
 		owner = metav1.OwnerReference{APIVersion: "tekton.dev/v1", Kind: "TaskRun", Name: tr, UID: types.UID(uid)}
 	}
-	obj.Spec.PipelineRun, obj.Spec.PipelineTask = pod.Labels[LabelPipelineRun], pod.Labels[LabelPipelineTask]
+	obj.Spec.PipelineRun, obj.Spec.PipelineTask = pod.Labels[volume.LabelPipelineRun], pod.Labels[volume.LabelPipelineTask]
 	obj.OwnerReferences = []metav1.OwnerReference{owner}
 	return nil
 }

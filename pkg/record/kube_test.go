@@ -30,8 +30,8 @@ func TestKubernetes(t *testing.T) {
 		}
 		return volume.Pod{Name: name, Namespace: "default", UID: string(p.UID)}
 	}
-	tekton := mkPod("build-pod", map[string]string{record.LabelTaskRun: "build", record.LabelTaskRunUID: "tr-uid",
-		record.LabelPipelineRun: "release", record.LabelPipelineTask: "compile"})
+	tekton := mkPod("build-pod", map[string]string{volume.LabelTaskRun: "build", volume.LabelTaskRunUID: "tr-uid",
+		volume.LabelPipelineRun: "release", volume.LabelPipelineTask: "compile"})
 	plain := mkPod("plain-pod", nil)
 	k := &record.Kubernetes{Client: env.Client, Next: record.Log{}}
 

@@ -15,7 +15,9 @@ import (
 	"github.com/tektoncd/artifacts-csi-driver/internal/testregistry"
 	"github.com/tektoncd/artifacts-csi-driver/internal/testtree"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/apis/artifacts/v1alpha1"
+	"github.com/tektoncd/artifacts-csi-driver/pkg/oci"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/record"
+	"github.com/tektoncd/artifacts-csi-driver/pkg/volume"
 )
 
 // TestRecordsAndEvents gives the plugin an API client (a real
@@ -35,7 +37,8 @@ func TestRecordsAndEvents(t *testing.T) {
 	}
 	obj := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: "build-pod", Namespace: "team-a", Labels: map[string]string{
-			record.LabelTaskRun: "build", record.LabelTaskRunUID: "0f6a1c2e-0000-4000-8000-000000000001"}},
+			volume.LabelTaskRun: "build", volume.LabelTaskRunUID: "0f6a1c2e-0000-4000-8000-000000000001",
+			volume.LabelPipelineRun: "release", volume.LabelPipelineRunUID: "0f6a1c2e-0000-4000-8000-000000000002"}},
 		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "step", Image: "busybox"}}},
 	}
 	if err := env.Client.Create(ctx, obj); err != nil {
@@ -59,6 +62,18 @@ func TestRecordsAndEvents(t *testing.T) {
 		rec.OwnerReferences[0].Kind != "TaskRun" || rec.Status.Digest == "" || rec.Status.Size == 0 {
 		t.Errorf("record = %+v", rec)
 	}
+	// The pod's Tekton labels name the tag, the provenance and the group.
+	if rec.Spec.Tag != "team-a.build.binary" || rec.Spec.PipelineRun != "release" {
+		t.Errorf("tag %q, pipelineRun %q", rec.Spec.Tag, rec.Spec.PipelineRun)
+	}
+	desc, err := oci.New(oci.Options{}).Inspect(ctx, mustRef(t, dist.Host+"/team-a/artifacts@"+rec.Status.Digest))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if desc.Subject == nil || desc.Artifact == nil || desc.Artifact.TaskRun != "build" || desc.Artifact.PipelineRun != "release" {
+		t.Errorf("manifest: subject %v, metadata %+v; want the PipelineRun group and the TaskRun", desc.Subject, desc.Artifact)
+	}
+
 	waitFor(t, "the ArtifactPushed event", func() bool {
 		events := &corev1.EventList{}
 		if err := env.Client.List(ctx, events, client.InNamespace("team-a")); err != nil {
