@@ -22,6 +22,7 @@ import (
 	"google.golang.org/grpc"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/klog/v2"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/tektoncd/artifacts-csi-driver/internal/atomicfile"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/cache"
@@ -62,9 +63,11 @@ type Deps struct {
 	Config   ConfigSource
 	Recorder record.Recorder
 	Metrics  *metrics.Metrics
-	// Kube, when set, reads oci.credentialsSecret and the pod
-	// ServiceAccount's imagePullSecrets.
+	// Kube, when set, reads oci.credentialsSecret, the pod
+	// ServiceAccount's imagePullSecrets and pod labels.
 	Kube kubernetes.Interface
+	// Records, when set, resolves from: inputs through ArtifactRecords.
+	Records client.Reader
 }
 
 // Driver serves the CSI Identity, Node and Controller services. It is safe

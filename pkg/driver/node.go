@@ -20,8 +20,10 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/klog/v2"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/tektoncd/artifacts-csi-driver/internal/atomicfile"
+	artifactsv1alpha1 "github.com/tektoncd/artifacts-csi-driver/pkg/apis/artifacts/v1alpha1"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/artifact"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/config"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/credentials"
@@ -172,10 +174,6 @@ func (d *Driver) settings(ctx context.Context, req *csi.NodePublishVolumeRequest
 
 func (d *Driver) publishInput(ctx context.Context, req *csi.NodePublishVolumeRequest, spec *volume.Spec, fp string) error {
 	id, target := req.GetVolumeId(), req.GetTargetPath()
-	if spec.From != nil {
-		return fmt.Errorf("%w: input %q: from: %s needs artifact records, which this node plugin does not read yet; use ref: with the producer's digest",
-			errNotYet, spec.Artifact, spec.From)
-	}
 	d.mu.Lock()
 	in := d.inputs[id]
 	d.mu.Unlock()
@@ -190,11 +188,9 @@ func (d *Driver) publishInput(ctx context.Context, req *csi.NodePublishVolumeReq
 	if err != nil {
 		return err
 	}
-	ref := *spec.Ref
-	if cfg.PlainHTTP {
-		if ref, err = oci.ParseReference(req.GetVolumeContext()[volume.AttrRef], true); err != nil {
-			return fmt.Errorf("%w: %w", volume.ErrInvalid, err)
-		}
+	ref, err := d.inputRef(ctx, req, spec, cfg)
+	if err != nil {
+		return err
 	}
 	kc, err := creds.Keychain(ctx)
 	if err != nil {
@@ -236,7 +232,7 @@ func (d *Driver) publishInput(ctx context.Context, req *csi.NodePublishVolumeReq
 	d.mu.Lock()
 	d.inputs[id] = rec // replacing at most an unpinned record
 	d.mu.Unlock()
-	d.recordInput(ctx, rec, spec, dig.String())
+	d.recordInput(ctx, rec, spec, ref, dig.String())
 	klog.FromContext(ctx).V(4).Info("Input ready", "ref", ref, "cacheHit", hit)
 	return nil
 }
@@ -252,9 +248,77 @@ func cacheKey(kind oci.Kind, d v1.Hash) string {
 	return prefix + d.Algorithm + "-" + d.Hex
 }
 
-func (d *Driver) recordInput(ctx context.Context, in *inputVolume, spec *volume.Spec, digest string) {
+// inputRef returns what an input names: its ref, parsed for the configured
+// scheme, or the digest its from: resolves to.
+func (d *Driver) inputRef(ctx context.Context, req *csi.NodePublishVolumeRequest, spec *volume.Spec, cfg config.Config) (oci.Reference, error) {
+	if spec.From != nil {
+		return d.resolveFrom(ctx, spec, cfg)
+	}
+	if !cfg.PlainHTTP {
+		return *spec.Ref, nil
+	}
+	ref, err := oci.ParseReference(req.GetVolumeContext()[volume.AttrRef], true)
+	if err != nil {
+		return oci.Reference{}, fmt.Errorf("%w: %w", volume.ErrInvalid, err)
+	}
+	return ref, nil
+}
+
+// resolveFrom finds the producer's output record in the consumer's
+// PipelineRun: Unavailable (kubelet retries) while there is none or it is
+// Pending, FailedPrecondition once it Failed. Of several records (a retried
+// task), the latest pushed one wins.
+func (d *Driver) resolveFrom(ctx context.Context, spec *volume.Spec, cfg config.Config) (oci.Reference, error) {
+	if d.d.Records == nil {
+		return oci.Reference{}, fmt.Errorf("%w: input %q: from: %s needs artifact records, and this node plugin has no API client; use ref: with the producer's digest",
+			errNotConfigured, spec.Artifact, spec.From)
+	}
+	labels, err := d.podLabels(ctx, spec.Pod)
+	if err != nil {
+		return oci.Reference{}, err
+	}
+	run := labels[volume.LabelPipelineRun]
+	if run == "" {
+		return oci.Reference{}, fmt.Errorf("%w: input %q: from: %s names a task of the same PipelineRun, but pod %s/%s has no %s label",
+			volume.ErrInvalid, spec.Artifact, spec.From, spec.Pod.Namespace, spec.Pod.Name, volume.LabelPipelineRun)
+	}
+	list := &artifactsv1alpha1.ArtifactRecordList{}
+	if err := d.d.Records.List(ctx, list, client.InNamespace(spec.Pod.Namespace)); err != nil {
+		return oci.Reference{}, fmt.Errorf("%w: list artifact records: %w", errNotYet, err)
+	}
+	var pushed, failed *artifactsv1alpha1.ArtifactRecord
+	for i := range list.Items {
+		r := &list.Items[i]
+		if r.Spec.Direction != artifactsv1alpha1.Output || r.Spec.PipelineRun != run ||
+			r.Spec.PipelineTask != spec.From.PipelineTask || r.Spec.Artifact != spec.From.Artifact {
+			continue
+		}
+		switch r.Status.Phase {
+		case artifactsv1alpha1.Pushed:
+			if pushed == nil || pushed.Status.LastUpdateTime.Before(&r.Status.LastUpdateTime) {
+				pushed = r
+			}
+		case artifactsv1alpha1.Failed:
+			failed = r
+		}
+	}
+	switch {
+	case pushed != nil:
+		ref, err := oci.ParseReference(pushed.Spec.Repository+"@"+pushed.Status.Digest, cfg.PlainHTTP)
+		if err != nil {
+			return oci.Reference{}, fmt.Errorf("%w: record %s: %w", errNotConfigured, pushed.Name, err)
+		}
+		return ref, nil
+	case failed != nil:
+		return oci.Reference{}, fmt.Errorf("%w: input %q: %s of PipelineRun %s could not be pushed: %s",
+			errNotConfigured, spec.Artifact, spec.From, run, failed.Status.Message)
+	}
+	return oci.Reference{}, fmt.Errorf("%w: input %q: waiting for %s of PipelineRun %s to be pushed", errNotYet, spec.Artifact, spec.From, run)
+}
+
+func (d *Driver) recordInput(ctx context.Context, in *inputVolume, spec *volume.Spec, ref oci.Reference, digest string) {
 	r := record.Record{VolumeID: in.ID, Direction: volume.Input, Artifact: spec.Artifact, Pod: spec.Pod,
-		Repository: spec.Ref.Repository().Name(), Digest: digest, Phase: record.Consumed, Time: time.Now().UTC()}
+		Repository: ref.Repository().Name(), Digest: digest, Phase: record.Consumed, Time: time.Now().UTC()}
 	if err := d.d.Recorder.Record(ctx, r); err != nil {
 		klog.FromContext(ctx).Error(err, "Could not record input")
 	}

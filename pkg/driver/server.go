@@ -49,8 +49,11 @@ func Run(ctx context.Context, o *Options, version string) error {
 		return fmt.Errorf("open digest cache: %w", err)
 	}
 	// Pods' own credentials only: never the node's.
-	client := oci.New(oci.Options{Keychain: authn.NewMultiKeychain(), UserAgent: "artifacts-csi/" + version, DigestCache: dc})
-	var rec record.Recorder = record.Log{}
+	reg := oci.New(oci.Options{Keychain: authn.NewMultiKeychain(), UserAgent: "artifacts-csi/" + version, DigestCache: dc})
+	var (
+		rec     record.Recorder = record.Log{}
+		records client.Client
+	)
 	kube, err := o.kubeClient()
 	if err != nil {
 		return err
@@ -58,8 +61,7 @@ func Run(ctx context.Context, o *Options, version string) error {
 	if kube != nil {
 		events := record.NewEvents(kube, "artifacts-csi-node", o.NodeID, rec)
 		defer events.Shutdown()
-		records, err := recordClient(o)
-		if err != nil {
+		if records, err = recordClient(o); err != nil {
 			return err
 		}
 		rec = &record.Kubernetes{Client: records, Next: events}
@@ -67,15 +69,15 @@ func Run(ctx context.Context, o *Options, version string) error {
 	var outs *outputs.Manager
 	m := metrics.New(c.Stats, func() metrics.QueueStats { return outs.Stats() })
 	outs, err = outputs.Open(ctx, outputs.Options{
-		Dir: o.StateDir, Pusher: outputs.OCIPusher{Client: client}, Recorder: rec,
+		Dir: o.StateDir, Pusher: outputs.OCIPusher{Client: reg}, Recorder: rec,
 		Deadline: o.UploadDeadline, Workers: o.UploadWorkers, Metrics: m,
 	})
 	if err != nil {
 		return fmt.Errorf("open output journal: %w", err)
 	}
 	d, err := New(ctx, o, version, Deps{
-		Mounter: mounter.New(), Registry: OCIRegistry{Client: client}, Cache: c, Outputs: outs,
-		Config: DirConfig(o.ConfigDir), Recorder: rec, Metrics: m, Kube: kube,
+		Mounter: mounter.New(), Registry: OCIRegistry{Client: reg}, Cache: c, Outputs: outs,
+		Config: DirConfig(o.ConfigDir), Recorder: rec, Metrics: m, Kube: kube, Records: records,
 	})
 	if err != nil {
 		return err

@@ -141,8 +141,8 @@ func TestKubeletLifecycle(t *testing.T) {
 
 	// What kubelet may also send.
 	mustOK(t, "unpublish of an unknown volume", pl.unpublish(ctx, newPod("ghost"), "x"))
-	wantCode(t, "from: before records exist", pl.publish(ctx, newPod("c3"), "in",
-		map[string]string{"direction": "input", "artifact": "src", "from": "tasks.build.outputs.src"}), codes.Unavailable)
+	wantCode(t, "from: without an API client", pl.publish(ctx, newPod("c3"), "in",
+		map[string]string{"direction": "input", "artifact": "src", "from": "tasks.build.outputs.src"}), codes.FailedPrecondition)
 	wantCode(t, "tag reference", pl.publish(ctx, newPod("c4"), "in", input("src", dist.Host+"/team-a/artifacts:latest")), codes.InvalidArgument)
 	wantCode(t, "unknown attribute", pl.publish(ctx, newPod("c5"), "in",
 		map[string]string{"direction": "input", "artifact": "src", "ref": ref, "color": "blue"}), codes.InvalidArgument)

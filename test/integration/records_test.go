@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"google.golang.org/grpc/codes"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/clientcmd"
@@ -38,7 +39,8 @@ func TestRecordsAndEvents(t *testing.T) {
 	obj := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: "build-pod", Namespace: "team-a", Labels: map[string]string{
 			volume.LabelTaskRun: "build", volume.LabelTaskRunUID: "0f6a1c2e-0000-4000-8000-000000000001",
-			volume.LabelPipelineRun: "release", volume.LabelPipelineRunUID: "0f6a1c2e-0000-4000-8000-000000000002"}},
+			volume.LabelPipelineRun: "release", volume.LabelPipelineRunUID: "0f6a1c2e-0000-4000-8000-000000000002",
+			volume.LabelPipelineTask: "compile"}},
 		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "step", Image: "busybox"}}},
 	}
 	if err := env.Client.Create(ctx, obj); err != nil {
@@ -86,6 +88,26 @@ func TestRecordsAndEvents(t *testing.T) {
 		}
 		return false
 	})
+
+	// A task of the same PipelineRun reads it by name.
+	next := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "test-pod", Namespace: "team-a", Labels: map[string]string{
+			volume.LabelPipelineRun: "release", volume.LabelPipelineTask: "test"}},
+		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "step", Image: "busybox"}}},
+	}
+	if err := env.Client.Create(ctx, next); err != nil {
+		t.Fatal(err)
+	}
+	tester := pod{name: next.Name, namespace: next.Namespace, uid: string(next.UID)}
+	from := func(name string) map[string]string {
+		return map[string]string{"direction": "input", "artifact": "bin", "from": "tasks.compile.outputs." + name}
+	}
+	mustOK(t, "publish a from: input", pl.publish(ctx, tester, "in", from("binary")))
+	want := t.TempDir()
+	testtree.Write(t, want, 21)
+	testtree.Equal(t, want, pl.target(tester, "in"))
+	mustOK(t, "unpublish", pl.unpublish(ctx, tester, "in"))
+	wantCode(t, "from: an output not pushed yet", pl.publish(ctx, tester, "other", from("docs")), codes.Unavailable)
 
 	consumer := newPod("reader")
 	ref := dist.Host + "/team-a/artifacts@" + rec.Status.Digest
