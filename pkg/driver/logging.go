@@ -10,11 +10,9 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"k8s.io/klog/v2"
-)
 
-// tokensKey is the volume-context key under which kubelet passes
-// service-account tokens when the CSIDriver asks for them.
-const tokensKey = "csi.storage.k8s.io/serviceAccount.tokens"
+	"github.com/tektoncd/artifacts-csi-driver/pkg/volume"
+)
 
 // strippedValue replaces secrets in logged requests.
 const strippedValue = "***stripped***"
@@ -66,7 +64,7 @@ func strip(m protoreflect.Message) {
 			secrets := fd.Name() == "secrets"
 			mp.Range(func(k protoreflect.MapKey, mv protoreflect.Value) bool {
 				switch {
-				case secrets || k.String() == tokensKey:
+				case secrets || k.String() == volume.KeyServiceAccountTok:
 					mp.Set(k, protoreflect.ValueOfString(strippedValue))
 				case fd.MapValue().Message() != nil:
 					strip(mv.Message())

@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/spf13/pflag"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 )
@@ -139,16 +138,6 @@ func (o *Options) restConfig() (*rest.Config, error) {
 	}
 	cfg.UserAgent = "artifacts-csi-node"
 	return cfg, nil
-}
-
-// kubeClient returns a clientset for restConfig, or nil when there is no
-// API client configuration.
-func (o *Options) kubeClient() (kubernetes.Interface, error) {
-	cfg, err := o.restConfig()
-	if cfg == nil || err != nil {
-		return nil, err
-	}
-	return kubernetes.NewForConfig(cfg)
 }
 
 // SocketPath returns the filesystem path of a unix:// Endpoint.

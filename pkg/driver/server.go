@@ -12,7 +12,9 @@ import (
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/kubernetes"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
 	"k8s.io/klog/v2"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -52,18 +54,19 @@ func Run(ctx context.Context, o *Options, version string) error {
 	reg := oci.New(oci.Options{Keychain: authn.NewMultiKeychain(), UserAgent: "artifacts-csi/" + version, DigestCache: dc})
 	var (
 		rec     record.Recorder = record.Log{}
+		kube    kubernetes.Interface
 		records client.Client
 	)
-	kube, err := o.kubeClient()
+	cfg, err := o.restConfig()
 	if err != nil {
 		return err
 	}
-	if kube != nil {
-		events := record.NewEvents(kube, "artifacts-csi-node", o.NodeID, rec)
-		defer events.Shutdown()
-		if records, err = recordClient(o); err != nil {
+	if cfg != nil {
+		if kube, records, err = apiClients(cfg); err != nil {
 			return err
 		}
+		events := record.NewEvents(kube, "artifacts-csi-node", o.NodeID, rec)
+		defer events.Shutdown()
 		rec = &record.Kubernetes{Client: records, Next: events}
 	}
 	var outs *outputs.Manager
@@ -142,20 +145,22 @@ func Run(ctx context.Context, o *Options, version string) error {
 	return err
 }
 
-// recordClient returns a client for ArtifactRecords and pods.
-func recordClient(o *Options) (client.Client, error) {
-	cfg, err := o.restConfig()
+// apiClients returns a clientset (Events, Secrets, pods) and a client that
+// also knows ArtifactRecords, both for cfg.
+func apiClients(cfg *rest.Config) (kubernetes.Interface, client.Client, error) {
+	kube, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	s := runtime.NewScheme()
 	if err := clientgoscheme.AddToScheme(s); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if err := artifactsv1alpha1.AddToScheme(s); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return client.New(cfg, client.Options{Scheme: s})
+	records, err := client.New(cfg, client.Options{Scheme: s})
+	return kube, records, err
 }
 
 // httpHandler serves /healthz (200 once ready) and /metrics.
