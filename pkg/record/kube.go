@@ -60,7 +60,7 @@ func (k *Kubernetes) Record(ctx context.Context, r Record) error {
 		return fmt.Errorf("get ArtifactRecord %s/%s: %w", obj.Namespace, obj.Name, err)
 	}
 	obj.Status = v1alpha1.ArtifactRecordStatus{
-		Phase: v1alpha1.Phase(r.Phase), Digest: r.Digest, LayerDigest: r.LayerDigest, Size: r.Size,
+		Phase: r.Phase, Digest: r.Digest, LayerDigest: r.LayerDigest, Size: r.Size,
 		MediaType: r.MediaType, Message: r.Message, LastUpdateTime: metav1.NewTime(r.Time),
 	}
 	if err := k.Client.Status().Update(ctx, obj); err != nil {

@@ -10,20 +10,22 @@ import (
 
 	"k8s.io/klog/v2"
 
+	"github.com/tektoncd/artifacts-csi-driver/pkg/apis/artifacts/v1alpha1"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/volume"
 )
 
-// Phase of an artifact record.
-type Phase string
+// Phase of an artifact record: the ArtifactRecord API's, so that every
+// recorder speaks the same phases.
+type Phase = v1alpha1.Phase
 
 // Phases. An output is Pending from its seal until it is Pushed, or Failed
 // when it could not be pushed (its data then stays on the node). An input
 // is recorded Consumed when its volume is published.
 const (
-	Pending  Phase = "Pending"
-	Pushed   Phase = "Pushed"
-	Failed   Phase = "Failed"
-	Consumed Phase = "Consumed"
+	Pending  = v1alpha1.Pending
+	Pushed   = v1alpha1.Pushed
+	Failed   = v1alpha1.Failed
+	Consumed = v1alpha1.Consumed
 )
 
 // Record is what is known about one artifact of one volume.
