@@ -187,7 +187,8 @@ func Open(ctx context.Context, o Options) (*Manager, error) {
 		running:    map[string]bool{},
 	}
 	logger := klog.FromContext(ctx)
-	for _, dir := range []string{m.outputsDir, m.spoolDir} {
+	// The spool first: a volume moved into it below is then read once.
+	for _, dir := range []string{m.spoolDir, m.outputsDir} {
 		if err := os.MkdirAll(dir, 0o700); err != nil {
 			return nil, err
 		}
