@@ -47,14 +47,19 @@ func assets(t testing.TB) string {
 	return ""
 }
 
-// Start starts etcd and kube-apiserver with the CRDs of deploy/crd
-// installed, and stops them when the test ends.
+// Start starts etcd and kube-apiserver with the CRDs of deploy/crd and
+// the minimal Tekton CRDs of test/fixtures/tekton installed, and stops them
+// when the test ends.
 func Start(t testing.TB) *Env {
 	t.Helper()
 	_, here, _, _ := runtime.Caller(0)
+	root := filepath.Join(filepath.Dir(here), "..", "..")
 	env := &envtest.Environment{
 		BinaryAssetsDirectory: assets(t),
-		CRDDirectoryPaths:     []string{filepath.Join(filepath.Dir(here), "..", "..", "deploy", "crd")},
+		CRDDirectoryPaths: []string{
+			filepath.Join(root, "deploy", "crd"),
+			filepath.Join(root, "test", "fixtures", "tekton"),
+		},
 		ErrorIfCRDPathMissing: true,
 	}
 	cfg, err := env.Start()
