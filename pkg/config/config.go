@@ -95,12 +95,13 @@ func (e *KeyError) Error() string {
 // say it.
 type Level string
 
-// Levels, from the lowest.
+// Levels, from the lowest. Tekton merges a Pipeline's annotations under
+// its PipelineRun's (the run's win) and copies the result onto every pod,
+// so the driver sees the two upper levels as one: the pod's annotations.
 const (
-	LevelCluster     Level = "cluster ConfigMap"
-	LevelNamespace   Level = "namespace ConfigMap"
-	LevelPipeline    Level = "Pipeline annotation"
-	LevelPipelineRun Level = "PipelineRun annotation"
+	LevelCluster    Level = "cluster ConfigMap"
+	LevelNamespace  Level = "namespace ConfigMap"
+	LevelAnnotation Level = "PipelineRun or Pipeline annotation"
 )
 
 // Layer is the keys one level sets.
@@ -249,17 +250,6 @@ func ReadDir(dir string) (map[string]string, error) {
 	return data, nil
 }
 
-// Dir is a configuration source reading the cluster ConfigMap mounted at
-// the directory it names, at every call, so that an edit applies to the
-// next volume without a restart. Keys it does not set keep their defaults.
+// Dir is the cluster level of a configuration: the ConfigMap mounted at
+// the directory it names (one file per key). It is read at every call.
 type Dir string
-
-// Resolve returns the defaults with the directory's keys applied, as the
-// cluster level.
-func (d Dir) Resolve() (Config, error) {
-	data, err := ReadDir(string(d))
-	if err != nil {
-		return Config{}, err
-	}
-	return Resolve(Layer{Level: LevelCluster, Data: data})
-}

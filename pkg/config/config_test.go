@@ -70,7 +70,7 @@ func TestResolveLevels(t *testing.T) {
 	c, err := Resolve(
 		Layer{LevelCluster, map[string]string{KeyRepository: "reg.example/cluster", KeyCompression: "zstd", KeyMaxArtifactBytes: "1Gi"}},
 		Layer{LevelNamespace, map[string]string{KeyRepository: "reg.example/team", KeyCompression: "lz4"}},
-		Layer{LevelPipelineRun, map[string]string{KeyRepository: "reg.example/run"}},
+		Layer{LevelAnnotation, map[string]string{KeyRepository: "reg.example/run"}},
 	)
 	if c.Repository != "reg.example/run" || c.Compression != archive.Zstd || c.MaxArtifactBytes != 1<<30 || c.TagPattern != Defaults().TagPattern {
 		t.Errorf("config = %+v: want the run's repository, the cluster's compression (the namespace's is invalid) and size", c)

@@ -16,15 +16,17 @@ import (
 	"path/filepath"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
 	"github.com/google/go-containerregistry/pkg/authn"
 	"google.golang.org/grpc"
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/klog/v2"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/tektoncd/artifacts-csi-driver/internal/atomicfile"
+	artifactsv1alpha1 "github.com/tektoncd/artifacts-csi-driver/pkg/apis/artifacts/v1alpha1"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/cache"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/config"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/metrics"
@@ -47,27 +49,50 @@ type Registry interface {
 	Pull(ctx context.Context, kc authn.Keychain, ref oci.Reference, dest string, maxBytes int64) (*oci.PullResult, error)
 }
 
-// ConfigSource resolves the configuration a pod's volumes use.
+// ConfigSource resolves the configuration of a pod's volumes from its
+// namespace and annotations (config.Source).
 type ConfigSource interface {
-	Config(ctx context.Context, pod volume.Pod) (config.Config, error)
+	Config(ctx context.Context, namespace string, annotations map[string]string) (config.Config, error)
 }
 
-// Deps are the driver's collaborators. Every field is required except
-// Recorder (default record.Log), Metrics (default none) and Kube (default
-// none: credentials come from nodePublishSecretRef only).
+// Cluster is what the driver reads from the API server (cluster.View).
+type Cluster interface {
+	// Pod returns a pod, or a NotFound error.
+	Pod(ctx context.Context, namespace, name string) (*corev1.Pod, error)
+	// Outputs returns the Output records of a PipelineRun's task that
+	// name artifact.
+	Outputs(ctx context.Context, namespace, pipelineRun, pipelineTask, artifact string) ([]artifactsv1alpha1.ArtifactRecord, error)
+	// TaskFinished reports whether the task's TaskRun finished, and when.
+	TaskFinished(ctx context.Context, namespace, pipelineRun, pipelineTask string) (bool, time.Time, error)
+}
+
+// EventSink reports Warnings on pods (record.Events).
+type EventSink interface {
+	Warn(pod volume.Pod, reason, message string)
+}
+
+// Deps are the driver's collaborators. Mounter, Registry, Cache, Outputs
+// and Config are required. Without Kube and Cluster (a plugin with no API
+// client) credentials come from nodePublishSecretRef only, outputs carry
+// no Tekton provenance and from: inputs fail.
 type Deps struct {
 	Mounter  mounter.Interface
 	Registry Registry
 	Cache    *cache.Cache
 	Outputs  *outputs.Manager
 	Config   ConfigSource
+	// Recorder defaults to record.Log.
 	Recorder record.Recorder
-	Metrics  *metrics.Metrics
-	// Kube, when set, reads oci.credentialsSecret, the pod
-	// ServiceAccount's imagePullSecrets and pod labels.
+	// Metrics defaults to none.
+	Metrics *metrics.Metrics
+	// Kube reads oci.credentialsSecret and the pod ServiceAccount's
+	// imagePullSecrets.
 	Kube kubernetes.Interface
-	// Records, when set, resolves from: inputs through ArtifactRecords.
-	Records client.Reader
+	// Cluster gives pod labels and annotations and resolves from: inputs.
+	Cluster Cluster
+	// Events reports invalid configuration and failed from: inputs on the
+	// pod. Default none (kubelet still reports the gRPC error).
+	Events EventSink
 }
 
 // Driver serves the CSI Identity, Node and Controller services. It is safe

@@ -17,10 +17,9 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/klog/v2"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/tektoncd/artifacts-csi-driver/internal/atomicfile"
 	artifactsv1alpha1 "github.com/tektoncd/artifacts-csi-driver/pkg/apis/artifacts/v1alpha1"
@@ -148,11 +147,19 @@ func fingerprint(req *csi.NodePublishVolumeRequest) string {
 	return hex.EncodeToString(h.Sum(nil))
 }
 
-// settings resolves the pod's configuration and credentials.
-func (d *Driver) settings(ctx context.Context, req *csi.NodePublishVolumeRequest, spec *volume.Spec) (config.Config, credentials.Snapshot, error) {
-	cfg, err := d.d.Config.Config(ctx, spec.Pod)
+// settings resolves the configuration of a pod with annotations, and its
+// credentials. An invalid value anywhere fails the volume, and is reported
+// on the pod with its level, key and reason.
+func (d *Driver) settings(ctx context.Context, req *csi.NodePublishVolumeRequest, spec *volume.Spec, annotations map[string]string) (config.Config, credentials.Snapshot, error) {
+	cfg, err := d.d.Config.Config(ctx, spec.Pod.Namespace, annotations)
 	if err != nil {
-		return config.Config{}, credentials.Snapshot{}, fmt.Errorf("%w: configuration for namespace %s: %w", errNotConfigured, spec.Pod.Namespace, err)
+		var ke *config.KeyError
+		if !errors.As(err, &ke) {
+			return config.Config{}, credentials.Snapshot{}, fmt.Errorf("%w: configuration of namespace %s: %w", errNotYet, spec.Pod.Namespace, err)
+		}
+		err = fmt.Errorf("invalid artifact storage configuration for pod %s/%s: %w", spec.Pod.Namespace, spec.Pod.Name, err)
+		d.warn(spec.Pod, record.ReasonInvalidConfig, err.Error())
+		return config.Config{}, credentials.Snapshot{}, fmt.Errorf("%w: %w", errNotConfigured, err)
 	}
 	if d.d.Kube == nil {
 		creds, err := credentials.FromPublishSecrets(req.GetSecrets())
@@ -172,6 +179,13 @@ func (d *Driver) settings(ctx context.Context, req *csi.NodePublishVolumeRequest
 	return cfg, creds, err
 }
 
+// warn reports a Warning on the pod, when the driver has an event sink.
+func (d *Driver) warn(pod volume.Pod, reason, message string) {
+	if d.d.Events != nil {
+		d.d.Events.Warn(pod, reason, message)
+	}
+}
+
 func (d *Driver) publishInput(ctx context.Context, req *csi.NodePublishVolumeRequest, spec *volume.Spec, fp string) error {
 	id, target := req.GetVolumeId(), req.GetTargetPath()
 	d.mu.Lock()
@@ -184,11 +198,15 @@ func (d *Driver) publishInput(ctx context.Context, req *csi.NodePublishVolumeReq
 		return d.mount(d.d.Cache.Path(in.CacheKey), target, true)
 	}
 
-	cfg, creds, err := d.settings(ctx, req, spec)
+	pod, err := d.pod(ctx, spec.Pod)
 	if err != nil {
 		return err
 	}
-	ref, err := d.inputRef(ctx, req, spec, cfg)
+	cfg, creds, err := d.settings(ctx, req, spec, pod.Annotations)
+	if err != nil {
+		return err
+	}
+	ref, err := d.inputRef(ctx, req, spec, cfg, pod.Labels)
 	if err != nil {
 		return err
 	}
@@ -250,9 +268,13 @@ func cacheKey(kind oci.Kind, d v1.Hash) string {
 
 // inputRef returns what an input names: its ref, parsed for the configured
 // scheme, or the digest its from: resolves to.
-func (d *Driver) inputRef(ctx context.Context, req *csi.NodePublishVolumeRequest, spec *volume.Spec, cfg config.Config) (oci.Reference, error) {
+func (d *Driver) inputRef(ctx context.Context, req *csi.NodePublishVolumeRequest, spec *volume.Spec, cfg config.Config, labels map[string]string) (oci.Reference, error) {
 	if spec.From != nil {
-		return d.resolveFrom(ctx, spec, cfg)
+		ref, err := d.resolveFrom(ctx, spec, cfg, labels)
+		if errors.Is(err, errNotConfigured) {
+			d.warn(spec.Pod, record.ReasonInputFailed, err.Error())
+		}
+		return ref, err
 	}
 	if !cfg.PlainHTTP {
 		return *spec.Ref, nil
@@ -264,35 +286,36 @@ func (d *Driver) inputRef(ctx context.Context, req *csi.NodePublishVolumeRequest
 	return ref, nil
 }
 
+// producerGrace is how long after its producer's TaskRun finished a from:
+// input waits for a record that was never written. The record is written
+// when the producer's volume is published, so this only covers an API
+// server that refused it then; the seal, about a second after the TaskRun
+// finishes, writes it again.
+const producerGrace = 30 * time.Second
+
 // resolveFrom finds the producer's output record in the consumer's
-// PipelineRun: Unavailable (kubelet retries) while there is none or it is
-// Pending, FailedPrecondition once it Failed. Of several records (a retried
-// task), the latest pushed one wins.
-func (d *Driver) resolveFrom(ctx context.Context, spec *volume.Spec, cfg config.Config) (oci.Reference, error) {
-	if d.d.Records == nil {
+// PipelineRun. It answers Unavailable (kubelet retries) while the record
+// is Pending or absent and the producer runs, and FailedPrecondition once
+// the record Failed or the producer finished without one. Of several
+// records (a retried task), the latest pushed one wins.
+func (d *Driver) resolveFrom(ctx context.Context, spec *volume.Spec, cfg config.Config, labels map[string]string) (oci.Reference, error) {
+	if d.d.Cluster == nil {
 		return oci.Reference{}, fmt.Errorf("%w: input %q: from: %s needs artifact records, and this node plugin has no API client; use ref: with the producer's digest",
 			errNotConfigured, spec.Artifact, spec.From)
-	}
-	labels, err := d.podLabels(ctx, spec.Pod)
-	if err != nil {
-		return oci.Reference{}, err
 	}
 	run := labels[volume.LabelPipelineRun]
 	if run == "" {
 		return oci.Reference{}, fmt.Errorf("%w: input %q: from: %s names a task of the same PipelineRun, but pod %s/%s has no %s label",
 			volume.ErrInvalid, spec.Artifact, spec.From, spec.Pod.Namespace, spec.Pod.Name, volume.LabelPipelineRun)
 	}
-	list := &artifactsv1alpha1.ArtifactRecordList{}
-	if err := d.d.Records.List(ctx, list, client.InNamespace(spec.Pod.Namespace)); err != nil {
+	ns, task := spec.Pod.Namespace, spec.From.PipelineTask
+	records, err := d.d.Cluster.Outputs(ctx, ns, run, task, spec.From.Artifact)
+	if err != nil {
 		return oci.Reference{}, fmt.Errorf("%w: list artifact records: %w", errNotYet, err)
 	}
 	var pushed, failed *artifactsv1alpha1.ArtifactRecord
-	for i := range list.Items {
-		r := &list.Items[i]
-		if r.Spec.Direction != artifactsv1alpha1.Output || r.Spec.PipelineRun != run ||
-			r.Spec.PipelineTask != spec.From.PipelineTask || r.Spec.Artifact != spec.From.Artifact {
-			continue
-		}
+	for i := range records {
+		r := &records[i]
 		switch r.Status.Phase {
 		case artifactsv1alpha1.Pushed:
 			if pushed == nil || pushed.Status.LastUpdateTime.Before(&r.Status.LastUpdateTime) {
@@ -312,6 +335,15 @@ func (d *Driver) resolveFrom(ctx context.Context, spec *volume.Spec, cfg config.
 	case failed != nil:
 		return oci.Reference{}, fmt.Errorf("%w: input %q: %s of PipelineRun %s could not be pushed: %s",
 			errNotConfigured, spec.Artifact, spec.From, run, failed.Status.Message)
+	case len(records) == 0:
+		done, at, err := d.d.Cluster.TaskFinished(ctx, ns, run, task)
+		if err != nil {
+			return oci.Reference{}, fmt.Errorf("%w: %w", errNotYet, err)
+		}
+		if done && time.Since(at) > producerGrace {
+			return oci.Reference{}, fmt.Errorf("%w: input %q: the TaskRun of task %q in PipelineRun %s finished at %s without producing output %q: does its Task mount an output volume with artifact %q?",
+				errNotConfigured, spec.Artifact, task, run, at.UTC().Format(time.RFC3339), spec.From.Artifact, spec.From.Artifact)
+		}
 	}
 	return oci.Reference{}, fmt.Errorf("%w: input %q: waiting for %s of PipelineRun %s to be pushed", errNotYet, spec.Artifact, spec.From, run)
 }
@@ -333,7 +365,11 @@ func (d *Driver) publishOutput(ctx context.Context, req *csi.NodePublishVolumeRe
 		}
 		return d.mount(dir, req.GetTargetPath(), false)
 	}
-	cfg, creds, err := d.settings(ctx, req, spec)
+	pod, err := d.pod(ctx, spec.Pod)
+	if err != nil {
+		return err
+	}
+	cfg, creds, err := d.settings(ctx, req, spec, pod.Annotations)
 	if err != nil {
 		return err
 	}
@@ -347,10 +383,7 @@ func (d *Driver) publishOutput(ctx context.Context, req *csi.NodePublishVolumeRe
 			return fmt.Errorf("%w: volume mount group %q is not a group id", errInvalidRequest, g)
 		}
 	}
-	labels, err := d.podLabels(ctx, spec.Pod)
-	if err != nil {
-		return err
-	}
+	labels := pod.Labels
 	meta := artifact.Metadata{Name: spec.Artifact, Namespace: spec.Pod.Namespace, BuildOutput: spec.BuildOutput,
 		TaskRun: labels[volume.LabelTaskRun], PipelineRun: labels[volume.LabelPipelineRun]}
 	tag, err := artifact.Tag(cfg.TagPattern, artifact.TagVars{"namespace": spec.Pod.Namespace, "pod": spec.Pod.Name,
@@ -362,33 +395,43 @@ func (d *Driver) publishOutput(ctx context.Context, req *csi.NodePublishVolumeRe
 	if uid := labels[volume.LabelPipelineRunUID]; cfg.GroupByPipelineRun && meta.PipelineRun != "" && uid != "" {
 		group = &artifact.Group{Namespace: spec.Pod.Namespace, PipelineRun: meta.PipelineRun, UID: uid}
 	}
-	dir, err := d.d.Outputs.Publish(ctx, outputs.Volume{
+	v := outputs.Volume{
 		ID: req.GetVolumeId(), Fingerprint: fp, Pod: spec.Pod,
 		Repository: cfg.Repository, PlainHTTP: cfg.PlainHTTP, Tag: tag,
 		Compression: cfg.Compression, MediaType: spec.MediaType, MaxBytes: cfg.MaxArtifactBytes,
 		Metadata: meta, Group: group,
-	}, creds, gid)
+	}
+	dir, err := d.d.Outputs.Publish(ctx, v, creds, gid)
 	if err != nil {
 		return err
+	}
+	// Pending from now, so that a from: consumer knows to wait. Best
+	// effort: the seal records it again.
+	if err := d.d.Recorder.Record(ctx, record.Record{VolumeID: v.ID, Direction: volume.Output, Artifact: spec.Artifact, Pod: spec.Pod,
+		Repository: v.Repository, Tag: tag, BuildOutput: spec.BuildOutput, Phase: record.Pending, Time: time.Now().UTC()}); err != nil {
+		klog.FromContext(ctx).Error(err, "Could not record output")
 	}
 	return d.mount(dir, req.GetTargetPath(), false)
 }
 
-// podLabels returns the pod's labels (Tekton's say which TaskRun and
-// PipelineRun it runs), or none without an API client or for a pod already
-// gone.
-func (d *Driver) podLabels(ctx context.Context, p volume.Pod) (map[string]string, error) {
-	if d.d.Kube == nil {
-		return nil, nil
+// pod returns the pod of a volume from the cluster view: its labels say
+// which TaskRun and PipelineRun it runs, its annotations carry the
+// PipelineRun's configuration. Without an API client, or for a pod gone or
+// replaced by another of the same name, it is empty.
+func (d *Driver) pod(ctx context.Context, p volume.Pod) (*corev1.Pod, error) {
+	if d.d.Cluster == nil {
+		return &corev1.Pod{}, nil
 	}
-	pod, err := d.d.Kube.CoreV1().Pods(p.Namespace).Get(ctx, p.Name, metav1.GetOptions{})
+	pod, err := d.d.Cluster.Pod(ctx, p.Namespace, p.Name)
 	switch {
 	case apierrors.IsNotFound(err):
-		return nil, nil
+		return &corev1.Pod{}, nil
 	case err != nil:
 		return nil, fmt.Errorf("%w: read pod %s/%s: %w", errNotYet, p.Namespace, p.Name, err)
+	case p.UID != "" && string(pod.UID) != p.UID:
+		return &corev1.Pod{}, nil
 	}
-	return pod.Labels, nil
+	return pod, nil
 }
 
 // mount bind-mounts source on target unless it is mounted there already,

@@ -22,6 +22,7 @@ import (
 	artifactsv1alpha1 "github.com/tektoncd/artifacts-csi-driver/pkg/apis/artifacts/v1alpha1"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/archive"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/cache"
+	"github.com/tektoncd/artifacts-csi-driver/pkg/cluster"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/config"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/digestcache"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/metrics"
@@ -30,7 +31,6 @@ import (
 	"github.com/tektoncd/artifacts-csi-driver/pkg/outputs"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/record"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/registration"
-	"github.com/tektoncd/artifacts-csi-driver/pkg/volume"
 )
 
 // shutdownGrace bounds how long in-flight calls may run after a stop.
@@ -53,21 +53,25 @@ func Run(ctx context.Context, o *Options, version string) error {
 	// Pods' own credentials only: never the node's.
 	reg := oci.New(oci.Options{Keychain: authn.NewMultiKeychain(), UserAgent: "artifacts-csi/" + version, DigestCache: dc})
 	var (
-		rec     record.Recorder = record.Log{}
-		kube    kubernetes.Interface
-		records client.Client
+		rec    record.Recorder = record.Log{}
+		kube   kubernetes.Interface
+		view   *cluster.View
+		events *record.Events
+		source = config.Source{Cluster: config.Dir(o.ConfigDir)}
 	)
-	cfg, err := o.restConfig()
+	restCfg, err := o.restConfig()
 	if err != nil {
 		return err
 	}
-	if cfg != nil {
-		if kube, records, err = apiClients(cfg); err != nil {
+	if restCfg != nil {
+		var live client.Client
+		if kube, live, view, err = apiClients(restCfg, o.NodeID); err != nil {
 			return err
 		}
-		events := record.NewEvents(kube, "artifacts-csi-node", o.NodeID, rec)
+		events = record.NewEvents(kube, "artifacts-csi-node", o.NodeID, rec)
 		defer events.Shutdown()
-		rec = &record.Kubernetes{Client: records, Next: events}
+		rec = &record.Kubernetes{Client: live, Next: events}
+		source.Namespaces = view
 	}
 	var outs *outputs.Manager
 	m := metrics.New(c.Stats, func() metrics.QueueStats { return outs.Stats() })
@@ -78,10 +82,14 @@ func Run(ctx context.Context, o *Options, version string) error {
 	if err != nil {
 		return fmt.Errorf("open output journal: %w", err)
 	}
-	d, err := New(ctx, o, version, Deps{
+	deps := Deps{
 		Mounter: mounter.New(), Registry: OCIRegistry{Client: reg}, Cache: c, Outputs: outs,
-		Config: DirConfig(o.ConfigDir), Recorder: rec, Metrics: m, Kube: kube, Records: records,
-	})
+		Config: source, Recorder: rec, Metrics: m,
+	}
+	if view != nil {
+		deps.Kube, deps.Cluster, deps.Events = kube, view, events
+	}
+	d, err := New(ctx, o, version, deps)
 	if err != nil {
 		return err
 	}
@@ -98,6 +106,15 @@ func Run(ctx context.Context, o *Options, version string) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return srv.Serve(lis) })
 	g.Go(func() error { outs.Run(gctx); return nil })
+	if view != nil {
+		g.Go(func() error { return view.Start(gctx) })
+		g.Go(func() error {
+			if view.Synced(gctx) {
+				logger.V(2).Info("Cluster view synced")
+			}
+			return nil
+		})
+	}
 	if o.HTTPAddress != "" {
 		hs := &http.Server{Addr: o.HTTPAddress, Handler: d.httpHandler(m), ReadHeaderTimeout: 10 * time.Second}
 		g.Go(func() error {
@@ -145,22 +162,26 @@ func Run(ctx context.Context, o *Options, version string) error {
 	return err
 }
 
-// apiClients returns a clientset (Events, Secrets, pods) and a client that
-// also knows ArtifactRecords, both for cfg.
-func apiClients(cfg *rest.Config) (kubernetes.Interface, client.Client, error) {
+// apiClients returns, for cfg, a clientset (Events, Secrets), a client
+// that also knows ArtifactRecords, and the cluster view of node.
+func apiClients(cfg *rest.Config, node string) (kubernetes.Interface, client.Client, *cluster.View, error) {
 	kube, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	s := runtime.NewScheme()
 	if err := clientgoscheme.AddToScheme(s); err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	if err := artifactsv1alpha1.AddToScheme(s); err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
-	records, err := client.New(cfg, client.Options{Scheme: s})
-	return kube, records, err
+	live, err := client.New(cfg, client.Options{Scheme: s})
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	view, err := cluster.New(cfg, s, node, live)
+	return kube, live, view, err
 }
 
 // httpHandler serves /healthz (200 once ready) and /metrics.
@@ -191,16 +212,4 @@ func (r OCIRegistry) Check(ctx context.Context, kc authn.Keychain, ref oci.Refer
 // Pull implements Registry.
 func (r OCIRegistry) Pull(ctx context.Context, kc authn.Keychain, ref oci.Reference, dest string, maxBytes int64) (*oci.PullResult, error) {
 	return r.Client.With(kc).WithLimits(archive.Limits{MaxBytes: maxBytes}).Pull(ctx, ref, dest)
-}
-
-// DirConfig is a ConfigSource serving the cluster configuration mounted at
-// a directory to every pod (namespace levels come with the records
-// issue's informers).
-type DirConfig string
-
-var _ ConfigSource = DirConfig("")
-
-// Config implements ConfigSource.
-func (d DirConfig) Config(context.Context, volume.Pod) (config.Config, error) {
-	return config.Dir(d).Resolve()
 }

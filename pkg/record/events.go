@@ -18,6 +18,12 @@ import (
 const (
 	ReasonPushed     = "ArtifactPushed"
 	ReasonPushFailed = "ArtifactPushFailed"
+	// ReasonInvalidConfig: a level of the configuration sets an invalid
+	// value; the message names the level, the key and the reason.
+	ReasonInvalidConfig = "InvalidArtifactConfig"
+	// ReasonInputFailed: a from: input cannot be resolved, and will not be
+	// without a change.
+	ReasonInputFailed = "ArtifactInputFailed"
 )
 
 // Events is a Recorder that reports outputs on their pod as Kubernetes
@@ -46,14 +52,22 @@ func NewEvents(client kubernetes.Interface, component, node string, next Recorde
 // Record implements Recorder.
 func (e *Events) Record(ctx context.Context, r Record) error {
 	if r.Direction == volume.Output && (r.Phase == Pushed || r.Phase == Failed) {
-		pod := &corev1.ObjectReference{APIVersion: "v1", Kind: "Pod", Namespace: r.Pod.Namespace, Name: r.Pod.Name, UID: types.UID(r.Pod.UID)}
 		if r.Phase == Pushed {
-			e.recorder.Eventf(pod, corev1.EventTypeNormal, ReasonPushed, "Output %q pushed to %s@%s", r.Artifact, r.Repository, r.Digest)
+			e.recorder.Eventf(podRef(r.Pod), corev1.EventTypeNormal, ReasonPushed, "Output %q pushed to %s@%s", r.Artifact, r.Repository, r.Digest)
 		} else {
-			e.recorder.Event(pod, corev1.EventTypeWarning, ReasonPushFailed, fmt.Sprintf("Output %q could not be pushed to %s; its data stays on the node: %s", r.Artifact, r.Repository, r.Message))
+			e.Warn(r.Pod, ReasonPushFailed, fmt.Sprintf("Output %q could not be pushed to %s; its data stays on the node: %s", r.Artifact, r.Repository, r.Message))
 		}
 	}
 	return e.next.Record(ctx, r)
+}
+
+// Warn reports a Warning Event on pod, in the background like Record.
+func (e *Events) Warn(pod volume.Pod, reason, message string) {
+	e.recorder.Event(podRef(pod), corev1.EventTypeWarning, reason, message)
+}
+
+func podRef(p volume.Pod) *corev1.ObjectReference {
+	return &corev1.ObjectReference{APIVersion: "v1", Kind: "Pod", Namespace: p.Namespace, Name: p.Name, UID: types.UID(p.UID)}
 }
 
 // Shutdown stops sending events.
