@@ -7,6 +7,7 @@ package cluster
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -91,9 +92,24 @@ func (v *View) Start(ctx context.Context) error { return v.cache.Start(ctx) }
 // reports false if ctx ended first.
 func (v *View) Synced(ctx context.Context) bool { return v.cache.WaitForCacheSync(ctx) }
 
+// synced waits for the caches, which answer nothing before they are
+// started and synced.
+func (v *View) synced(ctx context.Context) error {
+	if v.cache.WaitForCacheSync(ctx) {
+		return nil
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("cluster caches not synced: %w", err)
+	}
+	return errors.New("cluster caches stopped")
+}
+
 // Pod returns a pod from the cache, or from the API server when the cache
 // has not seen it yet (kubelet may call before the watch delivers it).
 func (v *View) Pod(ctx context.Context, namespace, name string) (*corev1.Pod, error) {
+	if err := v.synced(ctx); err != nil {
+		return nil, err
+	}
 	pod := &corev1.Pod{}
 	key := client.ObjectKey{Namespace: namespace, Name: name}
 	err := v.cache.Get(ctx, key, pod)
@@ -109,6 +125,9 @@ func (v *View) Pod(ctx context.Context, namespace, name string) (*corev1.Pod, er
 // NamespaceConfig implements config.NamespaceLister: the data of the
 // namespace's labelled config-artifact-storage ConfigMap, nil without one.
 func (v *View) NamespaceConfig(ctx context.Context, namespace string) (map[string]string, error) {
+	if err := v.synced(ctx); err != nil {
+		return nil, err
+	}
 	cm := &corev1.ConfigMap{}
 	err := v.cache.Get(ctx, client.ObjectKey{Namespace: namespace, Name: config.ConfigMapName}, cm)
 	if apierrors.IsNotFound(err) {
@@ -123,6 +142,9 @@ func (v *View) NamespaceConfig(ctx context.Context, namespace string) (map[strin
 // Outputs returns the Output records of a PipelineRun's pipeline task that
 // name artifact.
 func (v *View) Outputs(ctx context.Context, namespace, pipelineRun, pipelineTask, artifact string) ([]v1alpha1.ArtifactRecord, error) {
+	if err := v.synced(ctx); err != nil {
+		return nil, err
+	}
 	list := &v1alpha1.ArtifactRecordList{}
 	if err := v.cache.List(ctx, list, client.InNamespace(namespace), client.MatchingFields{pipelineRunIndex: pipelineRun}); err != nil {
 		return nil, err

@@ -1,13 +1,18 @@
 package integration
 
 import (
+	"maps"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
+	"time"
 
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -89,26 +94,6 @@ func TestRecordsAndEvents(t *testing.T) {
 		return false
 	})
 
-	// A task of the same PipelineRun reads it by name.
-	next := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: "test-pod", Namespace: "team-a", Labels: map[string]string{
-			volume.LabelPipelineRun: "release", volume.LabelPipelineTask: "test"}},
-		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "step", Image: "busybox"}}},
-	}
-	if err := env.Client.Create(ctx, next); err != nil {
-		t.Fatal(err)
-	}
-	tester := pod{name: next.Name, namespace: next.Namespace, uid: string(next.UID)}
-	from := func(name string) map[string]string {
-		return map[string]string{"direction": "input", "artifact": "bin", "from": "tasks.compile.outputs." + name}
-	}
-	mustOK(t, "publish a from: input", pl.publish(ctx, tester, "in", from("binary")))
-	want := t.TempDir()
-	testtree.Write(t, want, 21)
-	testtree.Equal(t, want, pl.target(tester, "in"))
-	mustOK(t, "unpublish", pl.unpublish(ctx, tester, "in"))
-	wantCode(t, "from: an output not pushed yet", pl.publish(ctx, tester, "other", from("docs")), codes.Unavailable)
-
 	consumer := newPod("reader")
 	ref := dist.Host + "/team-a/artifacts@" + rec.Status.Digest
 	mustOK(t, "publish input", pl.publish(ctx, consumer, "in", input("src", ref)))
@@ -145,4 +130,79 @@ func writeKubeconfig(t *testing.T, env *testenv.Env) string {
 		t.Fatal(err)
 	}
 	return p
+}
+
+// TestFromWaitsForProducer follows the order a real kubelet showed: the
+// consumer's publish arrives before the producer's unpublish. The consumer
+// waits (Unavailable) while the producer's record is Pending, then gets
+// the content; a from: naming an output its finished producer never wrote
+// fails with an Event, while a running producer keeps it waiting.
+func TestFromWaitsForProducer(t *testing.T) {
+	env := testenv.Start(t)
+	ctx := t.Context()
+	dist := testregistry.StartDistribution(t)
+	pl := newPlugin(t, registryConfig(dist.Host), "--kubeconfig="+writeKubeconfig(t, env))
+	pl.start()
+
+	run := map[string]string{volume.LabelPipelineRun: "release", volume.LabelPipelineRunUID: "6a7f7c39-0000-4000-8000-000000000001"}
+	task := func(name string) map[string]string {
+		l := map[string]string{volume.LabelPipelineTask: name, volume.LabelTaskRun: "release-" + name,
+			volume.LabelTaskRunUID: "uid-release-" + name}
+		maps.Copy(l, run)
+		return l
+	}
+	from := func(ref string) map[string]string {
+		return map[string]string{"direction": "input", "artifact": "bin", "from": ref}
+	}
+	producer := kubePod(t, env, "team-a", "release-compile-pod", task("compile"), nil)
+	consumer := kubePod(t, env, "team-a", "release-test-pod", task("test"), nil)
+
+	mustOK(t, "publish the producer's output", pl.publish(ctx, producer, "out", output("binary")))
+	waitForRecord(t, env, producer, v1alpha1.Pending)
+	testtree.Write(t, pl.target(producer, "out"), 5)
+	wantCode(t, "consumer before the producer's unpublish", pl.publish(ctx, consumer, "in", from("tasks.compile.outputs.binary")), codes.Unavailable)
+	mustOK(t, "unpublish the producer's output", pl.unpublish(ctx, producer, "out"))
+	waitFor(t, "the consumer's retry to succeed", func() bool {
+		return pl.publish(ctx, consumer, "in", from("tasks.compile.outputs.binary")) == nil
+	})
+	want := t.TempDir()
+	testtree.Write(t, want, 5)
+	testtree.Equal(t, want, pl.target(consumer, "in"))
+
+	// A producer that is still running keeps the consumer waiting; once it
+	// has finished without that output, the consumer fails.
+	lint := taskRun(t, env, "team-a", "release-lint", task("lint"))
+	wantCode(t, "from: a running producer", pl.publish(ctx, consumer, "report", from("tasks.lint.outputs.report")), codes.Unavailable)
+	finished := metav1.NewTime(time.Now().Add(-5 * time.Minute)).UTC().Format(time.RFC3339)
+	if err := unstructured.SetNestedField(lint.Object, map[string]any{
+		"completionTime": finished,
+		"conditions":     []any{map[string]any{"type": "Succeeded", "status": "True", "lastTransitionTime": finished}},
+	}, "status"); err != nil {
+		t.Fatal(err)
+	}
+	if err := env.Client.Status().Update(ctx, lint); err != nil {
+		t.Fatal(err)
+	}
+	err := pl.publish(ctx, consumer, "report", from("tasks.lint.outputs.report"))
+	wantCode(t, "from: an output its finished producer never wrote", err, codes.FailedPrecondition)
+	const text = `without producing output "report"`
+	if !strings.Contains(status.Convert(err).Message(), text) {
+		t.Errorf("message %q does not say %q", status.Convert(err).Message(), text)
+	}
+	waitForEvent(t, env, consumer, record.ReasonInputFailed, text)
+}
+
+// taskRun creates a tekton.dev/v1 TaskRun (the test fixture's CRD).
+func taskRun(t *testing.T, env *testenv.Env, ns, name string, labels map[string]string) *unstructured.Unstructured {
+	t.Helper()
+	tr := &unstructured.Unstructured{}
+	tr.SetAPIVersion("tekton.dev/v1")
+	tr.SetKind("TaskRun")
+	tr.SetNamespace(ns)
+	tr.SetName(name)
+	tr.SetLabels(labels)
+	if err := env.Client.Create(t.Context(), tr); err != nil {
+		t.Fatal(err)
+	}
+	return tr
 }
