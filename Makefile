@@ -29,8 +29,10 @@ test-unit: ## tests that need no external binary
 
 CONTROLLER_GEN = GOFLAGS=-mod=mod $(GO) run sigs.k8s.io/controller-tools/cmd/controller-gen@v0.23.0
 
-generate: ## regenerate deepcopy code and CRD YAML from pkg/apis (controller-gen v0.23.0)
+generate: ## regenerate deepcopy code, CRD YAML and RBAC roles from the sources (controller-gen v0.23.0)
 	$(CONTROLLER_GEN) object:headerFile=/dev/null paths=./pkg/apis/... crd:crdVersions=v1 output:crd:artifacts:config=deploy/crd
+	$(CONTROLLER_GEN) rbac:roleName=artifacts-csi-node paths=./pkg/driver/... output:rbac:artifacts:config=deploy/rbac/node
+	$(CONTROLLER_GEN) rbac:roleName=artifacts-controller paths=./pkg/controller/... output:rbac:artifacts:config=deploy/rbac/controller
 
 lint: ## gofmt, go vet and go mod tidy check
 	@out=$$(gofmt -l cmd pkg internal test 2>/dev/null); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi

@@ -19,8 +19,21 @@ import (
 
 // Env is a running API server.
 type Env struct {
+	// Config and Client are the administrator's.
 	Config *rest.Config
 	Client client.Client
+	env    *envtest.Environment
+}
+
+// User returns a configuration authenticating as user name, who may do
+// only what RBAC bindings grant.
+func (e *Env) User(t testing.TB, name string) *rest.Config {
+	t.Helper()
+	u, err := e.env.AddUser(envtest.User{Name: name}, e.Config)
+	if err != nil {
+		t.Fatalf("add user %s: %v", name, err)
+	}
+	return u.Config()
 }
 
 // assets returns the directory holding etcd and kube-apiserver:
@@ -79,5 +92,5 @@ func Start(t testing.TB) *Env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &Env{Config: cfg, Client: c}
+	return &Env{Config: cfg, Client: c, env: env}
 }

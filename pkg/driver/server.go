@@ -36,6 +36,20 @@ import (
 // shutdownGrace bounds how long in-flight calls may run after a stop.
 const shutdownGrace = 10 * time.Second
 
+// The node plugin's API permissions (make generate writes them to
+// deploy/rbac/node): its pods, labelled ConfigMaps and records through
+// informers; Secrets and ServiceAccounts of the pods' namespaces for
+// credentials; TaskRuns to tell a finished producer; records and Events
+// written.
+//
+// +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch
+// +kubebuilder:rbac:groups="",resources=configmaps,verbs=list;watch
+// +kubebuilder:rbac:groups="",resources=secrets;serviceaccounts,verbs=get
+// +kubebuilder:rbac:groups="",resources=events,verbs=create;patch;update
+// +kubebuilder:rbac:groups=artifacts.tekton.dev,resources=artifactrecords,verbs=get;list;watch;create
+// +kubebuilder:rbac:groups=artifacts.tekton.dev,resources=artifactrecords/status,verbs=update
+// +kubebuilder:rbac:groups=tekton.dev,resources=taskruns,verbs=list
+
 // Run assembles the node plugin from validated options and serves until
 // ctx is cancelled: it resumes every journal, then serves CSI on the
 // endpoint, uploads outputs, serves /healthz and /metrics, and registers

@@ -18,7 +18,7 @@ import (
 // recorder speaks the same phases.
 type Phase = v1alpha1.Phase
 
-// Phases. An output is Pending from its seal until it is Pushed, or Failed
+// Phases. An output is Pending from its publish until it is Pushed, or Failed
 // when it could not be pushed (its data then stays on the node). An input
 // is recorded Consumed when its volume is published.
 const (

@@ -40,7 +40,7 @@ func TestConfigurationLevels(t *testing.T) {
 	configMap(t, env, "team-b", nil, map[string]string{config.KeyRepository: dist.Host + "/team-b/ignored"})
 	configMap(t, env, "team-c", labelled, map[string]string{config.KeyCompression: "lz4"})
 	pl := newPlugin(t, map[string]string{config.KeyRepository: dist.Host + "/cluster/artifacts", config.KeyPlainHTTP: "true"},
-		"--kubeconfig="+writeKubeconfig(t, env))
+		"--kubeconfig="+nodeKubeconfig(t, env))
 	pl.start()
 
 	for _, tt := range []struct {
@@ -132,7 +132,7 @@ func TestCredentialsPerNamespace(t *testing.T) {
 		ImagePullSecrets: []corev1.LocalObjectReference{{Name: "pull"}}})
 	namespace(t, env, "without")
 
-	pl := newPlugin(t, map[string]string{config.KeyPlainHTTP: "true"}, "--kubeconfig="+writeKubeconfig(t, env))
+	pl := newPlugin(t, map[string]string{config.KeyPlainHTTP: "true"}, "--kubeconfig="+nodeKubeconfig(t, env))
 	pl.start()
 	first := kubePod(t, env, "with-secret", "first", nil, nil)
 	mustOK(t, "publish with oci.credentialsSecret (fills the cache)", pl.publish(ctx, first, "in", input("src", ref)))

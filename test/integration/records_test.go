@@ -11,11 +11,13 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/yaml"
 
 	"github.com/tektoncd/artifacts-csi-driver/internal/testenv"
 	"github.com/tektoncd/artifacts-csi-driver/internal/testregistry"
@@ -33,7 +35,7 @@ import (
 func TestRecordsAndEvents(t *testing.T) {
 	env := testenv.Start(t)
 	ctx := t.Context()
-	kubeconfig := writeKubeconfig(t, env)
+	kubeconfig := nodeKubeconfig(t, env)
 	dist := testregistry.StartDistribution(t)
 	pl := newPlugin(t, registryConfig(dist.Host), "--kubeconfig="+kubeconfig)
 	pl.start()
@@ -113,20 +115,34 @@ func TestRecordsAndEvents(t *testing.T) {
 
 }
 
-// writeKubeconfig writes a kubeconfig for env's admin user.
-func writeKubeconfig(t *testing.T, env *testenv.Env) string {
+// nodeKubeconfig writes a kubeconfig for a user bound to the node
+// plugin's generated ClusterRole and nothing else, so that every test
+// running the plugin with it also proves that role sufficient.
+func nodeKubeconfig(t *testing.T, env *testenv.Env) string {
 	t.Helper()
-	c := env.Config
+	const user = "artifacts-csi-node"
+	b, err := os.ReadFile(filepath.Join("..", "..", "deploy", "rbac", "node", "role.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	role := &rbacv1.ClusterRole{}
+	if err := yaml.UnmarshalStrict(b, role); err != nil {
+		t.Fatal(err)
+	}
+	mustCreate(t, env, role)
+	mustCreate(t, env, &rbacv1.ClusterRoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: user},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: role.Name},
+		Subjects:   []rbacv1.Subject{{APIGroup: rbacv1.GroupName, Kind: rbacv1.UserKind, Name: user}},
+	})
+	c := env.User(t, user)
 	cfg := clientcmdapi.NewConfig()
 	cfg.Clusters["envtest"] = &clientcmdapi.Cluster{Server: c.Host, CertificateAuthorityData: c.CAData}
-	cfg.AuthInfos["admin"] = &clientcmdapi.AuthInfo{ClientCertificateData: c.CertData, ClientKeyData: c.KeyData, Token: c.BearerToken}
-	cfg.Contexts["envtest"] = &clientcmdapi.Context{Cluster: "envtest", AuthInfo: "admin"}
+	cfg.AuthInfos[user] = &clientcmdapi.AuthInfo{ClientCertificateData: c.CertData, ClientKeyData: c.KeyData}
+	cfg.Contexts["envtest"] = &clientcmdapi.Context{Cluster: "envtest", AuthInfo: user}
 	cfg.CurrentContext = "envtest"
 	p := filepath.Join(t.TempDir(), "kubeconfig")
 	if err := clientcmd.WriteToFile(*cfg, p); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Chmod(p, 0o600); err != nil {
 		t.Fatal(err)
 	}
 	return p
@@ -141,7 +157,7 @@ func TestFromWaitsForProducer(t *testing.T) {
 	env := testenv.Start(t)
 	ctx := t.Context()
 	dist := testregistry.StartDistribution(t)
-	pl := newPlugin(t, registryConfig(dist.Host), "--kubeconfig="+writeKubeconfig(t, env))
+	pl := newPlugin(t, registryConfig(dist.Host), "--kubeconfig="+nodeKubeconfig(t, env))
 	pl.start()
 
 	run := map[string]string{volume.LabelPipelineRun: "release", volume.LabelPipelineRunUID: "6a7f7c39-0000-4000-8000-000000000001"}

@@ -14,9 +14,10 @@ const (
 	Output Direction = "Output"
 )
 
-// Phase of an artifact record. An output is Pending from the end of its pod
-// until it is Pushed, or Failed when it could not be pushed (its data then
-// stays on the node). An input is Consumed when its volume is published.
+// Phase of an artifact record. An output is Pending from the publish of its
+// volume until it is Pushed, or Failed when it could not be pushed (its
+// data then stays on the node). An input is Consumed when its volume is
+// published.
 // +kubebuilder:validation:Enum=Pending;Pushed;Failed;Consumed
 type Phase string
 
