@@ -1,9 +1,16 @@
 package v1alpha1_test
 
 import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"slices"
 	"testing"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/tektoncd/artifacts-csi-driver/internal/testenv"
@@ -11,8 +18,8 @@ import (
 )
 
 // TestCRD installs the generated CRD in a real API server and checks that
-// it stores a record, status through its subresource, and rejects what
-// its schema forbids.
+// it stores a record, status through its subresource, rejects what its
+// schema forbids, and gives kubectl useful columns.
 func TestCRD(t *testing.T) {
 	env := testenv.Start(t)
 	ctx := t.Context()
@@ -41,5 +48,35 @@ func TestCRD(t *testing.T) {
 	bad.Spec.Direction = "Sideways"
 	if err := env.Client.Create(ctx, bad); err == nil {
 		t.Error("a record with direction Sideways was accepted")
+	}
+
+	// kubectl get artifactrecords: the API server's table, as kubectl asks
+	// for it.
+	rc, err := rest.HTTPClientFor(env.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u, _ := url.JoinPath(env.Config.Host, "/apis/artifacts.tekton.dev/v1alpha1/namespaces/default/artifactrecords")
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	req.Header.Set("Accept", "application/json;as=Table;v=v1;g=meta.k8s.io")
+	resp, err := rc.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	table := &metav1.Table{}
+	if err := json.Unmarshal(body, table); err != nil {
+		t.Fatalf("%v: %s", err, body)
+	}
+	var columns []string
+	for _, c := range table.ColumnDefinitions {
+		columns = append(columns, c.Name)
+	}
+	if want := []string{"Name", "Direction", "Artifact", "Digest", "Phase", "Age"}; !slices.Equal(columns, want) {
+		t.Errorf("columns = %v, want %v", columns, want)
+	}
+	if len(table.Rows) != 1 || fmt.Sprint(table.Rows[0].Cells[1:5]) != "[Output report sha256:aa Pushed]" {
+		t.Errorf("rows = %v", table.Rows)
 	}
 }
