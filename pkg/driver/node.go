@@ -293,6 +293,10 @@ func (d *Driver) inputRef(ctx context.Context, req *csi.NodePublishVolumeRequest
 // finishes, writes it again.
 const producerGrace = 30 * time.Second
 
+// recordTimeout bounds the record an output's publish writes, so that a
+// slow API server does not hold the pod's start.
+const recordTimeout = 5 * time.Second
+
 // resolveFrom finds the producer's output record in the consumer's
 // PipelineRun. It answers Unavailable (kubelet retries) while the record
 // is Pending or absent and the producer runs, and FailedPrecondition once
@@ -406,8 +410,10 @@ func (d *Driver) publishOutput(ctx context.Context, req *csi.NodePublishVolumeRe
 		return err
 	}
 	// Pending from now, so that a from: consumer knows to wait. Best
-	// effort: the seal records it again.
-	if err := d.d.Recorder.Record(ctx, record.Record{VolumeID: v.ID, Direction: volume.Output, Artifact: spec.Artifact, Pod: spec.Pod,
+	// effort, and bounded: the seal records it again.
+	rctx, cancel := context.WithTimeout(ctx, recordTimeout)
+	defer cancel()
+	if err := d.d.Recorder.Record(rctx, record.Record{VolumeID: v.ID, Direction: volume.Output, Artifact: spec.Artifact, Pod: spec.Pod,
 		Repository: v.Repository, Tag: tag, BuildOutput: spec.BuildOutput, Phase: record.Pending, Time: time.Now().UTC()}); err != nil {
 		klog.FromContext(ctx).Error(err, "Could not record output")
 	}
