@@ -3,7 +3,6 @@ package integration
 import (
 	"encoding/base64"
 	"fmt"
-	"net/http"
 	"os"
 	"strings"
 	"testing"
@@ -95,16 +94,7 @@ func TestConfigurationLevels(t *testing.T) {
 // namespace without credentials is denied a cached artifact.
 func TestCredentialsPerNamespace(t *testing.T) {
 	const user, pass = "builder", "s3cret"
-	host := testregistry.Handler(t, true, func(h http.Handler) http.Handler {
-		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if u, p, ok := r.BasicAuth(); !ok || u != user || p != pass {
-				w.Header().Set("WWW-Authenticate", `Basic realm="test"`)
-				http.Error(w, "unauthorized", http.StatusUnauthorized)
-				return
-			}
-			h.ServeHTTP(w, r)
-		})
-	})
+	host := basicAuthRegistry(t, user, pass)
 	repo, _, _ := oci.ParseRepositoryTag(host+"/private/artifacts", true)
 	src := t.TempDir()
 	testtree.Write(t, src, 8)

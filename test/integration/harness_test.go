@@ -30,9 +30,10 @@ import (
 	"github.com/tektoncd/artifacts-csi-driver/pkg/oci"
 )
 
-// pluginBin is the node plugin, built once by TestMain, with the race
-// detector when the tests have it (not for benchmarks).
-var pluginBin string
+// pluginBin and controllerBin are the node plugin and the controller,
+// built once by TestMain, with the race detector when the tests have it
+// (not for benchmarks).
+var pluginBin, controllerBin string
 
 var raceEnabled bool
 
@@ -50,17 +51,18 @@ func TestMain(m *testing.M) {
 			panic(err)
 		}
 		defer os.RemoveAll(dir)
-		pluginBin = filepath.Join(dir, "artifacts-csi-node")
-		args := []string{"build", "-o", pluginBin}
+		args := []string{"build", "-o", dir + "/"}
 		if raceEnabled {
 			args = append(args, "-race")
 		}
-		build := exec.Command("go", append(args, "github.com/tektoncd/artifacts-csi-driver/cmd/artifacts-csi-node")...)
+		const cmd = "github.com/tektoncd/artifacts-csi-driver/cmd/"
+		build := exec.Command("go", append(args, cmd+"artifacts-csi-node", cmd+"artifacts-controller")...)
 		build.Stdout, build.Stderr = os.Stdout, os.Stderr
 		if err := build.Run(); err != nil {
-			fmt.Println("build node plugin:", err)
+			fmt.Println("build the node plugin and the controller:", err)
 			return 1
 		}
+		pluginBin, controllerBin = filepath.Join(dir, "artifacts-csi-node"), filepath.Join(dir, "artifacts-controller")
 		return m.Run()
 	}()
 	os.Exit(code)

@@ -306,16 +306,7 @@ func TestConcurrentPublishesFetchOnce(t *testing.T) {
 // never gets it from the cache another pod filled.
 func TestCacheHitNeedsAccess(t *testing.T) {
 	const user, pass = "builder", "s3cret"
-	host := testregistry.Handler(t, true, func(h http.Handler) http.Handler {
-		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if u, p, ok := r.BasicAuth(); !ok || u != user || p != pass {
-				w.Header().Set("WWW-Authenticate", `Basic realm="test"`)
-				http.Error(w, "unauthorized", http.StatusUnauthorized)
-				return
-			}
-			h.ServeHTTP(w, r)
-		})
-	})
+	host := basicAuthRegistry(t, user, pass)
 	repo := host + "/team-a/private"
 	c := oci.New(oci.Options{Keychain: staticKeychain{&authn.Basic{Username: user, Password: pass}}})
 	r, _, _ := oci.ParseRepositoryTag(repo, true)
@@ -383,6 +374,21 @@ func TestDiskFullWhileSealing(t *testing.T) {
 		t.Errorf("pushed output: %q, %v", b, err)
 	}
 	waitFor(t, "the spool to empty", func() bool { entries, _ := os.ReadDir(filepath.Join(pl.stateDir, "spool")); return len(entries) == 0 })
+}
+
+// basicAuthRegistry starts an in-memory registry that answers only to
+// user and pass, and returns its host.
+func basicAuthRegistry(t *testing.T, user, pass string) string {
+	return testregistry.Handler(t, true, func(h http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if u, p, ok := r.BasicAuth(); !ok || u != user || p != pass {
+				w.Header().Set("WWW-Authenticate", `Basic realm="test"`)
+				http.Error(w, "unauthorized", http.StatusUnauthorized)
+				return
+			}
+			h.ServeHTTP(w, r)
+		})
+	})
 }
 
 // waitFor polls cond for up to 20 s.

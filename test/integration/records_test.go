@@ -118,10 +118,13 @@ func TestRecordsAndEvents(t *testing.T) {
 // nodeKubeconfig writes a kubeconfig for a user bound to the node
 // plugin's generated ClusterRole and nothing else, so that every test
 // running the plugin with it also proves that role sufficient.
-func nodeKubeconfig(t *testing.T, env *testenv.Env) string {
+func nodeKubeconfig(t *testing.T, env *testenv.Env) string { return roleKubeconfig(t, env, "node") }
+
+// roleKubeconfig writes a kubeconfig for a user bound only to the
+// ClusterRole in deploy/rbac/<component>/role.yaml.
+func roleKubeconfig(t *testing.T, env *testenv.Env, component string) string {
 	t.Helper()
-	const user = "artifacts-csi-node"
-	b, err := os.ReadFile(filepath.Join("..", "..", "deploy", "rbac", "node", "role.yaml"))
+	b, err := os.ReadFile(filepath.Join("..", "..", "deploy", "rbac", component, "role.yaml"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -129,6 +132,7 @@ func nodeKubeconfig(t *testing.T, env *testenv.Env) string {
 	if err := yaml.UnmarshalStrict(b, role); err != nil {
 		t.Fatal(err)
 	}
+	user := role.Name
 	mustCreate(t, env, role)
 	mustCreate(t, env, &rbacv1.ClusterRoleBinding{
 		ObjectMeta: metav1.ObjectMeta{Name: user},

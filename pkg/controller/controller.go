@@ -1,0 +1,223 @@
+// Package controller is the artifacts controller: it merges the
+// ArtifactRecords the node plugin writes into their TaskRuns'
+// status.artifacts (TEP-0147), so that Tekton, Chains and users see what
+// each TaskRun consumed and produced. It only adds to that status, never
+// removes, and re-adds its entries when another writer drops them.
+package controller
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	"k8s.io/klog/v2"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/config"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	"github.com/tektoncd/artifacts-csi-driver/pkg/apis/artifacts/v1alpha1"
+	"github.com/tektoncd/artifacts-csi-driver/pkg/status"
+)
+
+// TaskRunGVK is the kind of Tekton's TaskRuns, which the controller handles
+// as unstructured objects.
+var TaskRunGVK = schema.GroupVersionKind{Group: "tekton.dev", Version: "v1", Kind: "TaskRun"}
+
+// taskRunNameField indexes ArtifactRecords by spec.taskRun.name.
+const taskRunNameField = "spec.taskRun.name"
+
+// The controller's API permissions (make generate writes them to
+// deploy/rbac/controller): TaskRuns read and their status patched, records
+// read, and the leader election Lease and its Events.
+//
+// +kubebuilder:rbac:groups=tekton.dev,resources=taskruns,verbs=get;list;watch
+// +kubebuilder:rbac:groups=tekton.dev,resources=taskruns/status,verbs=patch
+// +kubebuilder:rbac:groups=artifacts.tekton.dev,resources=artifactrecords,verbs=get;list;watch
+// +kubebuilder:rbac:groups=coordination.k8s.io,resources=leases,verbs=get;create;update
+// +kubebuilder:rbac:groups="",resources=events,verbs=create;patch
+
+// Reconciler merges the artifacts of a TaskRun's ArtifactRecords into its
+// status.artifacts. Reconcile is idempotent (it patches only when
+// something is missing) and safe for concurrent use on different TaskRuns;
+// the controller never reconciles one TaskRun in two workers at once.
+type Reconciler struct {
+	// Client is the manager's: it lists ArtifactRecords from its cache, by
+	// the field index SetupWithManager adds, and reads TaskRuns, which are
+	// unstructured, from the API server, so that patches rarely conflict.
+	Client client.Client
+}
+
+// SetupWithManager indexes ArtifactRecords by TaskRun name in mgr's cache
+// and registers r as the controller of TaskRuns, triggered by every change
+// of a TaskRun (only their metadata is cached) or of an ArtifactRecord
+// naming one. Call it once per manager.
+func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
+	err := mgr.GetFieldIndexer().IndexField(context.Background(), &v1alpha1.ArtifactRecord{}, taskRunNameField, func(o client.Object) []string {
+		if name := taskRunName(o); name != "" {
+			return []string{name}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("index ArtifactRecords by %s: %w", taskRunNameField, err)
+	}
+	const name = "taskrun-artifacts"
+	return ctrl.NewControllerManagedBy(mgr).Named(name).
+		For(newTaskRun(), builder.OnlyMetadata).
+		Watches(&v1alpha1.ArtifactRecord{}, handler.EnqueueRequestsFromMapFunc(taskRunOf)).
+		WithLogConstructor(func(req *reconcile.Request) klog.Logger {
+			log := mgr.GetLogger().WithValues("controller", name)
+			if req != nil {
+				log = log.WithValues("taskRun", klog.KRef(req.Namespace, req.Name))
+			}
+			return log
+		}).
+		Complete(r)
+}
+
+// taskRunName is the name of the TaskRun an ArtifactRecord names, if any.
+func taskRunName(o client.Object) string {
+	if rec, ok := o.(*v1alpha1.ArtifactRecord); ok && rec.Spec.TaskRun != nil {
+		return rec.Spec.TaskRun.Name
+	}
+	return ""
+}
+
+// taskRunOf maps an ArtifactRecord to the TaskRun it names, if any.
+func taskRunOf(_ context.Context, o client.Object) []reconcile.Request {
+	if name := taskRunName(o); name != "" {
+		return []reconcile.Request{{NamespacedName: types.NamespacedName{Namespace: o.GetNamespace(), Name: name}}}
+	}
+	return nil
+}
+
+func newTaskRun() *unstructured.Unstructured {
+	tr := &unstructured.Unstructured{}
+	tr.SetGroupVersionKind(TaskRunGVK)
+	return tr
+}
+
+// Reconcile merges the artifacts of the records naming the TaskRun req, by
+// name and UID, into its status.artifacts, and patches its status when
+// that adds anything; a TaskRun without records is not even read. The
+// patch carries the resourceVersion read, so a concurrent writer's change
+// is never overwritten: a conflict is returned and the request retried.
+func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	log := klog.FromContext(ctx)
+	var list v1alpha1.ArtifactRecordList
+	if err := r.Client.List(ctx, &list, client.InNamespace(req.Namespace), client.MatchingFields{taskRunNameField: req.Name}); err != nil {
+		return ctrl.Result{}, fmt.Errorf("list ArtifactRecords of TaskRun %s: %w", req.NamespacedName, err)
+	}
+	if len(list.Items) == 0 {
+		return ctrl.Result{}, nil
+	}
+	tr := newTaskRun()
+	if err := r.Client.Get(ctx, req.NamespacedName, tr); err != nil {
+		if apierrors.IsNotFound(err) {
+			return ctrl.Result{}, nil
+		}
+		return ctrl.Result{}, fmt.Errorf("get TaskRun %s: %w", req.NamespacedName, err)
+	}
+	records := slices.DeleteFunc(list.Items, func(rec v1alpha1.ArtifactRecord) bool {
+		return rec.Spec.TaskRun == nil || rec.Spec.TaskRun.UID != string(tr.GetUID())
+	})
+	if len(records) == 0 {
+		return ctrl.Result{}, nil
+	}
+	want, err := status.Desired(records)
+	if err != nil {
+		log.Error(err, "Leaving out invalid ArtifactRecords")
+	}
+	orig, changed := tr.DeepCopy(), false
+	for field, ours := range map[string][]status.Artifact{"inputs": want.Inputs, "outputs": want.Outputs} {
+		have, _, err := unstructured.NestedSlice(tr.Object, "status", "artifacts", field)
+		merged, ch := status.Merge(have, ours)
+		if err == nil && ch {
+			err, changed = unstructured.SetNestedSlice(tr.Object, merged, "status", "artifacts", field), true
+		}
+		if err != nil {
+			return ctrl.Result{}, fmt.Errorf("TaskRun %s status.artifacts.%s: %w", req.NamespacedName, field, err)
+		}
+	}
+	if !changed {
+		log.V(4).Info("TaskRun artifacts up to date", "records", len(records))
+		return ctrl.Result{}, nil
+	}
+	if err := r.Client.Status().Patch(ctx, tr, client.MergeFromWithOptions(orig, client.MergeFromWithOptimisticLock{})); err != nil {
+		return ctrl.Result{}, fmt.Errorf("patch status of TaskRun %s: %w", req.NamespacedName, err)
+	}
+	log.V(2).Info("Added artifacts to TaskRun status", "records", len(records), "inputs", len(want.Inputs), "outputs", len(want.Outputs))
+	return ctrl.Result{}, nil
+}
+
+// NewManager returns a manager for cfg configured by o (which Validate
+// accepted), with health checks and the Reconciler set up; start it with
+// its Start method. ctx gives the logger. adjust, if any, changes the
+// manager options last, e.g. shorter leases in tests.
+func NewManager(ctx context.Context, cfg *rest.Config, o *Options, adjust ...func(*manager.Options)) (manager.Manager, error) {
+	scheme := runtime.NewScheme()
+	if err := errors.Join(clientgoscheme.AddToScheme(scheme), v1alpha1.AddToScheme(scheme)); err != nil {
+		return nil, err
+	}
+	mo := manager.Options{
+		Scheme:                        scheme,
+		Logger:                        klog.FromContext(ctx),
+		Metrics:                       metricsserver.Options{BindAddress: o.MetricsBindAddress},
+		HealthProbeBindAddress:        o.HealthProbeBindAddress,
+		LeaderElection:                o.LeaderElect,
+		LeaderElectionNamespace:       o.LeaderElectionNamespace,
+		LeaderElectionID:              o.LeaderElectionID,
+		LeaderElectionReleaseOnCancel: true, // Run returns, and the process exits, once Start does.
+		Controller:                    config.Controller{MaxConcurrentReconciles: o.Concurrency},
+	}
+	for _, f := range adjust {
+		f(&mo)
+	}
+	mgr, err := ctrl.NewManager(cfg, mo)
+	if err != nil {
+		return nil, fmt.Errorf("create manager: %w", err)
+	}
+	if err := errors.Join(mgr.AddHealthzCheck("ping", healthz.Ping), mgr.AddReadyzCheck("ping", healthz.Ping)); err != nil {
+		return nil, err
+	}
+	if err := (&Reconciler{Client: mgr.GetClient()}).SetupWithManager(mgr); err != nil {
+		return nil, fmt.Errorf("set up controller: %w", err)
+	}
+	return mgr, nil
+}
+
+// Run runs the controller configured by o (which Validate accepted) until
+// ctx is done, logging with ctx's logger; version goes in the user agent
+// and the log. With leader election, only the leader reconciles and it
+// releases its Lease on the way out.
+func Run(ctx context.Context, o *Options, version string) error {
+	log := klog.FromContext(ctx)
+	ctrl.SetLogger(log)
+	cfg, err := o.restConfig(version)
+	if err != nil {
+		return err
+	}
+	mgr, err := NewManager(ctx, cfg, o)
+	if err != nil {
+		return err
+	}
+	log.Info("Starting controller", "version", version, "leaderElect", o.LeaderElect, "concurrency", o.Concurrency)
+	if err := mgr.Start(ctx); err != nil {
+		return fmt.Errorf("run controller: %w", err)
+	}
+	return nil
+}

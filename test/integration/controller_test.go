@@ -1,0 +1,144 @@
+package integration
+
+import (
+	"encoding/json"
+	"maps"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"syscall"
+	"testing"
+
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/tektoncd/artifacts-csi-driver/internal/testenv"
+	"github.com/tektoncd/artifacts-csi-driver/internal/testregistry"
+	"github.com/tektoncd/artifacts-csi-driver/internal/testtree"
+	"github.com/tektoncd/artifacts-csi-driver/pkg/apis/artifacts/v1alpha1"
+	"github.com/tektoncd/artifacts-csi-driver/pkg/volume"
+)
+
+// startController runs the controller binary against env as a user bound
+// only to its generated ClusterRole, and waits for /healthz.
+func startController(t *testing.T, env *testenv.Env) {
+	t.Helper()
+	health := freeAddr(t)
+	log, err := os.Create(filepath.Join(t.TempDir(), "controller.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(controllerBin, "--kubeconfig="+roleKubeconfig(t, env, "controller"), "--metrics-bind-address=0",
+		"--health-probe-bind-address="+health, "--leader-elect=true", "--leader-election-namespace=default", "-v=4")
+	cmd.Stdout, cmd.Stderr = log, log
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		cmd.Wait()
+		if t.Failed() {
+			b, _ := os.ReadFile(log.Name())
+			t.Logf("controller log:\n%s", tail(string(b), 60))
+		}
+	})
+	waitFor(t, "the controller's /healthz", func() bool {
+		resp, err := http.Get("http://" + health + "/healthz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	})
+}
+
+// TestTaskRunStatus runs the node plugin and the controller as processes
+// against a real API server: a producer's pushed output and a consumer's
+// from: input land on their TaskRuns' status.artifacts in the TEP-0147
+// shape Tekton's schema keeps, and come back after another writer drops
+// them.
+func TestTaskRunStatus(t *testing.T) {
+	env := testenv.Start(t)
+	ctx := t.Context()
+	dist := testregistry.StartDistribution(t)
+	pl := newPlugin(t, registryConfig(dist.Host), "--kubeconfig="+nodeKubeconfig(t, env))
+	pl.start()
+	startController(t, env)
+
+	labels := func(task string, tr *unstructured.Unstructured) map[string]string {
+		l := map[string]string{volume.LabelPipelineRun: "release", volume.LabelPipelineRunUID: "uid-release", volume.LabelPipelineTask: task}
+		if tr != nil {
+			l[volume.LabelTaskRun], l[volume.LabelTaskRunUID] = tr.GetName(), string(tr.GetUID())
+		}
+		return l
+	}
+	namespace(t, env, "team-a")
+	build := taskRun(t, env, "team-a", "release-build", labels("build", nil))
+	producer := kubePod(t, env, "team-a", "release-build-pod", labels("build", build), nil)
+	out := output("binary")
+	out["buildOutput"] = "true"
+	mustOK(t, "publish output", pl.publish(ctx, producer, "out", out))
+	testtree.Write(t, pl.target(producer, "out"), 13)
+	mustOK(t, "unpublish output", pl.unpublish(ctx, producer, "out"))
+	rec := waitForRecord(t, env, producer, v1alpha1.Pushed)
+
+	repo := dist.Host + "/team-a/artifacts"
+	value := map[string]any{
+		"uri":    "pkg:oci/artifacts@" + rec.Status.Digest + "?repository_url=" + repo,
+		"digest": map[string]any{"sha256": strings.TrimPrefix(rec.Status.Digest, "sha256:")},
+	}
+	wantOutputs := []any{map[string]any{"name": "binary", "buildOutput": true, "values": []any{value}}}
+	waitForArtifacts(t, env, build, "outputs", wantOutputs)
+
+	test := taskRun(t, env, "team-a", "release-test", labels("test", nil))
+	consumer := kubePod(t, env, "team-a", "release-test-pod", labels("test", test), nil)
+	mustOK(t, "publish from: input", pl.publish(ctx, consumer, "in",
+		map[string]string{"direction": "input", "artifact": "bin", "from": "tasks.build.outputs.binary"}))
+	waitForArtifacts(t, env, test, "inputs", []any{map[string]any{"name": "bin", "values": []any{value}}})
+
+	// Tekton writes the whole status from its own copy: ours is dropped,
+	// then restored next to what Tekton wrote.
+	got := &unstructured.Unstructured{}
+	got.SetGroupVersionKind(build.GroupVersionKind())
+	if err := env.Client.Get(ctx, client.ObjectKeyFromObject(build), got); err != nil {
+		t.Fatal(err)
+	}
+	tekton := map[string]any{"name": "tekton-own", "values": []any{map[string]any{"uri": "pkg:generic/x", "digest": map[string]any{"sha256": strings.Repeat("0", 64)}}}}
+	got.Object["status"] = map[string]any{
+		"conditions": []any{map[string]any{"type": "Succeeded", "status": "True", "reason": "Succeeded"}},
+		"artifacts":  map[string]any{"outputs": []any{tekton}},
+	}
+	if err := env.Client.Status().Update(ctx, got); err != nil {
+		t.Fatal(err)
+	}
+	status := waitForArtifacts(t, env, build, "outputs", append([]any{tekton}, wantOutputs...))
+	b, _ := json.MarshalIndent(status, "", "  ")
+	t.Logf("TaskRun %s/%s status:\n%s", build.GetNamespace(), build.GetName(), b)
+}
+
+// waitForArtifacts waits until a TaskRun's status.artifacts.<field> is
+// want, and returns the whole status.
+func waitForArtifacts(t *testing.T, env *testenv.Env, tr *unstructured.Unstructured, field string, want []any) map[string]any {
+	t.Helper()
+	var status map[string]any
+	var got []any
+	defer func() {
+		if t.Failed() {
+			t.Logf("last seen: %v\nwant: %v", got, want)
+		}
+	}()
+	waitFor(t, "status.artifacts."+field+" of TaskRun "+tr.GetName(), func() bool {
+		obj := &unstructured.Unstructured{}
+		obj.SetGroupVersionKind(tr.GroupVersionKind())
+		if err := env.Client.Get(t.Context(), client.ObjectKeyFromObject(tr), obj); err != nil {
+			return false
+		}
+		status, _, _ = unstructured.NestedMap(obj.Object, "status")
+		got, _, _ = unstructured.NestedSlice(obj.Object, "status", "artifacts", field)
+		return reflect.DeepEqual(got, want)
+	})
+	return maps.Clone(status)
+}
