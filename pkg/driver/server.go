@@ -17,6 +17,7 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/klog/v2"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/tektoncd/artifacts-csi-driver/internal/unixsock"
 	artifactsv1alpha1 "github.com/tektoncd/artifacts-csi-driver/pkg/apis/artifacts/v1alpha1"
@@ -78,13 +79,14 @@ func Run(ctx context.Context, o *Options, version string) error {
 		return err
 	}
 	if restCfg != nil {
+		ctrllog.SetLogger(logger) // the informers of the cluster view log through it
 		var live client.Client
 		if kube, live, view, err = apiClients(restCfg, o.NodeID); err != nil {
 			return err
 		}
 		events = record.NewEvents(kube, "artifacts-csi-node", o.NodeID, rec)
 		defer events.Shutdown()
-		rec = &record.Kubernetes{Client: live, Next: events}
+		rec = &record.Kubernetes{Client: live, Pods: view, Next: events}
 		source.Namespaces = view
 	}
 	var outs *outputs.Manager

@@ -24,7 +24,15 @@ import (
 // v1alpha1.
 type Kubernetes struct {
 	Client client.Client
-	Next   Recorder
+	// Pods reads the pod of a new record (its labels name the TaskRun).
+	// Default: Client.
+	Pods PodGetter
+	Next Recorder
+}
+
+// PodGetter reads a pod (cluster.View, from its informer cache).
+type PodGetter interface {
+	Pod(ctx context.Context, namespace, name string) (*corev1.Pod, error)
 }
 
 var _ Recorder = (*Kubernetes)(nil)
@@ -41,23 +49,19 @@ func RecordName(r Record) string {
 	return base + "-" + hex.EncodeToString(sum[:])[:10]
 }
 
-// Record implements Recorder.
+// Record implements Recorder. A new record costs two requests (create,
+// then status), an update three.
 func (k *Kubernetes) Record(ctx context.Context, r Record) error {
 	obj := &v1alpha1.ArtifactRecord{ObjectMeta: metav1.ObjectMeta{Name: RecordName(r), Namespace: r.Pod.Namespace}}
-	err := k.Client.Get(ctx, client.ObjectKeyFromObject(obj), obj)
-	switch {
-	case apierrors.IsNotFound(err):
-		if err := k.spec(ctx, obj, r); err != nil {
-			return err
-		}
-		if err := k.Client.Create(ctx, obj); err != nil && !apierrors.IsAlreadyExists(err) {
-			return fmt.Errorf("create ArtifactRecord %s/%s: %w", obj.Namespace, obj.Name, err)
-		}
-		if err := k.Client.Get(ctx, client.ObjectKeyFromObject(obj), obj); err != nil {
-			return err
-		}
-	case err != nil:
-		return fmt.Errorf("get ArtifactRecord %s/%s: %w", obj.Namespace, obj.Name, err)
+	if err := k.spec(ctx, obj, r); err != nil {
+		return err
+	}
+	err := k.Client.Create(ctx, obj)
+	if apierrors.IsAlreadyExists(err) {
+		err = k.Client.Get(ctx, client.ObjectKeyFromObject(obj), obj)
+	}
+	if err != nil {
+		return fmt.Errorf("create ArtifactRecord %s/%s: %w", obj.Namespace, obj.Name, err)
 	}
 	obj.Status = v1alpha1.ArtifactRecordStatus{
 		Phase: r.Phase, Digest: r.Digest, LayerDigest: r.LayerDigest, Size: r.Size,
@@ -83,8 +87,8 @@ func (k *Kubernetes) spec(ctx context.Context, obj *v1alpha1.ArtifactRecord, r R
 		Direction: dir, Artifact: r.Artifact, Pod: v1alpha1.ObjectReference{Name: r.Pod.Name, UID: r.Pod.UID},
 		BuildOutput: r.BuildOutput, Repository: r.Repository, Tag: r.Tag,
 	}
-	pod := &corev1.Pod{}
-	if err := k.Client.Get(ctx, types.NamespacedName{Namespace: r.Pod.Namespace, Name: r.Pod.Name}, pod); err != nil && !apierrors.IsNotFound(err) {
+	pod, err := k.pod(ctx, r.Pod)
+	if err != nil {
 		return fmt.Errorf("get pod %s/%s: %w", r.Pod.Namespace, r.Pod.Name, err)
 	}
 	owner := metav1.OwnerReference{APIVersion: "v1", Kind: "Pod", Name: r.Pod.Name, UID: types.UID(r.Pod.UID)}
@@ -95,4 +99,26 @@ func (k *Kubernetes) spec(ctx context.Context, obj *v1alpha1.ArtifactRecord, r R
 	obj.Spec.PipelineRun, obj.Spec.PipelineTask = pod.Labels[volume.LabelPipelineRun], pod.Labels[volume.LabelPipelineTask]
 	obj.OwnerReferences = []metav1.OwnerReference{owner}
 	return nil
+}
+
+// pod returns the pod of a record, empty when it is gone or replaced.
+func (k *Kubernetes) pod(ctx context.Context, p volume.Pod) (*corev1.Pod, error) {
+	var (
+		pod = &corev1.Pod{}
+		err error
+	)
+	if k.Pods != nil {
+		pod, err = k.Pods.Pod(ctx, p.Namespace, p.Name)
+	} else {
+		err = k.Client.Get(ctx, types.NamespacedName{Namespace: p.Namespace, Name: p.Name}, pod)
+	}
+	switch {
+	case apierrors.IsNotFound(err):
+		return &corev1.Pod{}, nil
+	case err != nil:
+		return nil, err
+	case p.UID != "" && string(pod.UID) != p.UID:
+		return &corev1.Pod{}, nil
+	}
+	return pod, nil
 }

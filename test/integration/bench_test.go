@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tektoncd/artifacts-csi-driver/internal/testenv"
 	"github.com/tektoncd/artifacts-csi-driver/internal/testregistry"
 	"github.com/tektoncd/artifacts-csi-driver/internal/testtree"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/archive"
@@ -16,6 +17,7 @@ import (
 	"github.com/tektoncd/artifacts-csi-driver/pkg/digestcache"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/mounter"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/oci"
+	"github.com/tektoncd/artifacts-csi-driver/pkg/volume"
 )
 
 // The node plugin benchmarks run against the plugin process over its
@@ -224,4 +226,45 @@ func pushDir(b testing.TB, host, tree, name string, comp archive.Compression) st
 		b.Fatal(err)
 	}
 	return res.Ref.Name()
+}
+
+// BenchmarkPublishOutputAPI publishes an output with and without an API
+// client, alternating in each iteration: with one, the publish reads the
+// pod from the informer cache (its labels and annotations) and the
+// namespace's ConfigMap, and writes the Pending record (four API calls);
+// without one, it reads the mounted cluster ConfigMap only. It reports
+// both medians; the difference is what the records cost a pod's start.
+// The client's rate limit is lifted: a loop of back-to-back publishes is
+// not what a node sees, and the limiter would be all it measured.
+func BenchmarkPublishOutputAPI(b *testing.B) {
+	env := testenv.Start(b)
+	config := registryConfig("127.0.0.1:1") // uploads fail fast, off the CPU
+	api := benchPlugin(b, config, "--kubeconfig="+nodeKubeconfig(b, env), "--kube-api-qps=1000", "--kube-api-burst=1000")
+	local := benchPlugin(b, config)
+	namespace(b, env, "team-a")
+	var withAPI, without timings
+	for i := 0; b.Loop(); i++ {
+		b.StopTimer()
+		p := kubePod(b, env, "team-a", fmt.Sprintf("bench-%d", i), map[string]string{volume.LabelTaskRun: "bench"}, nil)
+		b.StartTimer()
+		order := []*plugin{api, local}
+		if i%2 == 1 {
+			order = []*plugin{local, api}
+		}
+		for _, pl := range order {
+			start := time.Now()
+			mustOK(b, "publish", pl.publish(b.Context(), p, "out", output("build")))
+			if pl == api {
+				withAPI = append(withAPI, time.Since(start))
+			} else {
+				without = append(without, time.Since(start))
+			}
+			b.StopTimer()
+			mustOK(b, "unpublish", pl.unpublish(b.Context(), p, "out"))
+			b.StartTimer()
+		}
+	}
+	b.ReportMetric(withAPI.p50(), "api-p50-ms")
+	b.ReportMetric(without.p50(), "local-p50-ms")
+	b.ReportMetric(withAPI.pct(0.9), "api-p90-ms")
 }

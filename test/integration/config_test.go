@@ -137,32 +137,33 @@ func TestCredentialsPerNamespace(t *testing.T) {
 	testtree.Equal(t, want, pl.target(first, "in"))
 }
 
-func mustCreate(t *testing.T, env *testenv.Env, obj client.Object) {
+func mustCreate(t testing.TB, env *testenv.Env, obj client.Object) {
 	t.Helper()
 	if err := env.Client.Create(t.Context(), obj); err != nil && !apierrors.IsAlreadyExists(err) {
 		t.Fatal(err)
 	}
 }
 
-func namespace(t *testing.T, env *testenv.Env, name string) {
+func namespace(t testing.TB, env *testenv.Env, name string) {
 	mustCreate(t, env, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}})
 }
 
 // configMap creates the config-artifact-storage ConfigMap of a namespace.
-func configMap(t *testing.T, env *testenv.Env, ns string, labels, data map[string]string) {
+func configMap(t testing.TB, env *testenv.Env, ns string, labels, data map[string]string) {
 	t.Helper()
 	namespace(t, env, ns)
 	mustCreate(t, env, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: config.ConfigMapName, Labels: labels}, Data: data})
 }
 
-// kubePod creates a pod in the API server, labelled and annotated as
-// Tekton would, and returns what kubelet knows of it.
-func kubePod(t *testing.T, env *testenv.Env, ns, name string, labels, annotations map[string]string) pod {
+// kubePod creates a pod bound to the plugin's node in the API server,
+// labelled and annotated as Tekton would, and returns what kubelet knows
+// of it.
+func kubePod(t testing.TB, env *testenv.Env, ns, name string, labels, annotations map[string]string) pod {
 	t.Helper()
 	namespace(t, env, ns)
 	obj := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Labels: labels, Annotations: annotations},
-		Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "step", Image: "busybox"}}},
+		Spec:       corev1.PodSpec{NodeName: "node-1", Containers: []corev1.Container{{Name: "step", Image: "busybox"}}},
 	}
 	if err := env.Client.Create(t.Context(), obj); err != nil {
 		t.Fatal(err)

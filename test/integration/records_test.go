@@ -118,11 +118,11 @@ func TestRecordsAndEvents(t *testing.T) {
 // nodeKubeconfig writes a kubeconfig for a user bound to the node
 // plugin's generated ClusterRole and nothing else, so that every test
 // running the plugin with it also proves that role sufficient.
-func nodeKubeconfig(t *testing.T, env *testenv.Env) string { return roleKubeconfig(t, env, "node") }
+func nodeKubeconfig(t testing.TB, env *testenv.Env) string { return roleKubeconfig(t, env, "node") }
 
 // roleKubeconfig writes a kubeconfig for a user bound only to the
 // ClusterRole in deploy/rbac/<component>/role.yaml.
-func roleKubeconfig(t *testing.T, env *testenv.Env, component string) string {
+func roleKubeconfig(t testing.TB, env *testenv.Env, component string) string {
 	t.Helper()
 	b, err := os.ReadFile(filepath.Join("..", "..", "deploy", "rbac", component, "role.yaml"))
 	if err != nil {
