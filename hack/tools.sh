@@ -8,6 +8,8 @@
 #   hack/tools.sh --kube    also etcd and kube-apiserver, from the hack/kube
 #                           module (envtest's KUBEBUILDER_ASSETS; ~5 min cold
 #                           on 2 cores)
+#   hack/tools.sh --cluster also kube-controller-manager, kube-scheduler,
+#                           kubelet and kubectl (hack/local-up.sh)
 #
 #   TOOLS_DIR   where binaries go (default: $XDG_CACHE_HOME/tekton-artifacts-tools
 #               or ~/.cache/tekton-artifacts-tools)
@@ -54,6 +56,12 @@ for arg in "$@"; do
   --kube)
     build_kube etcd ./etcd
     build_kube kube-apiserver k8s.io/kubernetes/cmd/kube-apiserver
+    ;;
+  --cluster)
+    build_kube etcd ./etcd
+    for c in kube-apiserver kube-controller-manager kube-scheduler kubelet kubectl; do
+      build_kube "$c" "k8s.io/kubernetes/cmd/$c"
+    done
     ;;
   *) echo "unknown argument $arg" >&2; exit 2 ;;
   esac
