@@ -7,7 +7,7 @@ LDFLAGS := -s -w -X main.version=$(VERSION)
 TOOLS_DIR ?= $(HOME)/.cache/tekton-artifacts-tools
 export TOOLS_DIR
 
-.PHONY: help build demo test test-unit lint bench bench-node fuzz tools generate clean
+.PHONY: help build demo test test-unit lint bench bench-node fuzz tools generate clean dev-cluster dev-down e2e
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -49,6 +49,12 @@ bench: build ## side-by-side benchmark against the Konflux baseline (see docs/be
 
 bench-node: ## node plugin benchmarks: publish (cache hit, cold) and unpublish, with baselines (root)
 	test/bench/node.sh
+
+dev-cluster: ## a single-node cluster from source on loopback, with the driver deployed (root; hack/local-up.sh)
+	hack/local-up.sh up
+
+dev-down: ## stop the dev cluster and remove its containers and mounts
+	hack/local-up.sh down
 
 clean: ## remove build output
 	rm -rf $(BIN)

@@ -74,11 +74,14 @@ func run(push, user string, files, links, entrypoint []string) error {
 		return err
 	}
 	img = mutate.ConfigMediaType(img, types.OCIConfigJSON)
-	img, err = mutate.ConfigFile(img, &v1.ConfigFile{
-		Architecture: "amd64", OS: "linux", RootFS: v1.RootFS{Type: "layers"},
-		Config: v1.Config{Entrypoint: entrypoint, User: user, Env: []string{"PATH=/usr/local/bin:/bin"}},
-	})
+	cf, err := img.ConfigFile() // holds the layer's diff id
 	if err != nil {
+		return err
+	}
+	cf = cf.DeepCopy()
+	cf.Architecture, cf.OS = "amd64", "linux"
+	cf.Config = v1.Config{Entrypoint: entrypoint, User: user, Env: []string{"PATH=/usr/local/bin:/bin"}}
+	if img, err = mutate.ConfigFile(img, cf); err != nil {
 		return err
 	}
 	if img, err = mutate.CreatedAt(img, v1.Time{Time: time.Unix(0, 0)}); err != nil {
