@@ -74,8 +74,8 @@ for _ in $(seq 120); do
   [[ $(kubectl -n "$NS" get taskrun "$RUN-test" -o jsonpath='{.status.artifacts.outputs[*].name}') == *report* ]] && break
   sleep 1
 done
-echo "--- kubectl -n $NS get artifactrecords"
-kubectl -n "$NS" get artifactrecords
+echo "--- kubectl -n $NS get artifactrecords --field-selector spec.pipelineRun=$RUN"
+kubectl -n "$NS" get artifactrecords --field-selector "spec.pipelineRun=$RUN"
 for t in build test; do
   echo "--- TaskRun $RUN-$t status.artifacts"
   kubectl -n "$NS" get taskrun "$RUN-$t" -o jsonpath='{.status.artifacts}' | python3 -m json.tool

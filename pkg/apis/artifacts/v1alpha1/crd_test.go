@@ -50,6 +50,24 @@ func TestCRD(t *testing.T) {
 		t.Error("a record with direction Sideways was accepted")
 	}
 
+	// A run's records by field selector, served by the API server.
+	other := rec.DeepCopy()
+	other.ObjectMeta = metav1.ObjectMeta{Name: "other", Namespace: "default"}
+	other.Spec.PipelineRun = "nightly"
+	if err := env.Client.Create(ctx, other); err != nil {
+		t.Fatal(err)
+	}
+	list := &ArtifactRecordList{}
+	if err := env.Client.List(ctx, list, client.InNamespace("default"), client.MatchingFields{"spec.pipelineRun": "nightly"}); err != nil {
+		t.Fatal(err)
+	}
+	if len(list.Items) != 1 || list.Items[0].Name != "other" {
+		t.Errorf("spec.pipelineRun=nightly selected %d records", len(list.Items))
+	}
+	if err := env.Client.Delete(ctx, other); err != nil {
+		t.Fatal(err)
+	}
+
 	// kubectl get artifactrecords: the API server's table, as kubectl asks
 	// for it.
 	rc, err := rest.HTTPClientFor(env.Config)

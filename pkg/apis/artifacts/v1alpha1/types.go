@@ -31,7 +31,9 @@ const (
 
 // ArtifactRecord is the full record of one artifact one pod consumed or
 // produced through an artifacts.csi.tekton.dev volume. Its owner is the
-// TaskRun when the pod has one, else the pod.
+// TaskRun when the pod has one, else the pod. A run's records are listed
+// with a field selector: kubectl get artifactrecords --field-selector
+// spec.pipelineRun=<name> (also spec.taskRun.name, spec.direction).
 //
 // +kubebuilder:object:root=true
 // +kubebuilder:subresource:status
@@ -41,6 +43,9 @@ const (
 // +kubebuilder:printcolumn:name="Digest",type=string,JSONPath=`.status.digest`
 // +kubebuilder:printcolumn:name="Phase",type=string,JSONPath=`.status.phase`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+// +kubebuilder:selectablefield:JSONPath=`.spec.direction`
+// +kubebuilder:selectablefield:JSONPath=`.spec.pipelineRun`
+// +kubebuilder:selectablefield:JSONPath=`.spec.taskRun.name`
 type ArtifactRecord struct {
 	metav1.TypeMeta   `json:",inline"`
 	metav1.ObjectMeta `json:"metadata,omitempty"`
