@@ -199,7 +199,9 @@ images() {
   go run ./hack/image --push "$REGISTRY/tekton-artifacts:dev" "${args[@]}" --entrypoint /usr/local/bin/artifacts >/dev/null
   go run ./hack/image --push "$REGISTRY/pause:dev" --file "$bin/pause:/pause" --entrypoint /pause >/dev/null
   args=(--file /bin/busybox:/bin/busybox)
-  for applet in sh cat cp echo find ls mkdir sha256sum sleep test touch wc; do args+=(--link "/bin/$applet:busybox"); done
+  for applet in sh cat cp dd echo find head id ls mkdir sha256sum sleep sort test touch wc xargs; do
+    args+=(--link "/bin/$applet:busybox")
+  done
   go run ./hack/image --push "$REGISTRY/busybox:dev" "${args[@]}" --entrypoint /bin/sh >/dev/null
 }
 

@@ -1,0 +1,258 @@
+// Package e2e drives the dev cluster of hack/local-up.sh (a real kubelet,
+// containerd and the driver deployed from deploy/overlays/dev) through
+// client-go: TaskRun-like objects of the test fixtures' CRDs and pods
+// labelled as Tekton labels them. `make e2e` brings the cluster up and runs
+// these tests; without E2E_KUBECONFIG they are skipped.
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/kubernetes"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/tools/clientcmd"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/tektoncd/artifacts-csi-driver/pkg/apis/artifacts/v1alpha1"
+	"github.com/tektoncd/artifacts-csi-driver/pkg/volume"
+)
+
+const (
+	driver   = "artifacts.csi.tekton.dev"
+	registry = "127.0.0.1:5000"
+	busybox  = registry + "/busybox:dev"
+)
+
+var (
+	kube kubernetes.Interface
+	c    client.Client
+)
+
+func TestMain(m *testing.M) {
+	path := os.Getenv("E2E_KUBECONFIG")
+	if path == "" {
+		fmt.Println("skipping e2e tests: E2E_KUBECONFIG is not set (make e2e sets it)")
+		os.Exit(0)
+	}
+	cfg, err := clientcmd.BuildConfigFromFlags("", path)
+	if err != nil {
+		panic(err)
+	}
+	s := runtime.NewScheme()
+	if err := clientgoscheme.AddToScheme(s); err != nil {
+		panic(err)
+	}
+	if err := v1alpha1.AddToScheme(s); err != nil {
+		panic(err)
+	}
+	if c, err = client.New(cfg, client.Options{Scheme: s}); err != nil {
+		panic(err)
+	}
+	if kube, err = kubernetes.NewForConfig(cfg); err != nil {
+		panic(err)
+	}
+	os.Exit(m.Run())
+}
+
+// newNamespace creates a namespace for one test, deleted at its end.
+func newNamespace(t *testing.T) string {
+	t.Helper()
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "e2e-"}}
+	if err := c.Create(t.Context(), ns); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Delete(context.Background(), ns) })
+	return ns.Name
+}
+
+// run is a PipelineRun of the fixtures' CRD.
+type run struct {
+	ns, name, uid string
+}
+
+func newRun(t *testing.T, ns string) run {
+	t.Helper()
+	pr := &unstructured.Unstructured{}
+	pr.SetAPIVersion("tekton.dev/v1")
+	pr.SetKind("PipelineRun")
+	pr.SetNamespace(ns)
+	pr.SetGenerateName("run-")
+	if err := c.Create(t.Context(), pr); err != nil {
+		t.Fatal(err)
+	}
+	return run{ns: ns, name: pr.GetName(), uid: string(pr.GetUID())}
+}
+
+// taskRun creates a TaskRun of r for pipeline task name and returns it and
+// the labels Tekton gives its pod.
+func (r run) taskRun(t *testing.T, name string) (*unstructured.Unstructured, map[string]string) {
+	t.Helper()
+	tr := &unstructured.Unstructured{}
+	tr.SetAPIVersion("tekton.dev/v1")
+	tr.SetKind("TaskRun")
+	tr.SetNamespace(r.ns)
+	tr.SetName(r.name + "-" + name)
+	tr.SetLabels(map[string]string{volume.LabelPipelineRun: r.name, volume.LabelPipelineTask: name})
+	if err := c.Create(t.Context(), tr); err != nil {
+		t.Fatal(err)
+	}
+	return tr, map[string]string{
+		volume.LabelTaskRun: tr.GetName(), volume.LabelTaskRunUID: string(tr.GetUID()),
+		volume.LabelPipelineRun: r.name, volume.LabelPipelineRunUID: r.uid, volume.LabelPipelineTask: name,
+	}
+}
+
+// csiVolume is an inline volume of the driver.
+func csiVolume(name string, attrs map[string]string) corev1.Volume {
+	ro := attrs["direction"] == "input"
+	return corev1.Volume{Name: name, VolumeSource: corev1.VolumeSource{CSI: &corev1.CSIVolumeSource{
+		Driver: driver, ReadOnly: &ro, VolumeAttributes: attrs}}}
+}
+
+// podSpec is a one-step pod running script with the volumes mounted at
+// /artifacts/<direction>s/<volume name>.
+type podSpec struct {
+	ns, name    string
+	labels      map[string]string
+	annotations map[string]string
+	script      string
+	volumes     []corev1.Volume
+	user        *int64
+}
+
+func (p podSpec) create(t *testing.T) *corev1.Pod {
+	t.Helper()
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Namespace: p.ns, Name: p.name, Labels: p.labels, Annotations: p.annotations},
+		Spec: corev1.PodSpec{
+			RestartPolicy: corev1.RestartPolicyNever,
+			Containers:    []corev1.Container{{Name: "step", Image: busybox, Command: []string{"sh", "-c", p.script}}},
+			Volumes:       p.volumes,
+		},
+	}
+	if p.user != nil {
+		pod.Spec.SecurityContext = &corev1.PodSecurityContext{RunAsUser: p.user, RunAsGroup: p.user}
+	}
+	for _, v := range p.volumes {
+		pod.Spec.Containers[0].VolumeMounts = append(pod.Spec.Containers[0].VolumeMounts, corev1.VolumeMount{
+			Name: v.Name, MountPath: "/artifacts/" + v.CSI.VolumeAttributes["direction"] + "s/" + v.Name})
+	}
+	if err := c.Create(t.Context(), pod); err != nil {
+		t.Fatal(err)
+	}
+	return pod
+}
+
+// waitFor polls cond every half second for up to timeout.
+func waitFor(t *testing.T, what string, timeout time.Duration, cond func() (bool, error)) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		ok, err := cond()
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s (last error: %v)", timeout, what, err)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+}
+
+// waitSucceeded waits for a pod to succeed and returns its log.
+func waitSucceeded(t *testing.T, pod *corev1.Pod) string {
+	t.Helper()
+	waitFor(t, "pod "+pod.Name+" to succeed", 3*time.Minute, func() (bool, error) {
+		if err := c.Get(t.Context(), client.ObjectKeyFromObject(pod), pod); err != nil {
+			return false, err
+		}
+		if pod.Status.Phase == corev1.PodFailed {
+			t.Fatalf("pod %s failed: %s\n%s", pod.Name, pod.Status.Message, podLog(t, pod))
+		}
+		return pod.Status.Phase == corev1.PodSucceeded, nil
+	})
+	return podLog(t, pod)
+}
+
+func podLog(t *testing.T, pod *corev1.Pod) string {
+	b, err := kube.CoreV1().Pods(pod.Namespace).GetLogs(pod.Name, &corev1.PodLogOptions{}).DoRaw(t.Context())
+	if err != nil {
+		return fmt.Sprintf("(no log: %v)", err)
+	}
+	return string(b)
+}
+
+// waitRecord waits for the record of a pod's volume artifact in phase.
+func waitRecord(t *testing.T, pod *corev1.Pod, artifact string, phase v1alpha1.Phase) *v1alpha1.ArtifactRecord {
+	t.Helper()
+	var rec *v1alpha1.ArtifactRecord
+	waitFor(t, fmt.Sprintf("the %s record of %s/%s", phase, pod.Name, artifact), 2*time.Minute, func() (bool, error) {
+		list := &v1alpha1.ArtifactRecordList{}
+		if err := c.List(t.Context(), list, client.InNamespace(pod.Namespace)); err != nil {
+			return false, err
+		}
+		for i, r := range list.Items {
+			if r.Spec.Pod.UID == string(pod.UID) && r.Spec.Artifact == artifact && r.Status.Phase == phase {
+				rec = &list.Items[i]
+				return true, nil
+			}
+		}
+		return false, nil
+	})
+	return rec
+}
+
+// listing is the script that prints a checksum of every file under dir,
+// sorted: two equal listings mean byte-identical trees.
+func listing(dir string) string {
+	return fmt.Sprintf("(cd %s && find . -type f | sort | xargs sha256sum)", dir)
+}
+
+// section returns the lines of log between "--- name" and the next "---".
+func section(log, name string) string {
+	_, after, ok := strings.Cut(log, "--- "+name+"\n")
+	if !ok {
+		return ""
+	}
+	before, _, _ := strings.Cut(after, "---")
+	return before
+}
+
+// events returns the messages of the Events on pod with reason.
+func events(t *testing.T, pod *corev1.Pod, reason string) []string {
+	list, err := kube.CoreV1().Events(pod.Namespace).List(t.Context(), metav1.ListOptions{
+		FieldSelector: "involvedObject.uid=" + string(pod.UID)})
+	if err != nil {
+		return nil
+	}
+	var msgs []string
+	for _, e := range list.Items {
+		if e.Reason == reason {
+			msgs = append(msgs, e.Message)
+		}
+	}
+	return msgs
+}
+
+// deleteAndWait deletes a pod and waits until it is gone: a pod that
+// kubelet cannot tear down stays Terminating.
+func deleteAndWait(t *testing.T, pod *corev1.Pod) {
+	t.Helper()
+	if err := c.Delete(t.Context(), pod); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "pod "+pod.Name+" to be deleted", 2*time.Minute, func() (bool, error) {
+		err := c.Get(t.Context(), client.ObjectKeyFromObject(pod), &corev1.Pod{})
+		return apierrors.IsNotFound(err), err
+	})
+}
