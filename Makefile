@@ -50,8 +50,16 @@ bench: build ## side-by-side benchmark against the Konflux baseline (see docs/be
 bench-node: ## node plugin benchmarks: publish (cache hit, cold) and unpublish, with baselines (root)
 	test/bench/node.sh
 
-dev-cluster: ## a single-node cluster from source on loopback, with the driver deployed (root; hack/local-up.sh)
+LOCAL_UP_DIR ?= /tmp/artifacts-local-up
+export LOCAL_UP_DIR
+
+dev-cluster: ## a single-node cluster from source on loopback, the driver deployed, then the example pipeline (root)
 	hack/local-up.sh up
+	hack/example.sh
+
+e2e: ## (re)start the dev cluster and run the end-to-end tests on it (root)
+	hack/local-up.sh up
+	E2E_KUBECONFIG=$(LOCAL_UP_DIR)/admin.kubeconfig E2E_LOCAL_UP_DIR=$(LOCAL_UP_DIR) $(GO) test -count=1 -v -timeout 20m ./test/e2e
 
 dev-down: ## stop the dev cluster and remove its containers and mounts
 	hack/local-up.sh down

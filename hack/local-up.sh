@@ -207,10 +207,11 @@ images() {
 
 up() {
   [[ $EUID -eq 0 ]] || die "run as root: kubelet, containerd and the driver mount"
-  for c in containerd runc openssl ctr; do
-    command -v "$c" >/dev/null || die "$c not found: apt-get install containerd runc containernetworking-plugins busybox-static openssl"
-  done
-  [[ -x /usr/lib/cni/bridge && -x /bin/busybox ]] || die "apt-get install containernetworking-plugins busybox-static"
+  if ! command -v containerd runc openssl curl >/dev/null || [[ ! -x /usr/lib/cni/bridge || ! -x /bin/busybox ]]; then
+    log "installing containerd, runc, the CNI plugins and busybox from Debian"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+      containerd runc containernetworking-plugins busybox-static openssl curl iproute2 >/dev/null
+  fi
   local tools; tools=$(hack/tools.sh --cluster)
   export PATH=$tools:$PATH
   down
