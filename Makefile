@@ -18,11 +18,12 @@ build: ## build static binaries into bin/
 demo: ## start a local registry on 127.0.0.1, push, inspect, re-push and pull an example
 	hack/demo.sh
 
-tools: ## build the pinned test tools (distribution registry, etcd, kube-apiserver) from the Go module proxy
-	hack/tools.sh --kube >/dev/null
+tools: ## build the pinned test tools (registry, etcd, kube-apiserver, kubelet, ...) from the Go module proxy
+	hack/tools.sh --cluster >/dev/null
 
-test: tools lint ## lint, then every test (as root: real mounts; real registry process)
+test: tools lint ## lint, unit and integration tests, then the e2e tests on the dev cluster (root)
 	REGISTRY_BIN=$(TOOLS_DIR)/registry $(GO) test -race -count=1 ./...
+	$(MAKE) e2e
 
 test-unit: ## tests that need no external binary
 	$(GO) test -count=1 -short ./...
