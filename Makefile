@@ -7,7 +7,7 @@ LDFLAGS := -s -w -X main.version=$(VERSION)
 TOOLS_DIR ?= $(HOME)/.cache/tekton-artifacts-tools
 export TOOLS_DIR
 
-.PHONY: help build demo test test-unit lint bench bench-node fuzz tools generate clean dev-cluster dev-down e2e
+.PHONY: help build demo test test-unit lint bench bench-node fuzz tools generate clean images dev-cluster dev-down e2e
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -53,6 +53,9 @@ bench-node: ## node plugin benchmarks: publish (cache hit, cold) and unpublish, 
 
 LOCAL_UP_DIR ?= /tmp/artifacts-local-up
 export LOCAL_UP_DIR
+
+images: ## build the images (static binaries, no Docker engine) and push them to IMAGE_REGISTRY (default 127.0.0.1:5000)
+	hack/local-up.sh images
 
 dev-cluster: ## a single-node cluster from source on loopback, the driver deployed, then the example pipeline (root)
 	hack/local-up.sh up

@@ -7,6 +7,8 @@
 #   hack/local-up.sh down    stop what an earlier run started (by PID),
 #                            remove its containers and mounts
 #   hack/local-up.sh env     print the exports to use the cluster (kubectl)
+#   hack/local-up.sh images  build the images and push them to
+#                            $IMAGE_REGISTRY (default 127.0.0.1:5000)
 #
 # Components: etcd, kube-apiserver, kube-controller-manager, kube-scheduler
 # and kubelet built from the Go module proxy (hack/tools.sh --cluster);
@@ -190,19 +192,20 @@ EOF
 }
 
 images() {
-  log "building and pushing images to $REGISTRY"
+  local to=${IMAGE_REGISTRY:-$REGISTRY}
+  log "building and pushing images to $to"
   local bin=$WORK/bin
   mkdir -p "$bin"
   CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.version=dev" -o "$bin/" ./cmd/... ./hack/pause
   local args=()
   for b in artifacts artifacts-csi-node artifacts-controller; do args+=(--file "$bin/$b:/usr/local/bin/$b"); done
-  go run ./hack/image --push "$REGISTRY/tekton-artifacts:dev" "${args[@]}" --entrypoint /usr/local/bin/artifacts >/dev/null
-  go run ./hack/image --push "$REGISTRY/pause:dev" --file "$bin/pause:/pause" --entrypoint /pause >/dev/null
+  go run ./hack/image --push "$to/tekton-artifacts:dev" "${args[@]}" --entrypoint /usr/local/bin/artifacts >/dev/null
+  go run ./hack/image --push "$to/pause:dev" --file "$bin/pause:/pause" --entrypoint /pause >/dev/null
   args=(--file /bin/busybox:/bin/busybox)
   for applet in sh cat cp dd echo find head id ls mkdir sha256sum sleep sort test touch wc xargs; do
     args+=(--link "/bin/$applet:busybox")
   done
-  go run ./hack/image --push "$REGISTRY/busybox:dev" "${args[@]}" --entrypoint /bin/sh >/dev/null
+  go run ./hack/image --push "$to/busybox:dev" "${args[@]}" --entrypoint /bin/sh >/dev/null
 }
 
 up() {
@@ -266,5 +269,6 @@ case "${1:-up}" in
 up) up ;;
 down) down ;;
 env) echo "export KUBECONFIG=$KUBECONFIG" ;;
-*) die "usage: $0 [up|down|env]" ;;
+images) images ;;
+*) die "usage: $0 [up|down|env|images]" ;;
 esac

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"encoding/json"
 	"fmt"
 	"strings"
 	"testing"
@@ -52,7 +53,12 @@ func TestProducerConsumer(t *testing.T) {
 			return false, err
 		}
 		outs, _, _ := unstructured.NestedSlice(tr.Object, "status", "artifacts", "outputs")
-		return len(outs) == 1 && strings.Contains(fmt.Sprint(outs), wantURI) && strings.Contains(fmt.Sprint(outs), "buildOutput:true"), nil
+		if len(outs) == 1 && strings.Contains(fmt.Sprint(outs), wantURI) && strings.Contains(fmt.Sprint(outs), "buildOutput:true") {
+			b, _ := json.MarshalIndent(tr.Object["status"], "", "  ")
+			t.Logf("TaskRun %s/%s status:\n%s", tr.GetNamespace(), tr.GetName(), b)
+			return true, nil
+		}
+		return false, nil
 	})
 
 	_, testLabels := r.taskRun(t, "test")
