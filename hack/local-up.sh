@@ -65,8 +65,9 @@ down() {
   fi
   for name in kube-scheduler kube-controller-manager kube-apiserver etcd containerd registry; do stop_pid "$name"; done
   pkill -f "containerd-shim-runc-v2 -namespace k8s.io -address $CONTAINERD_SOCK" 2>/dev/null || true
-  # What kubelet and the driver mounted, innermost first.
-  { grep -E " (/var/lib/kubelet/pods|$WORK)/" /proc/self/mounts || true; } | awk '{print $2}' | sort -r | while read -r m; do
+  # What kubelet and the driver mounted, innermost first
+  # (kubelet also bind-mounts its root directory on itself, to share it.)
+  { grep -E " (/var/lib/kubelet/pods/|$WORK/|/var/lib/kubelet )" /proc/self/mounts || true; } | awk '{print $2}' | sort -r | while read -r m; do
     umount -l "$m" 2>/dev/null || true
   done
   ip link delete cni0 2>/dev/null || true
