@@ -5,16 +5,8 @@ package main
 
 import (
 	"context"
-	"fmt"
-	"os"
-	"os/signal"
-	"syscall"
 
-	"github.com/spf13/pflag"
-	logsapi "k8s.io/component-base/logs/api/v1"
-	_ "k8s.io/component-base/logs/json/register" // --logging-format=json
-	"k8s.io/klog/v2"
-
+	"github.com/tektoncd/artifacts-csi-driver/internal/command"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/driver"
 )
 
@@ -23,36 +15,7 @@ var version = "dev"
 
 func main() {
 	o := driver.NewOptions()
-	logs := logsapi.NewLoggingConfiguration()
-	fs := pflag.NewFlagSet("artifacts-csi-node", pflag.ContinueOnError)
-	o.AddFlags(fs)
-	logsapi.AddFlags(logs, fs)
-	showVersion := fs.Bool("version", false, "print the version and exit")
-	if err := fs.Parse(os.Args[1:]); err != nil {
-		if err == pflag.ErrHelp {
-			os.Exit(0)
-		}
-		os.Exit(2)
-	}
-	if *showVersion {
-		fmt.Println(version)
-		return
-	}
-	if err := logsapi.ValidateAndApply(logs, nil); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(2)
-	}
-	if err := o.Validate(); err != nil {
-		klog.ErrorS(err, "Invalid options")
-		klog.FlushAndExit(klog.ExitFlushTimeout, 2)
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	ctx = klog.NewContext(ctx, klog.Background().WithName("node"))
-	err := driver.Run(ctx, o, version)
-	stop()
-	if err != nil {
-		klog.ErrorS(err, "Node plugin failed")
-		klog.FlushAndExit(klog.ExitFlushTimeout, 1)
-	}
-	klog.FlushAndExit(klog.ExitFlushTimeout, 0)
+	command.Main("artifacts-csi-node", "node", version, o, func(ctx context.Context) error {
+		return driver.Run(ctx, o, version)
+	})
 }
