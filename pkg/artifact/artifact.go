@@ -12,6 +12,7 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strconv"
 
@@ -29,7 +30,6 @@ const (
 	GroupArtifactType     = "application/vnd.tekton.pipelinerun.v1"
 	EmptyMediaType        = "application/vnd.oci.empty.v1+json"
 	emptyJSON             = "{}"
-	maxManifestBytes      = 4 << 20
 	annotationTitle       = "org.opencontainers.image.title"
 	annotationPrefix      = "dev.tekton.artifact/"
 	AnnotationArchive     = annotationPrefix + "archive"
@@ -44,7 +44,15 @@ const (
 	// AnnotationTitle is the standard OCI title annotation, the file or
 	// directory name of a layer.
 	AnnotationTitle = annotationTitle
+	// MaxManifestBytes bounds the manifests ParseManifest accepts: 4 MiB,
+	// as registries bound them.
+	MaxManifestBytes = 4 << 20
 )
+
+// ErrInvalid: a manifest or a directory is not a readable artifact (an
+// index, several layers, an unknown layer type; a single-file output
+// holding other than one regular file).
+var ErrInvalid = errors.New("invalid artifact")
 
 // Metadata says what an artifact is and where it came from. Only Name is
 // required.
@@ -64,6 +72,21 @@ type Config struct {
 // LayerMediaType is the media type of a directory layer archived with c.
 func LayerMediaType(c archive.Compression) types.MediaType {
 	return types.MediaType(layerMediaTypePrefix + c.ArchiveName())
+}
+
+// ArchiveLayer returns the descriptor of a directory layer: the archive
+// of artifact name, compressed with c, whose blob has digest d and size n.
+func ArchiveLayer(name string, c archive.Compression, d v1.Hash, n int64) v1.Descriptor {
+	return v1.Descriptor{MediaType: LayerMediaType(c), Digest: d, Size: n, Annotations: map[string]string{
+		AnnotationTitle:   name,
+		AnnotationArchive: c.ArchiveName(),
+	}}
+}
+
+// FileLayer returns the descriptor of a single-file layer: file fileName
+// as-is, of media type mt, digest d and size n.
+func FileLayer(fileName string, mt types.MediaType, d v1.Hash, n int64) v1.Descriptor {
+	return v1.Descriptor{MediaType: mt, Digest: d, Size: n, Annotations: map[string]string{AnnotationTitle: fileName}}
 }
 
 // ConfigBlob returns the serialized config for m.
@@ -153,8 +176,8 @@ type Layout struct {
 // a foreign one with a plain tar, tar+gzip or tar+zstd layer, or a single
 // titled file) and says how to unpack it.
 func ParseManifest(raw []byte) (*Layout, error) {
-	if len(raw) > maxManifestBytes {
-		return nil, fmt.Errorf("manifest is %d bytes, more than the %d allowed", len(raw), maxManifestBytes)
+	if len(raw) > MaxManifestBytes {
+		return nil, fmt.Errorf("manifest is %d bytes, more than the %d allowed", len(raw), MaxManifestBytes)
 	}
 	var mf v1.Manifest
 	if err := json.Unmarshal(raw, &mf); err != nil {

@@ -26,6 +26,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 
 	"github.com/tektoncd/artifacts-csi-driver/pkg/archive"
+	"github.com/tektoncd/artifacts-csi-driver/pkg/artifact"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/digestcache"
 )
 
@@ -38,8 +39,9 @@ var (
 	// ErrDenied: the registry refused the credentials (401 or 403).
 	ErrDenied = errors.New("access denied")
 	// ErrInvalidArtifact: what the reference names is not a readable
-	// artifact (an index, several layers, an unknown layer type).
-	ErrInvalidArtifact = errors.New("invalid artifact")
+	// artifact (an index, several layers, an unknown layer type). It is
+	// artifact.ErrInvalid.
+	ErrInvalidArtifact = artifact.ErrInvalid
 )
 
 // Options configures a Client. The zero value is usable: credentials from

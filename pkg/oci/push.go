@@ -131,10 +131,6 @@ func (c *Client) Push(ctx context.Context, req PushRequest) (*PushResult, error)
 // pushTree uploads the archive of req.Dir as the layer.
 func (c *Client) pushTree(ctx context.Context, req PushRequest, res *PushResult, opts []remote.Option) error {
 	mt := artifact.LayerMediaType(req.Compression)
-	annotations := map[string]string{
-		artifact.AnnotationTitle:   req.Metadata.Name,
-		artifact.AnnotationArchive: req.Compression.ArchiveName(),
-	}
 	if c.o.DigestCache != nil {
 		h := sha256.New()
 		stats, err := archive.Pack(ctx, req.Dir, h)
@@ -144,7 +140,7 @@ func (c *Client) pushTree(ctx context.Context, req PushRequest, res *PushResult,
 		diffID := hashOf(h)
 		if e, ok := c.o.DigestCache.Get(diffID, string(req.Compression)); ok {
 			if have, err := c.blobExists(ctx, req.Repository, e.Digest); err == nil && have {
-				res.Layer = v1.Descriptor{MediaType: mt, Digest: e.Digest, Size: e.Size, Annotations: annotations}
+				res.Layer = artifact.ArchiveLayer(req.Metadata.Name, req.Compression, e.Digest, e.Size)
 				res.DiffID, res.Stats, res.Reused = diffID, stats, true
 				return nil
 			}
@@ -161,7 +157,7 @@ func (c *Client) pushTree(ctx context.Context, req PushRequest, res *PushResult,
 	if err != nil {
 		return err
 	}
-	res.Layer = v1.Descriptor{MediaType: mt, Digest: d, Size: l.size, Annotations: annotations}
+	res.Layer = artifact.ArchiveLayer(req.Metadata.Name, req.Compression, d, l.size)
 	res.DiffID, res.Stats = l.diffID, l.stats
 	if err := c.o.DigestCache.Put(l.diffID, string(req.Compression), digestcache.Entry{Digest: d, Size: l.size}); err != nil {
 		// The cache only saves work; a push does not fail for it.
@@ -199,8 +195,7 @@ func (c *Client) pushFile(ctx context.Context, req PushRequest, res *PushResult,
 	if err := remote.WriteLayer(req.Repository, l, opts...); err != nil {
 		return fmt.Errorf("push %s to %s: %w", fname, req.Repository, classify(err))
 	}
-	res.Layer = v1.Descriptor{MediaType: l.mt, Digest: l.digest, Size: l.size,
-		Annotations: map[string]string{artifact.AnnotationTitle: fname}}
+	res.Layer = artifact.FileLayer(fname, l.mt, l.digest, l.size)
 	res.DiffID, res.Stats = l.digest, archive.Stats{Entries: 1, Bytes: l.size}
 	return nil
 }
