@@ -19,6 +19,7 @@ import (
 
 	"github.com/tektoncd/artifacts-csi-driver/pkg/archive"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/artifact"
+	"github.com/tektoncd/artifacts-csi-driver/pkg/provider"
 )
 
 // Keys of the config-artifact-storage ConfigMap.
@@ -31,17 +32,32 @@ const (
 	KeyCompression        = "compression"
 	KeyMaxArtifactBytes   = "maxArtifactBytes"
 	KeyVerifyAccess       = "cache.verifyAccess"
+	KeyBackend            = "backend"
+	KeyProviderRepository = "provider.repository"
 )
 
+// BackendOCI is the default backend: an OCI registry, reached directly.
+// Any other backend names a storage provider.
+const BackendOCI = "oci"
+
 // Keys lists every key, in the order the documentation gives them.
-var Keys = []string{KeyRepository, KeyTagPattern, KeyGroupByPipelineRun, KeyCredentialsSecret,
-	KeyPlainHTTP, KeyCompression, KeyMaxArtifactBytes, KeyVerifyAccess}
+var Keys = []string{KeyBackend, KeyRepository, KeyTagPattern, KeyGroupByPipelineRun, KeyCredentialsSecret,
+	KeyPlainHTTP, KeyProviderRepository, KeyCompression, KeyMaxArtifactBytes, KeyVerifyAccess}
 
 // DefaultMaxArtifactBytes is the default of maxArtifactBytes: 10Gi.
 const DefaultMaxArtifactBytes = archive.DefaultMaxBytes
 
 // Config is a resolved configuration. Use Defaults and Apply to build one.
 type Config struct {
+	// Backend stores artifacts: "oci" (an OCI registry, the oci.* keys
+	// apply) or the name of a storage provider serving
+	// <providers dir>/<name>.sock on the node (provider.* keys apply).
+	// Default oci.
+	Backend string
+	// ProviderRepository is where a storage provider keeps the namespace's
+	// artifacts, e.g. team-a/artifacts. Default: the pod's namespace (see
+	// RepositoryFor).
+	ProviderRepository string
 	// Repository receives outputs, e.g. registry.example.com/team/artifacts.
 	// No default: an output volume fails without one.
 	Repository string
@@ -69,6 +85,7 @@ type Config struct {
 // Defaults returns the configuration with every default.
 func Defaults() Config {
 	return Config{
+		Backend:            BackendOCI,
 		TagPattern:         artifact.DefaultTagPattern,
 		GroupByPipelineRun: true,
 		Compression:        archive.Gzip,
@@ -201,11 +218,37 @@ func (c Config) Apply(data map[string]string) (Config, error) {
 			}
 		case KeyVerifyAccess:
 			parseBool(k, v, &c.VerifyAccess)
+		case KeyBackend:
+			if v != BackendOCI && !provider.ValidName(v) {
+				bad(k, v, "want oci or the name of a storage provider (a DNS-1123 label)")
+			} else {
+				c.Backend = v
+			}
+		case KeyProviderRepository:
+			if v != "" && !provider.ValidRepository(v) {
+				bad(k, v, "want lowercase path segments [a-z0-9._-] separated by '/', such as team-a/artifacts")
+			} else {
+				c.ProviderRepository = v
+			}
 		default:
 			bad(k, v, "unknown key; known keys: %s", strings.Join(Keys, ", "))
 		}
 	}
 	return c, errors.Join(errs...)
+}
+
+// IsProvider reports whether artifacts go to a storage provider rather
+// than an OCI registry.
+func (c Config) IsProvider() bool { return c.Backend != BackendOCI }
+
+// ProviderScope returns the provider scope of a pod in namespace:
+// ProviderRepository, or the namespace's name when it is unset.
+func (c Config) ProviderScope(namespace string) provider.Scope {
+	repo := c.ProviderRepository
+	if repo == "" {
+		repo = namespace
+	}
+	return provider.Scope{Namespace: namespace, Repository: repo}
 }
 
 func isDNSSubdomain(s string) bool {

@@ -21,8 +21,10 @@ func TestApply(t *testing.T) {
 			KeyRepository: "localhost:5000/team/artifacts", KeyTagPattern: "{{pod}}-{{artifact}}",
 			KeyGroupByPipelineRun: "false", KeyCredentialsSecret: "registry-creds", KeyPlainHTTP: "true",
 			KeyCompression: "zstd\n", KeyMaxArtifactBytes: "500Mi", KeyVerifyAccess: "false",
+			KeyBackend: "filesystem", KeyProviderRepository: "team-a/artifacts",
 		}, func(c Config) bool {
-			return c == Config{Repository: "localhost:5000/team/artifacts", TagPattern: "{{pod}}-{{artifact}}",
+			return c == Config{Backend: "filesystem", ProviderRepository: "team-a/artifacts",
+				Repository: "localhost:5000/team/artifacts", TagPattern: "{{pod}}-{{artifact}}",
 				CredentialsSecret: "registry-creds", PlainHTTP: true, Compression: archive.Zstd, MaxArtifactBytes: 500 << 20}
 		}, nil},
 		{"repository with tag", map[string]string{KeyRepository: "reg.io/a:latest"}, nil, []string{KeyRepository}},
@@ -37,6 +39,9 @@ func TestApply(t *testing.T) {
 			return c == d
 		}, []string{KeyCompression, KeyMaxArtifactBytes, KeyVerifyAccess, KeyCredentialsSecret, "oci.repo"}},
 		{"empty compression", map[string]string{KeyCompression: ""}, nil, []string{KeyCompression}},
+		{"backend not a name", map[string]string{KeyBackend: "../fs"}, nil, []string{KeyBackend}},
+		{"provider repository escaping", map[string]string{KeyProviderRepository: "../team-b"}, nil, []string{KeyProviderRepository}},
+		{"provider repository absolute", map[string]string{KeyProviderRepository: "/etc"}, nil, []string{KeyProviderRepository}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -65,6 +70,21 @@ func TestApply(t *testing.T) {
 }
 
 func unwrap(err error) []error { return unwrapAll(err) }
+
+func TestProviderScope(t *testing.T) {
+	for _, tt := range []struct {
+		repository, namespace, want string
+	}{
+		{"", "team-a", "team-a"},
+		{"shared/artifacts", "team-a", "shared/artifacts"},
+	} {
+		c := Defaults()
+		c.ProviderRepository = tt.repository
+		if got := c.ProviderScope(tt.namespace); got.Repository != tt.want || got.Namespace != tt.namespace {
+			t.Errorf("ProviderScope(%q) with %q = %+v, want repository %q", tt.namespace, tt.repository, got, tt.want)
+		}
+	}
+}
 
 func TestResolveLevels(t *testing.T) {
 	c, err := Resolve(

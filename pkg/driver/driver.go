@@ -90,6 +90,9 @@ type Deps struct {
 	Kube kubernetes.Interface
 	// Cluster gives pod labels and annotations and resolves from: inputs.
 	Cluster Cluster
+	// Providers reads inputs from storage providers. Default none: inputs
+	// of a provider backend fail.
+	Providers Providers
 	// Events reports invalid configuration and failed from: inputs on the
 	// pod. Default none (kubelet still reports the gRPC error).
 	Events EventSink

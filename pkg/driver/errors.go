@@ -15,6 +15,7 @@ import (
 	"github.com/tektoncd/artifacts-csi-driver/pkg/credentials"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/oci"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/outputs"
+	"github.com/tektoncd/artifacts-csi-driver/pkg/provider"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/volume"
 )
 
@@ -35,6 +36,12 @@ var codeOf = []struct {
 	{errNotYet, codes.Unavailable},
 	{oci.ErrNotFound, codes.NotFound},
 	{oci.ErrDenied, codes.PermissionDenied},
+	{provider.ErrNotFound, codes.NotFound},
+	{provider.ErrDenied, codes.PermissionDenied},
+	{provider.ErrUnavailable, codes.Unavailable},
+	{provider.ErrRejected, codes.FailedPrecondition},
+	{provider.ErrBadProvider, codes.FailedPrecondition},
+	{provider.ErrExhausted, codes.ResourceExhausted},
 	{archive.ErrDigestMismatch, codes.DataLoss},
 	{archive.ErrCorrupt, codes.DataLoss},
 	{archive.ErrUnsafeEntry, codes.InvalidArgument},

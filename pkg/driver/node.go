@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
-	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	corev1 "k8s.io/api/core/v1"
@@ -206,7 +205,7 @@ func (d *Driver) publishInput(ctx context.Context, req *csi.NodePublishVolumeReq
 	if err != nil {
 		return err
 	}
-	ref, err := d.inputRef(ctx, req, spec, cfg, pod.Labels)
+	src, err := d.inputSource(ctx, req, spec, cfg, pod.Labels)
 	if err != nil {
 		return err
 	}
@@ -214,29 +213,23 @@ func (d *Driver) publishInput(ctx context.Context, req *csi.NodePublishVolumeReq
 	if err != nil {
 		return err
 	}
-	dig, _ := ref.Digest()
-	key := cacheKey(ref.Kind, dig)
-	if cfg.VerifyAccess || !d.d.Cache.Has(key) {
+	key := src.cacheKey()
+	if cfg.VerifyAccess || !d.d.Cache.Has(key) || src.backend != "" {
 		// Also on a cache hit: the cache must never give a pod what its
-		// own credentials cannot read. (A miss is checked here too, for
-		// a clear error before the fetch starts.)
-		if err := d.d.Registry.Check(ctx, kc, ref); err != nil {
-			return err
+		// own credentials (or namespace) cannot read. (A miss is checked
+		// here too, for a clear error before the fetch starts; a
+		// provider, a local call away, is always asked, for the location
+		// the record names.)
+		if err := d.check(ctx, &src, kc); err != nil {
+			return fmt.Errorf("input %q (%s): %w", spec.Artifact, src, err)
 		}
 	}
-	path, hit, err := d.d.Cache.Acquire(ctx, key, func(ctx context.Context, dest string) (int64, error) {
-		res, err := d.d.Registry.Pull(ctx, kc, ref, dest, cfg.MaxArtifactBytes)
-		if err != nil {
-			return 0, err
-		}
-		d.d.Metrics.Pulled(res.Layer.Size)
-		return res.Stats.Bytes, nil
-	})
+	path, hit, err := d.d.Cache.Acquire(ctx, key, d.fill(src, kc, cfg))
 	if err != nil {
-		return fmt.Errorf("input %q (%s): %w", spec.Artifact, ref, err)
+		return fmt.Errorf("input %q (%s): %w", spec.Artifact, src, err)
 	}
 	d.d.Metrics.CacheLookup(hit)
-	rec := &inputVolume{ID: id, Fingerprint: fp, Target: target, Ref: ref.String(), CacheKey: key, Pod: spec.Pod, pinned: true}
+	rec := &inputVolume{ID: id, Fingerprint: fp, Target: target, Ref: src.String(), CacheKey: key, Pod: spec.Pod, pinned: true}
 	// Not fsynced: mounts do not survive a node crash either.
 	err = atomicfile.WriteJSON(filepath.Join(d.inputsDir(), id+".json"), rec, 0o600, false)
 	if err == nil {
@@ -250,40 +243,33 @@ func (d *Driver) publishInput(ctx context.Context, req *csi.NodePublishVolumeReq
 	d.mu.Lock()
 	d.inputs[id] = rec // replacing at most an unpinned record
 	d.mu.Unlock()
-	d.recordInput(ctx, rec, spec, ref, dig.String())
-	klog.FromContext(ctx).V(4).Info("Input ready", "ref", ref, "cacheHit", hit)
+	d.recordInput(ctx, rec, spec, src)
+	klog.FromContext(ctx).V(4).Info("Input ready", "ref", src, "cacheHit", hit)
 	return nil
 }
 
-// cacheKey names the cache entry of an artifact: by manifest digest, or by
-// blob digest for a Konflux blob reference (whose content is laid out
-// differently).
-func cacheKey(kind oci.Kind, d v1.Hash) string {
-	prefix := "manifest-"
-	if kind == oci.KindBlob {
-		prefix = "blob-"
-	}
-	return prefix + d.Algorithm + "-" + d.Hex
-}
-
-// inputRef returns what an input names: its ref, parsed for the configured
-// scheme, or the digest its from: resolves to.
-func (d *Driver) inputRef(ctx context.Context, req *csi.NodePublishVolumeRequest, spec *volume.Spec, cfg config.Config, labels map[string]string) (oci.Reference, error) {
+// inputSource returns what an input names: its ref, parsed for the
+// configured backend (and scheme), or the artifact its from: resolves to.
+func (d *Driver) inputSource(ctx context.Context, req *csi.NodePublishVolumeRequest, spec *volume.Spec, cfg config.Config, labels map[string]string) (source, error) {
 	if spec.From != nil {
-		ref, err := d.resolveFrom(ctx, spec, cfg, labels)
+		src, err := d.resolveFrom(ctx, spec, cfg, labels)
 		if errors.Is(err, errNotConfigured) {
 			d.warn(spec.Pod, record.ReasonInputFailed, err.Error())
 		}
-		return ref, err
+		return src, err
 	}
-	if !cfg.PlainHTTP {
-		return *spec.Ref, nil
+	raw := req.GetVolumeContext()[volume.AttrRef]
+	switch {
+	case cfg.IsProvider():
+		return providerSource(cfg.Backend, spec.Pod.Namespace, raw)
+	case !cfg.PlainHTTP:
+		return source{oci: *spec.Ref}, nil
 	}
-	ref, err := oci.ParseReference(req.GetVolumeContext()[volume.AttrRef], true)
+	ref, err := oci.ParseReference(raw, true)
 	if err != nil {
-		return oci.Reference{}, fmt.Errorf("%w: %w", volume.ErrInvalid, err)
+		return source{}, fmt.Errorf("%w: %w", volume.ErrInvalid, err)
 	}
-	return ref, nil
+	return source{oci: ref}, nil
 }
 
 // producerGrace is how long after its producer's TaskRun finished a from:
@@ -302,20 +288,20 @@ const recordTimeout = 5 * time.Second
 // is Pending or absent and the producer runs, and FailedPrecondition once
 // the record Failed or the producer finished without one. Of several
 // records (a retried task), the latest pushed one wins.
-func (d *Driver) resolveFrom(ctx context.Context, spec *volume.Spec, cfg config.Config, labels map[string]string) (oci.Reference, error) {
+func (d *Driver) resolveFrom(ctx context.Context, spec *volume.Spec, cfg config.Config, labels map[string]string) (source, error) {
 	if d.d.Cluster == nil {
-		return oci.Reference{}, fmt.Errorf("%w: input %q: from: %s needs artifact records, and this node plugin has no API client; use ref: with the producer's digest",
+		return source{}, fmt.Errorf("%w: input %q: from: %s needs artifact records, and this node plugin has no API client; use ref: with the producer's digest",
 			errNotConfigured, spec.Artifact, spec.From)
 	}
 	run := labels[volume.LabelPipelineRun]
 	if run == "" {
-		return oci.Reference{}, fmt.Errorf("%w: input %q: from: %s names a task of the same PipelineRun, but pod %s/%s has no %s label",
+		return source{}, fmt.Errorf("%w: input %q: from: %s names a task of the same PipelineRun, but pod %s/%s has no %s label",
 			volume.ErrInvalid, spec.Artifact, spec.From, spec.Pod.Namespace, spec.Pod.Name, volume.LabelPipelineRun)
 	}
 	ns, task := spec.Pod.Namespace, spec.From.PipelineTask
 	records, err := d.d.Cluster.Outputs(ctx, ns, run, task, spec.From.Artifact)
 	if err != nil {
-		return oci.Reference{}, fmt.Errorf("%w: list artifact records: %w", errNotYet, err)
+		return source{}, fmt.Errorf("%w: list artifact records: %w", errNotYet, err)
 	}
 	var pushed, failed *artifactsv1alpha1.ArtifactRecord
 	for i := range records {
@@ -330,31 +316,38 @@ func (d *Driver) resolveFrom(ctx context.Context, spec *volume.Spec, cfg config.
 		}
 	}
 	switch {
+	case pushed != nil && pushed.Spec.Backend != "":
+		// The producer's backend, whatever the consumer's namespace says.
+		src, err := providerSource(pushed.Spec.Backend, ns, pushed.Spec.Repository+"@"+pushed.Status.Digest)
+		if err != nil {
+			return source{}, fmt.Errorf("%w: record %s: %w", errNotConfigured, pushed.Name, err)
+		}
+		return src, nil
 	case pushed != nil:
 		ref, err := oci.ParseReference(pushed.Spec.Repository+"@"+pushed.Status.Digest, cfg.PlainHTTP)
 		if err != nil {
-			return oci.Reference{}, fmt.Errorf("%w: record %s: %w", errNotConfigured, pushed.Name, err)
+			return source{}, fmt.Errorf("%w: record %s: %w", errNotConfigured, pushed.Name, err)
 		}
-		return ref, nil
+		return source{oci: ref}, nil
 	case failed != nil:
-		return oci.Reference{}, fmt.Errorf("%w: input %q: %s of PipelineRun %s could not be pushed: %s",
+		return source{}, fmt.Errorf("%w: input %q: %s of PipelineRun %s could not be pushed: %s",
 			errNotConfigured, spec.Artifact, spec.From, run, failed.Status.Message)
 	case len(records) == 0:
 		done, at, err := d.d.Cluster.TaskFinished(ctx, ns, run, task)
 		if err != nil {
-			return oci.Reference{}, fmt.Errorf("%w: %w", errNotYet, err)
+			return source{}, fmt.Errorf("%w: %w", errNotYet, err)
 		}
 		if done && time.Since(at) > producerGrace {
-			return oci.Reference{}, fmt.Errorf("%w: input %q: the TaskRun of task %q in PipelineRun %s finished at %s without producing output %q: does its Task mount an output volume with artifact %q?",
+			return source{}, fmt.Errorf("%w: input %q: the TaskRun of task %q in PipelineRun %s finished at %s without producing output %q: does its Task mount an output volume with artifact %q?",
 				errNotConfigured, spec.Artifact, task, run, at.UTC().Format(time.RFC3339), spec.From.Artifact, spec.From.Artifact)
 		}
 	}
-	return oci.Reference{}, fmt.Errorf("%w: input %q: waiting for %s of PipelineRun %s to be pushed", errNotYet, spec.Artifact, spec.From, run)
+	return source{}, fmt.Errorf("%w: input %q: waiting for %s of PipelineRun %s to be pushed", errNotYet, spec.Artifact, spec.From, run)
 }
 
-func (d *Driver) recordInput(ctx context.Context, in *inputVolume, spec *volume.Spec, ref oci.Reference, digest string) {
+func (d *Driver) recordInput(ctx context.Context, in *inputVolume, spec *volume.Spec, src source) {
 	r := record.Record{VolumeID: in.ID, Direction: volume.Input, Artifact: spec.Artifact, Pod: spec.Pod,
-		Repository: ref.Repository().Name(), Digest: digest, Phase: record.Consumed, Time: time.Now().UTC()}
+		Backend: src.backend, Repository: src.Repository(), Digest: src.Digest(), Location: src.location, Phase: record.Consumed, Time: time.Now().UTC()}
 	if err := d.d.Recorder.Record(ctx, r); err != nil {
 		klog.FromContext(ctx).Error(err, "Could not record input")
 	}
@@ -377,7 +370,7 @@ func (d *Driver) publishOutput(ctx context.Context, req *csi.NodePublishVolumeRe
 	if err != nil {
 		return err
 	}
-	if cfg.Repository == "" {
+	if cfg.Repository == "" && !cfg.IsProvider() {
 		return fmt.Errorf("%w: output %q: no repository for namespace %s: set %s in the config-artifact-storage ConfigMap",
 			errNotConfigured, spec.Artifact, spec.Pod.Namespace, config.KeyRepository)
 	}
@@ -405,6 +398,10 @@ func (d *Driver) publishOutput(ctx context.Context, req *csi.NodePublishVolumeRe
 		Compression: cfg.Compression, MediaType: spec.MediaType, MaxBytes: cfg.MaxArtifactBytes,
 		Metadata: meta, Group: group,
 	}
+	if cfg.IsProvider() {
+		// Content-addressed only: no tag, no registry, no referrers.
+		v.Backend, v.Repository, v.PlainHTTP, v.Tag, v.Group = cfg.Backend, cfg.ProviderScope(spec.Pod.Namespace).Repository, false, "", nil
+	}
 	dir, err := d.d.Outputs.Publish(ctx, v, creds, gid)
 	if err != nil {
 		return err
@@ -414,7 +411,7 @@ func (d *Driver) publishOutput(ctx context.Context, req *csi.NodePublishVolumeRe
 	rctx, cancel := context.WithTimeout(ctx, recordTimeout)
 	defer cancel()
 	if err := d.d.Recorder.Record(rctx, record.Record{VolumeID: v.ID, Direction: volume.Output, Artifact: spec.Artifact, Pod: spec.Pod,
-		Repository: v.Repository, Tag: tag, BuildOutput: spec.BuildOutput, Phase: record.Pending, Time: time.Now().UTC()}); err != nil {
+		Backend: v.Backend, Repository: v.Repository, Tag: v.Tag, BuildOutput: spec.BuildOutput, Phase: record.Pending, Time: time.Now().UTC()}); err != nil {
 		klog.FromContext(ctx).Error(err, "Could not record output")
 	}
 	return d.mount(dir, req.GetTargetPath(), false)

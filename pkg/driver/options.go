@@ -49,6 +49,10 @@ type Options struct {
 	// a directory, read at each publish. Default /etc/artifacts-csi/config;
 	// a missing directory means every default.
 	ConfigDir string
+	// ProvidersDir holds the sockets of the storage providers,
+	// <dir>/<name>.sock, for namespaces whose backend is not oci. Default
+	// /var/run/artifacts-csi/providers.
+	ProvidersDir string
 	// UploadWorkers bounds concurrent output uploads. Default 2.
 	UploadWorkers int
 	// Kubeconfig, when set, is the API client configuration (records,
@@ -76,6 +80,7 @@ func NewOptions() *Options {
 		HTTPAddress:    ":9809",
 		ConfigDir:      "/etc/artifacts-csi/config",
 		UploadWorkers:  2,
+		ProvidersDir:   "/var/run/artifacts-csi/providers",
 		KubeAPIQPS:     20,
 		KubeAPIBurst:   40,
 	}
@@ -93,6 +98,7 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.HTTPAddress, "http-address", o.HTTPAddress, "address for /healthz and /metrics (empty: off)")
 	fs.StringVar(&o.RegistrationPath, "kubelet-registration-path", o.RegistrationPath, "CSI socket path as kubelet sees it (default: the --endpoint path)")
 	fs.StringVar(&o.ConfigDir, "config-dir", o.ConfigDir, "cluster config-artifact-storage ConfigMap mounted as a directory")
+	fs.StringVar(&o.ProvidersDir, "providers-dir", o.ProvidersDir, "directory of the storage providers' sockets, <name>.sock")
 	fs.IntVar(&o.UploadWorkers, "upload-workers", o.UploadWorkers, "concurrent output uploads")
 	fs.StringVar(&o.Kubeconfig, "kubeconfig", o.Kubeconfig, "kubeconfig of the API client (default: in-cluster when in a pod, else none)")
 	fs.Float32Var(&o.KubeAPIQPS, "kube-api-qps", o.KubeAPIQPS, "API client requests per second")
@@ -108,7 +114,7 @@ func (o *Options) Validate() error {
 	if o.NodeID == "" {
 		errs = append(errs, errors.New("--node-id is required"))
 	}
-	for flag, dir := range map[string]string{"--kubelet-dir": o.KubeletDir, "--state-dir": o.StateDir, "--config-dir": o.ConfigDir} {
+	for flag, dir := range map[string]string{"--kubelet-dir": o.KubeletDir, "--state-dir": o.StateDir, "--config-dir": o.ConfigDir, "--providers-dir": o.ProvidersDir} {
 		if !filepath.IsAbs(dir) {
 			errs = append(errs, fmt.Errorf("%s must be an absolute path, got %q", flag, dir))
 		}

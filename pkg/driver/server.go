@@ -30,6 +30,7 @@ import (
 	"github.com/tektoncd/artifacts-csi-driver/pkg/mounter"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/oci"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/outputs"
+	"github.com/tektoncd/artifacts-csi-driver/pkg/provider"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/record"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/registration"
 )
@@ -89,10 +90,12 @@ func Run(ctx context.Context, o *Options, version string) error {
 		rec = &record.Kubernetes{Client: live, Pods: view, Next: events}
 		source.Namespaces = view
 	}
+	providers := provider.NewClient(provider.Options{Dir: o.ProvidersDir})
+	defer providers.Close()
 	var outs *outputs.Manager
 	m := metrics.New(c.Stats, func() metrics.QueueStats { return outs.Stats() })
 	outs, err = outputs.Open(ctx, outputs.Options{
-		Dir: o.StateDir, Pusher: outputs.OCIPusher{Client: reg}, Recorder: rec,
+		Dir: o.StateDir, Pusher: outputs.OCIPusher{Client: reg}, Providers: providers, Recorder: rec,
 		Deadline: o.UploadDeadline, Workers: o.UploadWorkers, Metrics: m,
 	})
 	if err != nil {
@@ -100,7 +103,7 @@ func Run(ctx context.Context, o *Options, version string) error {
 	}
 	deps := Deps{
 		Mounter: mounter.New(), Registry: OCIRegistry{Client: reg}, Cache: c, Outputs: outs,
-		Config: source, Recorder: rec, Metrics: m,
+		Providers: providers, Config: source, Recorder: rec, Metrics: m,
 	}
 	if view != nil {
 		deps.Kube, deps.Cluster, deps.Events = kube, view, events

@@ -38,6 +38,7 @@ import (
 	"github.com/tektoncd/artifacts-csi-driver/pkg/credentials"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/metrics"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/oci"
+	"github.com/tektoncd/artifacts-csi-driver/pkg/provider"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/record"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/volume"
 )
@@ -69,7 +70,9 @@ type Volume struct {
 	// another one a conflict.
 	Fingerprint string     `json:"fingerprint"`
 	Pod         volume.Pod `json:"pod"`
-	// Where and how to push.
+	// Where and how to push: Backend is empty for an OCI registry, else
+	// the storage provider's name; Repository is then the provider's.
+	Backend     string              `json:"backend,omitempty"`
 	Repository  string              `json:"repository"`
 	PlainHTTP   bool                `json:"plainHTTP,omitempty"`
 	Tag         string              `json:"tag,omitempty"`
@@ -95,6 +98,8 @@ type Result struct {
 	LayerDigest string `json:"layerDigest"`
 	Size        int64  `json:"size"`
 	MediaType   string `json:"mediaType"`
+	// Location is where a storage provider says the manifest is.
+	Location string `json:"location,omitempty"`
 }
 
 // Pusher uploads a directory. oci.Client serves it through Registry.
@@ -102,13 +107,22 @@ type Pusher interface {
 	Push(ctx context.Context, kc authn.Keychain, req oci.PushRequest) (*oci.PushResult, error)
 }
 
+// ProviderPusher stores outputs in storage providers; provider.Client
+// serves it.
+type ProviderPusher interface {
+	Push(ctx context.Context, req provider.PushRequest) (*provider.PushResult, error)
+}
+
 // Options configures a Manager.
 type Options struct {
 	// Dir is the state directory; outputs/ and spool/ are created in it.
 	// Required.
 	Dir string
-	// Pusher uploads outputs. Required.
+	// Pusher uploads outputs to OCI registries. Required.
 	Pusher Pusher
+	// Providers stores outputs whose Backend names a storage provider.
+	// Default none: such outputs fail.
+	Providers ProviderPusher
 	// Recorder is told when an output is sealed (Pending), pushed or
 	// failed. Default record.Log.
 	Recorder record.Recorder
@@ -522,6 +536,15 @@ func (m *Manager) process(ctx context.Context, id string) {
 
 // push uploads the sealed output in dir.
 func (m *Manager) push(ctx context.Context, dir string, v Volume) (*Result, error) {
+	data := filepath.Join(dir, dataDir)
+	if n, err := treeSize(data, v.MaxBytes); err != nil {
+		return nil, err
+	} else if n > v.MaxBytes {
+		return nil, fmt.Errorf("%w: the output holds more than maxArtifactBytes (%d bytes)", archive.ErrLimitExceeded, v.MaxBytes)
+	}
+	if v.Backend != "" {
+		return m.pushToProvider(ctx, data, v)
+	}
 	repo, _, err := oci.ParseRepositoryTag(v.Repository, v.PlainHTTP)
 	if err != nil {
 		return nil, fmt.Errorf("%w: repository %q: %w", errPermanent, v.Repository, err)
@@ -533,12 +556,6 @@ func (m *Manager) push(ctx context.Context, dir string, v Volume) (*Result, erro
 	kc, err := creds.Keychain(ctx)
 	if err != nil {
 		return nil, err
-	}
-	data := filepath.Join(dir, dataDir)
-	if n, err := treeSize(data, v.MaxBytes); err != nil {
-		return nil, err
-	} else if n > v.MaxBytes {
-		return nil, fmt.Errorf("%w: the output holds more than maxArtifactBytes (%d bytes)", archive.ErrLimitExceeded, v.MaxBytes)
 	}
 	res, err := m.o.Pusher.Push(ctx, kc, oci.PushRequest{
 		Dir: data, Repository: repo, Tag: v.Tag, Metadata: v.Metadata,
@@ -552,6 +569,24 @@ func (m *Manager) push(ctx context.Context, dir string, v Volume) (*Result, erro
 	}
 	return &Result{Ref: res.Ref.Name(), Digest: res.Manifest.Digest.String(), LayerDigest: res.Layer.Digest.String(),
 		Size: res.Layer.Size, MediaType: string(res.Layer.MediaType)}, nil
+}
+
+// pushToProvider stores the sealed output in data with its storage
+// provider, in the namespace of its pod.
+func (m *Manager) pushToProvider(ctx context.Context, data string, v Volume) (*Result, error) {
+	if m.o.Providers == nil {
+		return nil, fmt.Errorf("%w: backend %q: this node plugin has no storage provider client", errPermanent, v.Backend)
+	}
+	res, err := m.o.Providers.Push(ctx, provider.PushRequest{
+		Backend: v.Backend, Scope: provider.Scope{Namespace: v.Pod.Namespace, Repository: v.Repository},
+		Dir: data, Metadata: v.Metadata, Compression: v.Compression, MediaType: v.MediaType,
+	})
+	if err != nil {
+		return nil, err
+	}
+	m.o.Metrics.Pushed(res.Layer.Size)
+	return &Result{Ref: v.Backend + ":" + v.Repository + "@" + res.Manifest.Digest.String(), Digest: res.Manifest.Digest.String(),
+		LayerDigest: res.Layer.Digest.String(), Size: res.Layer.Size, MediaType: string(res.Layer.MediaType), Location: res.Location}, nil
 }
 
 // fail gives up on an output: its journal says Failed with the reason, the
@@ -581,11 +616,11 @@ func (m *Manager) save(ctx context.Context, v Volume, durable bool) {
 func (m *Manager) record(ctx context.Context, v Volume, phase record.Phase, msg string) error {
 	r := record.Record{
 		VolumeID: v.ID, Direction: volume.Output, Artifact: v.Metadata.Name, Pod: v.Pod,
-		Repository: v.Repository, Tag: v.Tag, BuildOutput: v.Metadata.BuildOutput,
+		Backend: v.Backend, Repository: v.Repository, Tag: v.Tag, BuildOutput: v.Metadata.BuildOutput,
 		Phase: phase, Message: msg, Time: time.Now().UTC(),
 	}
 	if res := v.Result; res != nil {
-		r.Digest, r.LayerDigest, r.Size, r.MediaType = res.Digest, res.LayerDigest, res.Size, res.MediaType
+		r.Digest, r.LayerDigest, r.Size, r.MediaType, r.Location = res.Digest, res.LayerDigest, res.Size, res.MediaType, res.Location
 	}
 	err := m.o.Recorder.Record(ctx, r)
 	if err != nil {
@@ -609,7 +644,7 @@ var errPermanent = errors.New("cannot be pushed")
 // the output's content or the request is at fault, not the registry.
 func permanent(err error) bool {
 	for _, target := range []error{errPermanent, archive.ErrUnsafeEntry, archive.ErrLimitExceeded,
-		archive.ErrUnsupportedFile, oci.ErrInvalidArtifact, credentials.ErrInvalid} {
+		archive.ErrUnsupportedFile, oci.ErrInvalidArtifact, credentials.ErrInvalid, provider.ErrRejected} {
 		if errors.Is(err, target) {
 			return true
 		}

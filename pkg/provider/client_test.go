@@ -166,8 +166,8 @@ func TestPushPullRoundTrip(t *testing.T) {
 			if err != nil || again.Manifest.Digest != res.Manifest.Digest {
 				t.Fatalf("push again: %v, digest %v then %v", err, res.Manifest.Digest, again.Manifest.Digest)
 			}
-			if err := c.Check(ctx, "mem", scope, res.Manifest.Digest.String()); err != nil {
-				t.Fatal(err)
+			if size, _, err := c.Stat(ctx, "mem", scope, res.Manifest.Digest.String()); err != nil || size != res.Manifest.Size {
+				t.Fatalf("stat: %d, %v; want %d", size, err, res.Manifest.Size)
 			}
 			dest := filepath.Join(t.TempDir(), "dest")
 			pulled, err := c.Pull(ctx, "mem", scope, res.Manifest.Digest.String(), dest, archive.Limits{})
@@ -247,7 +247,6 @@ func TestCorruptLayerLeavesNothing(t *testing.T) {
 }
 
 func TestProviderErrors(t *testing.T) {
-	ctx := context.Background()
 	dir := t.TempDir()
 	c := serve(t, dir, "mem", &memProvider{})
 	serve(t, dir, "old", &memProvider{apiVersion: "v0"})
@@ -257,10 +256,10 @@ func TestProviderErrors(t *testing.T) {
 		err  error
 		want error
 	}{
-		{name: "absent provider", err: c.Check(ctx, "nothing", scope, missing), want: provider.ErrUnavailable},
-		{name: "invalid provider name", err: c.Check(ctx, "../x", scope, missing), want: provider.ErrRejected},
-		{name: "other API version", err: c.Check(ctx, "old", scope, missing), want: provider.ErrBadProvider},
-		{name: "missing blob", err: c.Check(ctx, "mem", scope, missing), want: provider.ErrNotFound},
+		{name: "absent provider", err: statErr(c, "nothing", scope, missing), want: provider.ErrUnavailable},
+		{name: "invalid provider name", err: statErr(c, "../x", scope, missing), want: provider.ErrRejected},
+		{name: "other API version", err: statErr(c, "old", scope, missing), want: provider.ErrBadProvider},
+		{name: "missing blob", err: statErr(c, "mem", scope, missing), want: provider.ErrNotFound},
 		{name: "missing manifest", err: pullErr(c, "mem", missing), want: provider.ErrNotFound},
 		{name: "malformed digest", err: pullErr(c, "mem", "sha256:abc"), want: provider.ErrRejected},
 	} {
@@ -273,6 +272,11 @@ func TestProviderErrors(t *testing.T) {
 			}
 		})
 	}
+}
+
+func statErr(c *provider.Client, backend string, scope provider.Scope, digest string) error {
+	_, _, err := c.Stat(context.Background(), backend, scope, digest)
+	return err
 }
 
 func pullErr(c *provider.Client, backend, digest string) error {

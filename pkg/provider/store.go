@@ -298,14 +298,6 @@ func (c *Client) Pull(ctx context.Context, backend string, scope Scope, digest, 
 	return res, nil
 }
 
-// Check returns nil when the provider lets scope read the artifact whose
-// manifest is digest (a Stat), or an error wrapping ErrNotFound or
-// ErrDenied.
-func (c *Client) Check(ctx context.Context, backend string, scope Scope, digest string) error {
-	_, _, err := c.Stat(ctx, backend, scope, digest)
-	return err
-}
-
 // getBytes fetches a small blob, at most max bytes, verified against
 // digest.
 func (cn *conn) getBytes(ctx context.Context, scope Scope, digest string, max int64) ([]byte, error) {

@@ -53,7 +53,7 @@ func NewEvents(client kubernetes.Interface, component, node string, next Recorde
 func (e *Events) Record(ctx context.Context, r Record) error {
 	if r.Direction == volume.Output && (r.Phase == Pushed || r.Phase == Failed) {
 		if r.Phase == Pushed {
-			e.recorder.Eventf(podRef(r.Pod), corev1.EventTypeNormal, ReasonPushed, "Output %q pushed to %s@%s", r.Artifact, r.Repository, r.Digest)
+			e.recorder.Eventf(podRef(r.Pod), corev1.EventTypeNormal, ReasonPushed, "Output %q pushed to %s", r.Artifact, r.Ref())
 		} else {
 			e.Warn(r.Pod, ReasonPushFailed, fmt.Sprintf("Output %q could not be pushed to %s; its data stays on the node: %s", r.Artifact, r.Repository, r.Message))
 		}

@@ -65,7 +65,7 @@ func (k *Kubernetes) Record(ctx context.Context, r Record) error {
 	}
 	obj.Status = v1alpha1.ArtifactRecordStatus{
 		Phase: r.Phase, Digest: r.Digest, LayerDigest: r.LayerDigest, Size: r.Size,
-		MediaType: r.MediaType, Message: r.Message, LastUpdateTime: metav1.NewTime(r.Time),
+		MediaType: r.MediaType, Location: r.Location, Message: r.Message, LastUpdateTime: metav1.NewTime(r.Time),
 	}
 	if err := k.Client.Status().Update(ctx, obj); err != nil {
 		return fmt.Errorf("update ArtifactRecord %s/%s status: %w", obj.Namespace, obj.Name, err)
@@ -85,7 +85,7 @@ func (k *Kubernetes) spec(ctx context.Context, obj *v1alpha1.ArtifactRecord, r R
 	}
 	obj.Spec = v1alpha1.ArtifactRecordSpec{
 		Direction: dir, Artifact: r.Artifact, Pod: v1alpha1.ObjectReference{Name: r.Pod.Name, UID: r.Pod.UID},
-		BuildOutput: r.BuildOutput, Repository: r.Repository, Tag: r.Tag,
+		BuildOutput: r.BuildOutput, Backend: r.Backend, Repository: r.Repository, Tag: r.Tag,
 	}
 	pod, err := k.pod(ctx, r.Pod)
 	if err != nil {

@@ -36,9 +36,14 @@ type Record struct {
 	Direction volume.Direction
 	Artifact  string
 	Pod       volume.Pod
+	// Backend is empty for an OCI registry, else the storage provider's
+	// name.
+	Backend string
 	// Repository, Tag and Digest (the manifest digest) locate the artifact;
 	// for a Konflux blob input, Digest is the blob digest.
 	Repository, Tag, Digest string
+	// Location is where a storage provider says the artifact is.
+	Location string
 	// LayerDigest, Size and MediaType describe its content.
 	LayerDigest string
 	Size        int64
@@ -48,6 +53,16 @@ type Record struct {
 	// Message explains a Failed phase.
 	Message string
 	Time    time.Time
+}
+
+// Ref names the artifact for people: repository@digest, prefixed with
+// the backend's name and a colon for a storage provider's.
+func (r Record) Ref() string {
+	ref := r.Repository + "@" + r.Digest
+	if r.Backend != "" {
+		ref = r.Backend + ":" + ref
+	}
+	return ref
 }
 
 // Recorder stores records. Record must be idempotent (the same record may
@@ -69,7 +84,10 @@ func (Log) Record(ctx context.Context, r Record) error {
 	kv := []any{"volumeID", r.VolumeID, "direction", r.Direction, "artifact", r.Artifact,
 		"pod", klog.KRef(r.Pod.Namespace, r.Pod.Name), "phase", r.Phase}
 	if r.Digest != "" {
-		kv = append(kv, "ref", r.Repository+"@"+r.Digest)
+		kv = append(kv, "ref", r.Ref())
+	}
+	if r.Location != "" {
+		kv = append(kv, "location", r.Location)
 	}
 	if r.Size > 0 {
 		kv = append(kv, "size", r.Size)

@@ -47,18 +47,50 @@ var hexLen = map[string]int{"sha256": 64, "sha384": 96, "sha512": 128}
 // pkg:oci/name@sha256:<hex>?repository_url=registry/path/name. It rejects
 // a malformed digest or repository.
 func NewValue(repository, digest string) (Value, error) {
-	algo, hex, _ := strings.Cut(digest, ":")
-	if n, ok := hexLen[algo]; !ok || len(hex) != n || strings.Trim(hex, "0123456789abcdef") != "" {
-		return Value{}, fmt.Errorf("malformed digest %q: want sha256:<64 lowercase hex>", digest)
+	v, err := digestValue(digest)
+	if err != nil {
+		return Value{}, err
 	}
 	i := strings.LastIndexByte(repository, '/')
 	if i <= 0 || i == len(repository)-1 || strings.ContainsAny(repository, "?#@& ") {
 		return Value{}, fmt.Errorf("malformed repository %q: want registry/path", repository)
 	}
-	return Value{
-		URI:    fmt.Sprintf("pkg:oci/%s@%s?repository_url=%s", repository[i+1:], digest, repository),
-		Digest: map[string]string{algo: hex},
-	}, nil
+	v.URI = fmt.Sprintf("pkg:oci/%s@%s?repository_url=%s", repository[i+1:], digest, repository)
+	return v, nil
+}
+
+// NewProviderValue returns the value of an artifact a storage provider
+// holds: a generic package URL naming the artifact, its manifest digest,
+// the backend, the repository and, when the provider gave one, the
+// location, e.g. pkg:generic/report@sha256:<hex>?backend=filesystem&
+// repository=team-a&download_url=file:///var/lib/…. Tekton's TaskRun schema
+// keeps only uri and digest in status.artifacts, so the URI carries what
+// TEP-0164 calls ref.backend and ref.location.
+func NewProviderValue(backend, repository, artifact, digest, location string) (Value, error) {
+	v, err := digestValue(digest)
+	if err != nil {
+		return Value{}, err
+	}
+	if backend == "" || repository == "" || artifact == "" || strings.ContainsAny(backend+repository+artifact, "?#@&=% ") {
+		return Value{}, fmt.Errorf("malformed backend %q, repository %q or artifact %q", backend, repository, artifact)
+	}
+	v.URI = fmt.Sprintf("pkg:generic/%s@%s?backend=%s&repository=%s", artifact, digest, backend, repository)
+	if location != "" {
+		v.URI += "&download_url=" + qualifierEscaper.Replace(location)
+	}
+	return v, nil
+}
+
+// qualifierEscaper percent-encodes what would end or split a purl
+// qualifier value.
+var qualifierEscaper = strings.NewReplacer("%", "%25", "&", "%26", "#", "%23", "?", "%3F", " ", "%20")
+
+func digestValue(digest string) (Value, error) {
+	algo, hex, _ := strings.Cut(digest, ":")
+	if n, ok := hexLen[algo]; !ok || len(hex) != n || strings.Trim(hex, "0123456789abcdef") != "" {
+		return Value{}, fmt.Errorf("malformed digest %q: want sha256:<64 lowercase hex>", digest)
+	}
+	return Value{Digest: map[string]string{algo: hex}}, nil
 }
 
 // Desired returns the artifacts records show: an Output record that is
@@ -82,6 +114,9 @@ func Desired(records []v1alpha1.ArtifactRecord) (Artifacts, error) {
 			continue
 		}
 		v, err := NewValue(r.Spec.Repository, r.Status.Digest)
+		if r.Spec.Backend != "" {
+			v, err = NewProviderValue(r.Spec.Backend, r.Spec.Repository, r.Spec.Artifact, r.Status.Digest, r.Status.Location)
+		}
 		if err != nil {
 			errs = append(errs, fmt.Errorf("ArtifactRecord %s/%s: %w", r.Namespace, r.Name, err))
 			continue

@@ -30,10 +30,10 @@ import (
 	"github.com/tektoncd/artifacts-csi-driver/pkg/oci"
 )
 
-// pluginBin and controllerBin are the node plugin and the controller,
-// built once by TestMain, with the race detector when the tests have it
-// (not for benchmarks).
-var pluginBin, controllerBin string
+// pluginBin, controllerBin and providerBin are the node plugin, the
+// controller and the filesystem storage provider, built once by TestMain,
+// with the race detector when the tests have it (not for benchmarks).
+var pluginBin, controllerBin, providerBin string
 
 var raceEnabled bool
 
@@ -56,13 +56,14 @@ func TestMain(m *testing.M) {
 			args = append(args, "-race")
 		}
 		const cmd = "github.com/tektoncd/artifacts-csi-driver/cmd/"
-		build := exec.Command("go", append(args, cmd+"artifacts-csi-node", cmd+"artifacts-controller")...)
+		build := exec.Command("go", append(args, cmd+"artifacts-csi-node", cmd+"artifacts-controller", cmd+"artifacts-provider-filesystem")...)
 		build.Stdout, build.Stderr = os.Stdout, os.Stderr
 		if err := build.Run(); err != nil {
-			fmt.Println("build the node plugin and the controller:", err)
+			fmt.Println("build the node plugin, the controller and the provider:", err)
 			return 1
 		}
 		pluginBin, controllerBin = filepath.Join(dir, "artifacts-csi-node"), filepath.Join(dir, "artifacts-controller")
+		providerBin = filepath.Join(dir, "artifacts-provider-filesystem")
 		return m.Run()
 	}()
 	os.Exit(code)

@@ -75,7 +75,13 @@ type ArtifactRecordSpec struct {
 	// BuildOutput marks an output for Tekton Chains.
 	// +optional
 	BuildOutput bool `json:"buildOutput,omitempty"`
-	// Repository is where the artifact is, e.g. registry.example/team/artifacts.
+	// Backend stores the artifact: empty for an OCI registry, else the name
+	// of the storage provider (the backend configuration key).
+	// +optional
+	Backend string `json:"backend,omitempty"`
+	// Repository is where the artifact is: an OCI repository, e.g.
+	// registry.example/team/artifacts, or a provider's repository, e.g.
+	// team-a.
 	Repository string `json:"repository"`
 	// Tag is the tag an output was pushed with (a convenience: the digest is
 	// the identity).
@@ -106,6 +112,11 @@ type ArtifactRecordStatus struct {
 	Size int64 `json:"size,omitempty"`
 	// +optional
 	MediaType string `json:"mediaType,omitempty"`
+	// Location is where a storage provider says the manifest is (e.g.
+	// file:///...); empty for an OCI registry, where Repository and Digest
+	// say it.
+	// +optional
+	Location string `json:"location,omitempty"`
 	// Message explains a Failed phase.
 	// +optional
 	Message string `json:"message,omitempty"`

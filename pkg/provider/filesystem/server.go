@@ -1,0 +1,213 @@
+package filesystem
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/spf13/pflag"
+	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
+	"k8s.io/apimachinery/pkg/api/resource"
+	"k8s.io/klog/v2"
+
+	"github.com/tektoncd/artifacts-csi-driver/internal/unixsock"
+	pb "github.com/tektoncd/artifacts-csi-driver/proto/provider/v1alpha1"
+)
+
+// shutdownGrace bounds how long calls in flight may run after a stop.
+const shutdownGrace = 10 * time.Second
+
+// ServerOptions configures the artifacts-provider-filesystem daemon. Zero
+// values are not defaults: use NewServerOptions, then AddFlags, then
+// Validate.
+type ServerOptions struct {
+	// Endpoint is the socket the provider serves: a path or unix:///path.
+	// Default /var/run/artifacts-csi/providers/filesystem.sock, where the
+	// node plugin looks for the provider named filesystem.
+	Endpoint string
+	// HTTPAddress serves /healthz. Default :9810; empty turns it off.
+	HTTPAddress string
+	// Options configures the provider. Defaults: Root
+	// /var/lib/artifacts-provider-filesystem, NamespaceScoped true,
+	// MaxBlobSize 0 (unbounded). Run sets Version.
+	Options
+}
+
+// NewServerOptions returns ServerOptions with their defaults.
+func NewServerOptions() *ServerOptions {
+	return &ServerOptions{
+		Endpoint:    "/var/run/artifacts-csi/providers/" + Name + ".sock",
+		HTTPAddress: ":9810",
+		Options: Options{
+			Root:            "/var/lib/artifacts-provider-filesystem",
+			NamespaceScoped: true,
+		},
+	}
+}
+
+// AddFlags registers a flag for every option.
+func (o *ServerOptions) AddFlags(fs *pflag.FlagSet) {
+	fs.StringVar(&o.Endpoint, "endpoint", o.Endpoint, "unix socket to serve, a path or unix:///path")
+	fs.StringVar(&o.Root, "root", o.Root, "directory holding the blobs (a hostPath, or a ReadWriteMany volume to share them between nodes)")
+	fs.BoolVar(&o.NamespaceScoped, "namespace-scoped", o.NamespaceScoped, "allow a namespace only its own repository and those under it (<namespace>/...)")
+	fs.Var((*byteSize)(&o.MaxBlobSize), "max-blob-size", "largest blob accepted, e.g. 10Gi (0: unbounded)")
+	fs.StringVar(&o.HTTPAddress, "http-address", o.HTTPAddress, "address serving /healthz (empty: off)")
+}
+
+// Validate reports every invalid option at once.
+func (o *ServerOptions) Validate() error {
+	var errs []error
+	if _, err := o.SocketPath(); err != nil {
+		errs = append(errs, err)
+	}
+	if !filepath.IsAbs(o.Root) {
+		errs = append(errs, fmt.Errorf("--root must be an absolute path, got %q", o.Root))
+	}
+	if o.MaxBlobSize < 0 {
+		errs = append(errs, fmt.Errorf("--max-blob-size must not be negative, got %d", o.MaxBlobSize))
+	}
+	if o.HTTPAddress != "" {
+		if _, _, err := net.SplitHostPort(o.HTTPAddress); err != nil {
+			errs = append(errs, fmt.Errorf("--http-address must be host:port or :port, got %q", o.HTTPAddress))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// SocketPath returns the socket's path: Endpoint without its unix://
+// scheme.
+func (o *ServerOptions) SocketPath() (string, error) {
+	p := strings.TrimPrefix(o.Endpoint, "unix://")
+	if !filepath.IsAbs(p) {
+		return "", fmt.Errorf("--endpoint must be an absolute path or unix:///absolute/path, got %q", o.Endpoint)
+	}
+	return p, nil
+}
+
+// Run serves the provider described by validated options on its socket
+// (mode 0600: the node plugin runs as root), and /healthz on HTTPAddress,
+// until ctx is cancelled; then it stops gracefully, letting calls in
+// flight finish for up to 10s. It returns nil after a clean stop.
+func Run(ctx context.Context, o *ServerOptions, version string) error {
+	logger := klog.FromContext(ctx)
+	po := o.Options
+	po.Version = version
+	p, err := New(ctx, po)
+	if err != nil {
+		return err
+	}
+	defer p.Close()
+	socket, err := o.SocketPath()
+	if err != nil {
+		return err
+	}
+	lis, err := unixsock.Listen(socket, 0o600)
+	if err != nil {
+		return fmt.Errorf("provider endpoint: %w", err)
+	}
+	srv := grpc.NewServer(grpc.ChainUnaryInterceptor(withLogger(ctx)), grpc.ChainStreamInterceptor(withStreamLogger(ctx)))
+	pb.RegisterProviderServer(srv, p)
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return srv.Serve(lis) })
+	if o.HTTPAddress != "" {
+		hl, err := net.Listen("tcp", o.HTTPAddress)
+		if err != nil {
+			srv.Stop()
+			return fmt.Errorf("listen on %s: %w", o.HTTPAddress, err)
+		}
+		hs := &http.Server{Handler: healthHandler(p), ReadHeaderTimeout: 10 * time.Second}
+		g.Go(func() error {
+			if err := hs.Serve(hl); !errors.Is(err, http.ErrServerClosed) {
+				return fmt.Errorf("serve %s: %w", o.HTTPAddress, err)
+			}
+			return nil
+		})
+		g.Go(func() error {
+			<-gctx.Done()
+			return hs.Close()
+		})
+	}
+	logger.Info("Serving", "endpoint", socket, "root", o.Root, "httpAddress", o.HTTPAddress, "version", version)
+	g.Go(func() error {
+		<-gctx.Done()
+		stopped := make(chan struct{})
+		go func() { srv.GracefulStop(); close(stopped) }()
+		select {
+		case <-stopped:
+		case <-time.After(shutdownGrace):
+			srv.Stop()
+		}
+		return nil
+	})
+	err = g.Wait()
+	if ctx.Err() != nil && err == nil {
+		logger.Info("Stopped")
+		return nil
+	}
+	return err
+}
+
+// healthHandler serves /healthz: 200 while the root directory is usable.
+func healthHandler(p *Provider) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+		if err := p.Healthy(); err != nil {
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ok")
+	})
+	return mux
+}
+
+// withLogger puts the server's logger into each unary call's context.
+func withLogger(ctx context.Context) grpc.UnaryServerInterceptor {
+	logger := klog.FromContext(ctx)
+	return func(cctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+		return handler(klog.NewContext(cctx, logger), req)
+	}
+}
+
+// withStreamLogger puts the server's logger into each stream's context.
+func withStreamLogger(ctx context.Context) grpc.StreamServerInterceptor {
+	logger := klog.FromContext(ctx)
+	return func(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+		return handler(srv, loggedStream{ss, klog.NewContext(ss.Context(), logger)})
+	}
+}
+
+// loggedStream is a stream with another context.
+type loggedStream struct {
+	grpc.ServerStream
+	ctx context.Context
+}
+
+func (s loggedStream) Context() context.Context { return s.ctx }
+
+// byteSize is a pflag.Value for sizes such as 1048576, 512Mi or 10Gi.
+type byteSize int64
+
+func (b *byteSize) String() string {
+	return resource.NewQuantity(int64(*b), resource.BinarySI).String()
+}
+func (b *byteSize) Type() string { return "size" }
+
+func (b *byteSize) Set(s string) error {
+	q, err := resource.ParseQuantity(s)
+	if err != nil || q.Sign() < 0 {
+		return fmt.Errorf("want a size such as 512Mi or 10Gi")
+	}
+	n, ok := q.AsInt64()
+	if !ok {
+		return fmt.Errorf("size %s is out of range", s)
+	}
+	*b = byteSize(n)
+	return nil
+}
