@@ -199,7 +199,7 @@ images() {
   mkdir -p "$bin"
   CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.version=dev" -o "$bin/" ./cmd/... ./hack/pause
   local args=()
-  for b in artifacts artifacts-csi-node artifacts-controller; do args+=(--file "$bin/$b:/usr/local/bin/$b"); done
+  for b in artifacts artifacts-csi-node artifacts-controller artifacts-provider-filesystem artifacts-provider-conformance; do args+=(--file "$bin/$b:/usr/local/bin/$b"); done
   go run ./hack/image --push "$to/tekton-artifacts:dev" "${args[@]}" --entrypoint /usr/local/bin/artifacts >/dev/null
   go run ./hack/image --push "$to/pause:dev" --file "$bin/pause:/pause" --entrypoint /pause >/dev/null
   args=(--file /bin/busybox:/bin/busybox)
@@ -261,6 +261,7 @@ EOF
   kubectl apply -k deploy/overlays/dev >/dev/null
   kubectl -n artifacts-csi rollout status ds/artifacts-csi-node --timeout=180s >&2
   kubectl -n artifacts-csi rollout status deploy/artifacts-controller --timeout=180s >&2
+  kubectl -n artifacts-csi rollout status ds/artifacts-provider-filesystem --timeout=180s >&2
   wait_for "the driver to register with kubelet" 60 \
     sh -c "kubectl get csinode $NODE -o jsonpath='{.spec.drivers[*].name}' | grep -q artifacts.csi.tekton.dev"
   log "ready: export KUBECONFIG=$KUBECONFIG (logs in $LOGS)"

@@ -144,3 +144,53 @@ func TestNonRootOutput(t *testing.T) {
 	}
 	waitRecord(t, pod, "data", v1alpha1.Pushed)
 }
+
+// TestProviderBackend: a namespace whose backend is the filesystem
+// provider (its DaemonSet deployed next to the node plugin) has its
+// outputs stored there; a consumer of the same run reads them back
+// byte-identical with from:, and the TaskRun status carries the provider's
+// reference.
+func TestProviderBackend(t *testing.T) {
+	ns := newNamespace(t)
+	cm := &corev1.ConfigMap{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: config.ConfigMapName,
+			Labels: map[string]string{config.LabelConfigType: config.ConfigTypeArtifactStorage}},
+		Data: map[string]string{config.KeyBackend: "filesystem"},
+	}
+	if err := c.Create(t.Context(), cm); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(2 * time.Second) // as in TestNamespaceConfig
+	r := newRun(t, ns)
+	buildRun, buildLabels := r.taskRun(t, "build")
+	producer := podSpec{ns: ns, name: "build", labels: buildLabels, script: produceScript, volumes: []corev1.Volume{
+		csiVolume("out", map[string]string{"direction": "output", "artifact": "dist"}),
+	}}.create(t)
+	want := section(waitSucceeded(t, producer), "listing")
+	rec := waitRecord(t, producer, "dist", v1alpha1.Pushed)
+	if rec.Spec.Backend != "filesystem" || rec.Spec.Repository != ns || !strings.HasPrefix(rec.Status.Location, "file:///var/lib/artifacts-provider-filesystem/"+ns+"/blobs/sha256/") {
+		t.Errorf("record spec %+v, location %q", rec.Spec, rec.Status.Location)
+	}
+	wantURI := "pkg:generic/dist@" + rec.Status.Digest + "?backend=filesystem&repository=" + ns
+	waitFor(t, "the build TaskRun's status.artifacts", time.Minute, func() (bool, error) {
+		tr := buildRun.DeepCopy()
+		if err := c.Get(t.Context(), client.ObjectKeyFromObject(tr), tr); err != nil {
+			return false, err
+		}
+		outs, _, _ := unstructured.NestedSlice(tr.Object, "status", "artifacts", "outputs")
+		if strings.Contains(fmt.Sprint(outs), wantURI) {
+			b, _ := json.MarshalIndent(tr.Object["status"], "", "  ")
+			t.Logf("TaskRun %s/%s status:\n%s", tr.GetNamespace(), tr.GetName(), b)
+			return true, nil
+		}
+		return false, nil
+	})
+	_, testLabels := r.taskRun(t, "test")
+	consumer := podSpec{ns: ns, name: "test", labels: testLabels, script: "echo --- listing\n" + listing("/artifacts/inputs/in"), volumes: []corev1.Volume{
+		csiVolume("in", map[string]string{"direction": "input", "artifact": "dist", "from": "tasks.build.outputs.dist"}),
+	}}.create(t)
+	if got := section(waitSucceeded(t, consumer), "listing"); got != want {
+		t.Errorf("the consumer read\n%s\nwant\n%s", got, want)
+	}
+	waitRecord(t, consumer, "dist", v1alpha1.Consumed)
+}
