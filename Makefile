@@ -7,7 +7,7 @@ LDFLAGS := -s -w -X main.version=$(VERSION)
 TOOLS_DIR ?= $(HOME)/.cache/tekton-artifacts-tools
 export TOOLS_DIR
 
-.PHONY: help build demo test test-unit lint bench bench-node fuzz tools generate clean images dev-cluster dev-down e2e
+.PHONY: help build demo test test-unit lint bench bench-node fuzz tools generate proto conformance clean images dev-cluster dev-down e2e
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -21,8 +21,9 @@ demo: ## start a local registry on 127.0.0.1, push, inspect, re-push and pull an
 tools: ## build the pinned test tools (registry, etcd, kube-apiserver, kubelet, ...) from the Go module proxy
 	hack/tools.sh --cluster >/dev/null
 
-test: tools lint ## lint, unit and integration tests, then the e2e tests on the dev cluster (root)
+test: tools lint ## lint, unit and integration tests, provider conformance, then the e2e tests on the dev cluster (root)
 	REGISTRY_BIN=$(TOOLS_DIR)/registry $(GO) test -race -count=1 ./...
+	$(MAKE) conformance
 	$(MAKE) e2e
 
 test-unit: ## tests that need no external binary
@@ -34,6 +35,12 @@ generate: ## regenerate deepcopy code, CRD YAML and RBAC roles from the sources 
 	$(CONTROLLER_GEN) object:headerFile=/dev/null paths=./pkg/apis/... crd:crdVersions=v1 output:crd:artifacts:config=deploy/crd
 	$(CONTROLLER_GEN) rbac:roleName=artifacts-csi-node paths=./pkg/driver/... output:rbac:artifacts:config=deploy/rbac/node
 	$(CONTROLLER_GEN) rbac:roleName=artifacts-controller paths=./pkg/controller/... output:rbac:artifacts:config=deploy/rbac/controller
+
+proto: ## regenerate the Go code of proto/ (Debian protoc, pinned protoc-gen-go and protoc-gen-go-grpc)
+	hack/proto.sh
+
+conformance: ## run the storage provider conformance suite against the filesystem reference provider
+	hack/conformance.sh
 
 lint: ## gofmt, go vet and go mod tidy check
 	@out=$$(gofmt -l cmd pkg internal test 2>/dev/null); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi

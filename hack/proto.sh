@@ -21,7 +21,7 @@ GOBIN=$BIN go install google.golang.org/protobuf/cmd/protoc-gen-go
 GOBIN=$BIN GOFLAGS=-mod=mod go install "google.golang.org/grpc/cmd/protoc-gen-go-grpc@$PROTOC_GEN_GO_GRPC_VERSION"
 
 mapfile -t files < <(find proto -name '*.proto' | sort)
-mkdir -p "$OUT"
+mkdir -p "$OUT/proto"
 protoc --proto_path=proto \
   --plugin=protoc-gen-go="$BIN/protoc-gen-go" --plugin=protoc-gen-go-grpc="$BIN/protoc-gen-go-grpc" \
   --go_out="$OUT/proto" --go_opt=paths=source_relative \
