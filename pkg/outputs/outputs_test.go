@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"golang.org/x/sys/unix"
 	"k8s.io/klog/v2/ktesting"
@@ -25,6 +26,7 @@ import (
 	"github.com/tektoncd/artifacts-csi-driver/pkg/artifact"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/credentials"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/oci"
+	"github.com/tektoncd/artifacts-csi-driver/pkg/provider"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/record"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/volume"
 )
@@ -416,5 +418,74 @@ func TestSealOnFullDisk(t *testing.T) {
 	got := f.pulled(v.Repository + "@" + f.rec.last().Digest)
 	if b, err := os.ReadFile(filepath.Join(got, "result")); err != nil || string(b) != "done\n" {
 		t.Errorf("pushed output: %q, %v", b, err)
+	}
+}
+
+// providerPusher records what it is asked to store; it fails with err when
+// set.
+type providerPusher struct {
+	mu   sync.Mutex
+	reqs []provider.PushRequest
+	err  error
+}
+
+func (p *providerPusher) Push(_ context.Context, req provider.PushRequest) (*provider.PushResult, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.reqs = append(p.reqs, req)
+	if p.err != nil {
+		return nil, p.err
+	}
+	d := v1.Hash{Algorithm: "sha256", Hex: strings.Repeat("ab", 32)}
+	return &provider.PushResult{
+		Manifest: v1.Descriptor{Digest: d, Size: 500},
+		Layer:    artifact.ArchiveLayer(req.Metadata.Name, req.Compression, v1.Hash{Algorithm: "sha256", Hex: strings.Repeat("cd", 32)}, 42),
+		Location: "file:///store/" + req.Scope.Repository + "/" + d.Hex,
+	}, nil
+}
+
+// TestProviderBackend: an output whose Backend names a storage provider
+// goes to it, in its pod's namespace, without credentials, and its record
+// carries the backend and location; a provider that rejects the request
+// fails the output at once, and a node plugin without a provider client
+// too.
+func TestProviderBackend(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		providers *providerPusher
+		wantPhase record.Phase
+	}{
+		{"stored", &providerPusher{}, record.Pushed},
+		{"rejected", &providerPusher{err: fmt.Errorf("%w: repository not allowed", provider.ErrRejected)}, record.Failed},
+		{"no provider client", nil, record.Failed},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFixture(t, "unused.example")
+			if tc.providers != nil {
+				f.opts.Providers = tc.providers
+			}
+			m := f.open()
+			v := f.volume("csi-p")
+			v.Backend, v.Repository, v.Tag, v.PlainHTTP = "filesystem", "team/artifacts", "", false
+			testtree.Write(t, f.publish(m, v), 2)
+			f.seal(m, v.ID)
+			f.run(m)
+			waitFor(t, "the output to settle", func() bool { return slices.Contains(f.rec.phases(), tc.wantPhase) })
+			r := f.rec.last()
+			if r.Backend != "filesystem" || r.Repository != "team/artifacts" {
+				t.Errorf("record = %+v", r)
+			}
+			if tc.wantPhase != record.Pushed {
+				return
+			}
+			if r.Location != "file:///store/team/artifacts/"+strings.Repeat("ab", 32) || r.Digest != "sha256:"+strings.Repeat("ab", 32) {
+				t.Errorf("record = %+v", r)
+			}
+			req := tc.providers.reqs[0]
+			if req.Backend != "filesystem" || req.Scope != (provider.Scope{Namespace: "team", Repository: "team/artifacts"}) ||
+				req.Metadata.Name != "report" || req.Compression != archive.Gzip {
+				t.Errorf("push request = %+v", req)
+			}
+		})
 	}
 }

@@ -50,6 +50,32 @@ func TestNewValue(t *testing.T) {
 	}
 }
 
+func TestNewProviderValue(t *testing.T) {
+	d := "sha256:" + hexA
+	for _, tc := range []struct {
+		backend, repo, artifact, location string
+		wantURI                           string
+		err                               bool
+	}{
+		{"filesystem", "team-a", "dist", "file:///srv/team-a/blobs/sha256/" + hexA,
+			"pkg:generic/dist@" + d + "?backend=filesystem&repository=team-a&download_url=file:///srv/team-a/blobs/sha256/" + hexA, false},
+		{"s3", "team-a/x", "dist", "", "pkg:generic/dist@" + d + "?backend=s3&repository=team-a/x", false},
+		// A location cannot add or split qualifiers.
+		{"s3", "team-a", "dist", "s3://b/k?v=1&x=#y%", "pkg:generic/dist@" + d + "?backend=s3&repository=team-a&download_url=s3://b/k%3Fv=1%26x=%23y%25", false},
+		{"", "team-a", "dist", "", "", true},
+		{"s3", "team-a&x=y", "dist", "", "", true},
+		{"s3", "team-a", "", "", "", true},
+	} {
+		got, err := NewProviderValue(tc.backend, tc.repo, tc.artifact, d, tc.location)
+		if (err != nil) != tc.err || got.URI != tc.wantURI || (!tc.err && got.Digest["sha256"] != hexA) {
+			t.Errorf("NewProviderValue(%q, %q, %q, %q) = %+v, %v; want %q, error %t", tc.backend, tc.repo, tc.artifact, tc.location, got, err, tc.wantURI, tc.err)
+		}
+	}
+	if _, err := NewProviderValue("fs", "team-a", "dist", "sha256:abc", ""); err == nil {
+		t.Error("a malformed digest was accepted")
+	}
+}
+
 func record(name string, dir v1alpha1.Direction, artifact string, phase v1alpha1.Phase, digest string, build bool) v1alpha1.ArtifactRecord {
 	return v1alpha1.ArtifactRecord{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "team-a"},
