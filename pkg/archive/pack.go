@@ -201,3 +201,17 @@ func fileKind(mode uint32) string {
 	}
 	return fmt.Sprintf("file of mode %#o", mode)
 }
+
+// OnlyFile returns the name of the one regular file dir holds: the
+// content of a single-file artifact. A directory holding anything else, or
+// more, is an error wrapping ErrUnsupportedFile.
+func OnlyFile(dir string) (string, error) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return "", err
+	}
+	if len(entries) != 1 || !entries[0].Type().IsRegular() {
+		return "", fmt.Errorf("%w: want exactly one regular file in %s, found %d entries", ErrUnsupportedFile, dir, len(entries))
+	}
+	return entries[0].Name(), nil
+}

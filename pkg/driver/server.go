@@ -19,6 +19,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
+	"github.com/tektoncd/artifacts-csi-driver/internal/serve"
 	"github.com/tektoncd/artifacts-csi-driver/internal/unixsock"
 	artifactsv1alpha1 "github.com/tektoncd/artifacts-csi-driver/pkg/apis/artifacts/v1alpha1"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/archive"
@@ -123,7 +124,12 @@ func Run(ctx context.Context, o *Options, version string) error {
 	d.Register(srv)
 
 	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return srv.Serve(lis) })
+	g.Go(func() error { return serve.GRPC(gctx, srv, lis, shutdownGrace) })
+	g.Go(func() error {
+		<-gctx.Done()
+		d.SetReady(false)
+		return nil
+	})
 	g.Go(func() error { outs.Run(gctx); return nil })
 	if view != nil {
 		g.Go(func() error { return view.Start(gctx) })
@@ -135,17 +141,7 @@ func Run(ctx context.Context, o *Options, version string) error {
 		})
 	}
 	if o.HTTPAddress != "" {
-		hs := &http.Server{Addr: o.HTTPAddress, Handler: d.httpHandler(m), ReadHeaderTimeout: 10 * time.Second}
-		g.Go(func() error {
-			if err := hs.ListenAndServe(); !errors.Is(err, http.ErrServerClosed) {
-				return fmt.Errorf("serve %s: %w", o.HTTPAddress, err)
-			}
-			return nil
-		})
-		g.Go(func() error {
-			<-gctx.Done()
-			return hs.Close()
-		})
+		g.Go(func() error { return serve.HTTP(gctx, o.HTTPAddress, d.httpHandler(m)) })
 	}
 	d.SetReady(true)
 	if o.Registration {
@@ -160,18 +156,6 @@ func Run(ctx context.Context, o *Options, version string) error {
 		})
 	}
 	logger.Info("Serving", "endpoint", o.Endpoint, "nodeID", o.NodeID, "version", version)
-	g.Go(func() error {
-		<-gctx.Done()
-		d.SetReady(false)
-		stopped := make(chan struct{})
-		go func() { srv.GracefulStop(); close(stopped) }()
-		select {
-		case <-stopped:
-		case <-time.After(shutdownGrace):
-			srv.Stop()
-		}
-		return nil
-	})
 	err = g.Wait()
 	c.Wait()
 	if ctx.Err() != nil && (err == nil || errors.Is(err, context.Canceled)) {

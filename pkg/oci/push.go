@@ -168,20 +168,15 @@ func (c *Client) pushTree(ctx context.Context, req PushRequest, res *PushResult,
 
 // pushFile uploads the single regular file in req.Dir as the layer.
 func (c *Client) pushFile(ctx context.Context, req PushRequest, res *PushResult, opts []remote.Option) error {
+	fname, err := archive.OnlyFile(req.Dir)
+	if err != nil {
+		return fmt.Errorf("%w: a single-file artifact (media type %q): %w", ErrInvalidArtifact, req.MediaType, err)
+	}
 	root, err := os.OpenRoot(req.Dir)
 	if err != nil {
 		return err
 	}
 	defer root.Close()
-	entries, err := os.ReadDir(req.Dir)
-	if err != nil {
-		return err
-	}
-	if len(entries) != 1 || !entries[0].Type().IsRegular() {
-		return fmt.Errorf("%w: a single-file artifact (media type %q) needs exactly one regular file in %s, found %d entries",
-			ErrInvalidArtifact, req.MediaType, req.Dir, len(entries))
-	}
-	fname := entries[0].Name()
 	l := &fileLayer{root: root, name: fname, mt: types.MediaType(req.MediaType), progress: c.o.Progress}
 	f, err := l.open()
 	if err != nil {

@@ -112,20 +112,15 @@ func (cn *conn) pushTree(ctx context.Context, req PushRequest, res *PushResult) 
 
 // pushFile streams the single regular file in req.Dir as the layer.
 func (cn *conn) pushFile(ctx context.Context, req PushRequest, res *PushResult) error {
+	fname, err := archive.OnlyFile(req.Dir)
+	if err != nil {
+		return fmt.Errorf("%w: a single-file artifact (media type %q): %w", artifact.ErrInvalid, req.MediaType, err)
+	}
 	root, err := os.OpenRoot(req.Dir)
 	if err != nil {
 		return err
 	}
 	defer root.Close()
-	entries, err := os.ReadDir(req.Dir)
-	if err != nil {
-		return err
-	}
-	if len(entries) != 1 || !entries[0].Type().IsRegular() {
-		return fmt.Errorf("%w: a single-file artifact (media type %q) needs exactly one regular file in %s, found %d entries",
-			artifact.ErrInvalid, req.MediaType, req.Dir, len(entries))
-	}
-	fname := entries[0].Name()
 	mt := types.MediaType(req.MediaType)
 	desc, loc, err := cn.put(ctx, req.Scope, mt, func(w io.Writer) error {
 		f, err := root.Open(fname)

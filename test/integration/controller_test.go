@@ -4,12 +4,8 @@ import (
 	"encoding/json"
 	"maps"
 	"net/http"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"reflect"
 	"strings"
-	"syscall"
 	"testing"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -27,24 +23,8 @@ import (
 func startController(t *testing.T, env *testenv.Env) {
 	t.Helper()
 	health := freeAddr(t)
-	log, err := os.Create(filepath.Join(t.TempDir(), "controller.log"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(controllerBin, "--kubeconfig="+roleKubeconfig(t, env, "controller"), "--metrics-bind-address=0",
+	startProcess(t, "controller", controllerBin, "--kubeconfig="+roleKubeconfig(t, env, "controller"), "--metrics-bind-address=0",
 		"--health-probe-bind-address="+health, "--leader-elect=true", "--leader-election-namespace=default", "-v=4")
-	cmd.Stdout, cmd.Stderr = log, log
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		cmd.Wait()
-		if t.Failed() {
-			b, _ := os.ReadFile(log.Name())
-			t.Logf("controller log:\n%s", tail(string(b), 60))
-		}
-	})
 	waitFor(t, "the controller's /healthz", func() bool {
 		resp, err := http.Get("http://" + health + "/healthz")
 		if err != nil {

@@ -152,6 +152,29 @@ func (p *plugin) start() {
 	}
 }
 
+// startProcess runs bin with args until the test ends (then SIGTERM),
+// logging to a file whose tail is shown when the test failed.
+func startProcess(t *testing.T, name, bin string, args ...string) {
+	t.Helper()
+	log, err := os.Create(filepath.Join(t.TempDir(), name+".log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, args...)
+	cmd.Stdout, cmd.Stderr = log, log
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		cmd.Wait()
+		if t.Failed() {
+			b, _ := os.ReadFile(log.Name())
+			t.Logf("%s log:\n%s", name, tail(string(b), 60))
+		}
+	})
+}
+
 // kill stops the plugin with SIGKILL, as a crash or an OOM kill would.
 func (p *plugin) kill() { p.signal(syscall.SIGKILL) }
 

@@ -4,10 +4,8 @@ import (
 	"encoding/json"
 	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 
 	"google.golang.org/grpc/codes"
@@ -26,24 +24,8 @@ import (
 // <providers>/filesystem.sock, storing under root.
 func startFilesystemProvider(t *testing.T, providers, root string) {
 	t.Helper()
-	log, err := os.Create(filepath.Join(t.TempDir(), "provider.log"))
-	if err != nil {
-		t.Fatal(err)
-	}
 	sock := filepath.Join(providers, "filesystem.sock")
-	cmd := exec.Command(providerBin, "--endpoint="+sock, "--root="+root, "--http-address=", "-v=4")
-	cmd.Stdout, cmd.Stderr = log, log
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		cmd.Wait()
-		if t.Failed() {
-			b, _ := os.ReadFile(log.Name())
-			t.Logf("provider log:\n%s", tail(string(b), 40))
-		}
-	})
+	startProcess(t, "provider", providerBin, "--endpoint="+sock, "--root="+root, "--http-address=", "-v=4")
 	waitFor(t, "the provider's socket", func() bool {
 		st, err := os.Stat(sock)
 		return err == nil && st.Mode().Type() == os.ModeSocket

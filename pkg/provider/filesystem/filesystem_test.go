@@ -29,7 +29,7 @@ import (
 // serve runs the daemon on a socket in a new directory, with o's provider
 // options and root dir/root, until the test ends, and returns a client and
 // the root.
-func serve(t *testing.T, o Options) (pb.ProviderClient, string, string) {
+func startProvider(t *testing.T, o Options) (pb.ProviderClient, string, string) {
 	t.Helper()
 	ctx := testContext(t)
 	ctx, cancel := context.WithCancel(ctx)
@@ -72,7 +72,7 @@ func testContext(t *testing.T) context.Context {
 }
 
 func TestConformance(t *testing.T) {
-	_, sock, root := serve(t, Options{NamespaceScoped: true})
+	_, sock, root := startProvider(t, Options{NamespaceScoped: true})
 	conformance.Test(t, conformance.Config{Endpoint: sock, LargeSize: 32 << 20})
 	// The suite deleted what it stored, and no upload left a staging file.
 	filepath.WalkDir(root, func(p string, d os.DirEntry, err error) error {
@@ -84,7 +84,7 @@ func TestConformance(t *testing.T) {
 }
 
 func TestConformanceSizeLimit(t *testing.T) {
-	_, sock, _ := serve(t, Options{MaxBlobSize: 5 << 20})
+	_, sock, _ := startProvider(t, Options{MaxBlobSize: 5 << 20})
 	conformance.Test(t, conformance.Config{Endpoint: "unix://" + sock, LargeSize: 8 << 20, Namespace: "team", Repository: "other/repo"})
 }
 
@@ -156,7 +156,7 @@ func stagingEmpty(t *testing.T, root string) {
 }
 
 func TestPut(t *testing.T) {
-	c, _, root := serve(t, Options{NamespaceScoped: true, MaxBlobSize: 2 << 20})
+	c, _, root := startProvider(t, Options{NamespaceScoped: true, MaxBlobSize: 2 << 20})
 	data := []byte("hello, artifacts")
 	d := digestOf(data)
 	big := bytes.Repeat([]byte{'x'}, provider.ChunkSize+1)
@@ -213,7 +213,7 @@ func TestNamespaceScoped(t *testing.T) {
 		scoped bool
 		want   codes.Code
 	}{{true, codes.PermissionDenied}, {false, codes.OK}} {
-		c, _, _ := serve(t, Options{NamespaceScoped: tc.scoped})
+		c, _, _ := startProvider(t, Options{NamespaceScoped: tc.scoped})
 		if _, err := put(ctx, c, header("team-a", "team-a"), chunk(data), commit(d, len(data))); err != nil {
 			t.Fatal(err)
 		}
@@ -240,7 +240,7 @@ func TestNamespaceScoped(t *testing.T) {
 
 func TestGetCorrupt(t *testing.T) {
 	ctx := testContext(t)
-	c, _, root := serve(t, Options{})
+	c, _, root := startProvider(t, Options{})
 	data := bytes.Repeat([]byte("0123456789abcdef"), provider.ChunkSize/8) // two chunks
 	d := digestOf(data)
 	file := filepath.Join(root, "ns", "blobs", "sha256", strings.TrimPrefix(d, "sha256:"))
@@ -284,7 +284,7 @@ func TestGetCorrupt(t *testing.T) {
 
 func TestStatDelete(t *testing.T) {
 	ctx := testContext(t)
-	c, _, root := serve(t, Options{})
+	c, _, root := startProvider(t, Options{})
 	data := []byte("stat me")
 	d := digestOf(data)
 	if _, err := put(ctx, c, header("ns", "ns/a"), chunk(data), commit(d, len(data))); err != nil {
@@ -313,7 +313,7 @@ func TestStatDelete(t *testing.T) {
 }
 
 func TestInfo(t *testing.T) {
-	c, _, _ := serve(t, Options{MaxBlobSize: 1234})
+	c, _, _ := startProvider(t, Options{MaxBlobSize: 1234})
 	ctx := testContext(t)
 	resp, err := c.Info(ctx, &pb.InfoRequest{})
 	if err != nil {
@@ -346,7 +346,7 @@ func TestEscape(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(outside, "blobs", "sha256", strings.TrimPrefix(d, "sha256:")), data, 0o640); err != nil {
 		t.Fatal(err)
 	}
-	c, _, _ := serve(t, Options{Root: root})
+	c, _, _ := startProvider(t, Options{Root: root})
 	if _, err := put(ctx, c, header("evil", "evil/x"), chunk(data), commit(d, len(data))); status.Code(err) != codes.Internal {
 		t.Errorf("Put through a link out of the root: %v, want Internal", err)
 	}
@@ -393,7 +393,7 @@ func TestDiskFull(t *testing.T) {
 	}
 	t.Cleanup(func() { unix.Unmount(root, unix.MNT_DETACH) })
 	ctx := testContext(t)
-	c, _, _ := serve(t, Options{Root: root})
+	c, _, _ := startProvider(t, Options{Root: root})
 	data := bytes.Repeat([]byte{7}, provider.ChunkSize)
 	_, err := put(ctx, c, header("ns", "ns"), chunk(data), commit(digestOf(data), len(data)))
 	if status.Code(err) != codes.ResourceExhausted {

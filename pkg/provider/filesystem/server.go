@@ -16,6 +16,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/klog/v2"
 
+	"github.com/tektoncd/artifacts-csi-driver/internal/serve"
 	"github.com/tektoncd/artifacts-csi-driver/internal/unixsock"
 	pb "github.com/tektoncd/artifacts-csi-driver/proto/provider/v1alpha1"
 )
@@ -115,37 +116,11 @@ func Run(ctx context.Context, o *ServerOptions, version string) error {
 	pb.RegisterProviderServer(srv, p)
 
 	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return srv.Serve(lis) })
+	g.Go(func() error { return serve.GRPC(gctx, srv, lis, shutdownGrace) })
 	if o.HTTPAddress != "" {
-		hl, err := net.Listen("tcp", o.HTTPAddress)
-		if err != nil {
-			srv.Stop()
-			return fmt.Errorf("listen on %s: %w", o.HTTPAddress, err)
-		}
-		hs := &http.Server{Handler: healthHandler(p), ReadHeaderTimeout: 10 * time.Second}
-		g.Go(func() error {
-			if err := hs.Serve(hl); !errors.Is(err, http.ErrServerClosed) {
-				return fmt.Errorf("serve %s: %w", o.HTTPAddress, err)
-			}
-			return nil
-		})
-		g.Go(func() error {
-			<-gctx.Done()
-			return hs.Close()
-		})
+		g.Go(func() error { return serve.HTTP(gctx, o.HTTPAddress, healthHandler(p)) })
 	}
 	logger.Info("Serving", "endpoint", socket, "root", o.Root, "httpAddress", o.HTTPAddress, "version", version)
-	g.Go(func() error {
-		<-gctx.Done()
-		stopped := make(chan struct{})
-		go func() { srv.GracefulStop(); close(stopped) }()
-		select {
-		case <-stopped:
-		case <-time.After(shutdownGrace):
-			srv.Stop()
-		}
-		return nil
-	})
 	err = g.Wait()
 	if ctx.Err() != nil && err == nil {
 		logger.Info("Stopped")
