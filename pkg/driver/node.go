@@ -160,7 +160,10 @@ func (d *Driver) settings(ctx context.Context, req *csi.NodePublishVolumeRequest
 		d.warn(spec.Pod, record.ReasonInvalidConfig, err.Error())
 		return config.Config{}, credentials.Snapshot{}, fmt.Errorf("%w: %w", errNotConfigured, err)
 	}
-	if d.d.Kube == nil {
+	if d.d.Kube == nil || cfg.IsProvider() {
+		// A provider trusts the namespace, not registry credentials: only
+		// the volume's own secrets are kept (for a from: input whose
+		// producer still pushed to a registry).
 		creds, err := credentials.FromPublishSecrets(req.GetSecrets())
 		return cfg, creds, err
 	}

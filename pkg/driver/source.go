@@ -2,6 +2,8 @@ package driver
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"strings"
 
@@ -75,11 +77,15 @@ func (s source) Repository() string {
 
 // cacheKey names the cache entry of an input: by manifest digest, by blob
 // digest for a Konflux blob reference (whose content is laid out
-// differently), and apart for each provider, whose repositories are
-// separate stores.
+// differently), and apart for each provider and repository. A provider
+// does not check that a manifest's layer is in the repository it is put
+// in, as a registry does: keyed by digest alone, a pod could put another
+// team's manifest bytes in its own repository and be handed that team's
+// cached content.
 func (s source) cacheKey() string {
 	if s.backend != "" {
-		return "provider-" + s.backend + "-" + strings.ReplaceAll(s.digest, ":", "-")
+		repo := sha256.Sum256([]byte(s.scope.Repository))
+		return "provider-" + s.backend + "-" + hex.EncodeToString(repo[:8]) + "-" + strings.ReplaceAll(s.digest, ":", "-")
 	}
 	d, _ := s.oci.Digest()
 	prefix := "manifest-"

@@ -49,8 +49,9 @@ func TestSourceCacheKeys(t *testing.T) {
 	blob, _ := oci.ParseReference("oci:r.example/a@"+d, false)
 	fs, _ := providerSource("filesystem", "ns", "ns@"+d)
 	s3, _ := providerSource("s3", "ns", "ns@"+d)
+	other, _ := providerSource("s3", "ns", "ns/other@"+d)
 	keys := map[string]bool{}
-	for _, s := range []source{{oci: manifest}, {oci: blob}, fs, s3} {
+	for _, s := range []source{{oci: manifest}, {oci: blob}, fs, s3, other} {
 		k := s.cacheKey()
 		if !cacheKeyPattern.MatchString(k) || keys[k] {
 			t.Errorf("cache key %q of %s: invalid or shared", k, s)

@@ -117,7 +117,9 @@ func (c *Client) provider(ctx context.Context, name string) (*conn, error) {
 	}
 	cc, err := grpc.NewClient("unix://"+sock,
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultServiceConfig(retryPolicy))
+		grpc.WithDefaultServiceConfig(retryPolicy),
+		// A chunk is at most ChunkSize: refuse more before it is read.
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(ChunkSize+4096)))
 	if err != nil {
 		return nil, fmt.Errorf("provider %q: %w", name, err)
 	}

@@ -33,6 +33,7 @@ type memProvider struct {
 	apiVersion string
 	corrupt    bool // flip a byte of every blob Get returns
 	bigChunks  bool // send blobs in one message, whatever their size
+	emptyFlood bool // send empty chunks before the content
 
 	mu    sync.Mutex
 	blobs map[string][]byte // repository + "@" + digest
@@ -87,6 +88,11 @@ func (m *memProvider) Get(req *pb.GetRequest, s grpc.ServerStreamingServer[pb.Ge
 	}
 	if m.corrupt && len(b) > 0 {
 		b[len(b)/2] ^= 1
+	}
+	for i := 0; m.emptyFlood && i < 1000; i++ {
+		if err := s.Send(&pb.GetResponse{}); err != nil {
+			return err
+		}
 	}
 	size := provider.ChunkSize
 	if m.bigChunks {
@@ -220,6 +226,22 @@ func TestPullRejectsWhatTheProviderGetsWrong(t *testing.T) {
 				t.Errorf("dest exists after a failed pull: %v", err)
 			}
 		})
+	}
+}
+
+func TestEmptyChunksAreRefused(t *testing.T) {
+	ctx := context.Background()
+	m := &memProvider{}
+	c := serve(t, t.TempDir(), "p", m)
+	src := filepath.Join(t.TempDir(), "src")
+	writeTree(t, src, map[string]string{"a": "a"})
+	res, err := c.Push(ctx, provider.PushRequest{Backend: "p", Scope: scope, Dir: src, Metadata: artifact.Metadata{Name: "a"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.emptyFlood = true
+	if _, err := c.Pull(ctx, "p", scope, res.Manifest.Digest.String(), filepath.Join(t.TempDir(), "d"), archive.Limits{}); !errors.Is(err, provider.ErrBadProvider) {
+		t.Fatalf("pull: %v, want ErrBadProvider", err)
 	}
 }
 

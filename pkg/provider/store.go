@@ -13,6 +13,8 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/tektoncd/artifacts-csi-driver/pkg/archive"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/artifact"
@@ -224,8 +226,8 @@ func (w *chunkWriter) Write(p []byte) (int, error) {
 	return written, nil
 }
 
-// flush sends the buffered bytes. Send serialises the message before it
-// returns, so the buffer can be reused.
+// flush sends the buffered bytes, in a buffer of their own: gRPC may look
+// at a message after Send returns.
 func (w *chunkWriter) flush() error {
 	if len(w.buf) == 0 {
 		return nil
@@ -236,7 +238,7 @@ func (w *chunkWriter) flush() error {
 		w.sendErr = err
 		return err
 	}
-	w.buf = w.buf[:0]
+	w.buf = make([]byte, 0, ChunkSize)
 	return nil
 }
 
@@ -340,20 +342,32 @@ type getReader struct {
 	op     string
 	stream grpc.ServerStreamingClient[pb.GetResponse]
 	buf    []byte
+	empty  int // empty chunks in a row
 	err    error
 }
+
+// maxEmptyChunks bounds the empty chunks a provider may send in a row
+// before the stream counts as broken, so that a provider cannot keep a
+// fill busy without sending content.
+const maxEmptyChunks = 64
 
 func (r *getReader) next() error {
 	msg, err := r.stream.Recv()
 	switch {
 	case err == io.EOF:
 		r.err = io.EOF
+	case status.Code(err) == codes.ResourceExhausted: // our receive limit
+		r.err = fmt.Errorf("%w: provider %q: %s: %v", ErrBadProvider, r.cn.name, r.op, err)
 	case err != nil:
 		r.err = r.cn.wrap(r.op, err)
+	case len(msg.GetChunk()) == 0 && r.empty >= maxEmptyChunks:
+		r.err = fmt.Errorf("%w: provider %q: %s: %d empty chunks in a row", ErrBadProvider, r.cn.name, r.op, r.empty)
+	case len(msg.GetChunk()) == 0:
+		r.empty++
 	case len(msg.GetChunk()) > ChunkSize:
 		r.err = fmt.Errorf("%w: provider %q: %s: a chunk of %d bytes, more than %d", ErrBadProvider, r.cn.name, r.op, len(msg.GetChunk()), ChunkSize)
 	default:
-		r.buf = msg.GetChunk()
+		r.buf, r.empty = msg.GetChunk(), 0
 	}
 	return r.err
 }

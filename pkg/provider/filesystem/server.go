@@ -112,7 +112,9 @@ func Run(ctx context.Context, o *ServerOptions, version string) error {
 	if err != nil {
 		return fmt.Errorf("provider endpoint: %w", err)
 	}
-	srv := grpc.NewServer(grpc.ChainUnaryInterceptor(withLogger(ctx)), grpc.ChainStreamInterceptor(withStreamLogger(ctx)))
+	// WaitForHandlers: the root is closed after the server stops, so no
+	// handler may still run then.
+	srv := grpc.NewServer(grpc.WaitForHandlers(true), grpc.ChainUnaryInterceptor(withLogger(ctx)), grpc.ChainStreamInterceptor(withStreamLogger(ctx)))
 	pb.RegisterProviderServer(srv, p)
 
 	g, gctx := errgroup.WithContext(ctx)
