@@ -2,12 +2,9 @@ package provider_test
 
 import (
 	"context"
-	"net"
 	"os"
 	"path/filepath"
 	"testing"
-
-	"google.golang.org/grpc"
 
 	"github.com/tektoncd/artifacts-csi-driver/internal/testregistry"
 	"github.com/tektoncd/artifacts-csi-driver/internal/testtree"
@@ -16,7 +13,6 @@ import (
 	"github.com/tektoncd/artifacts-csi-driver/pkg/oci"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/provider"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/provider/filesystem"
-	pb "github.com/tektoncd/artifacts-csi-driver/proto/provider/v1alpha1"
 )
 
 // BenchmarkPushPull stores testtree's tree (3.4 MB in 9 entries) and
@@ -37,16 +33,7 @@ func BenchmarkPushPull(b *testing.B) {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { p.Close() })
-	lis, err := net.Listen("unix", filepath.Join(dir, "filesystem.sock"))
-	if err != nil {
-		b.Fatal(err)
-	}
-	srv := grpc.NewServer()
-	pb.RegisterProviderServer(srv, p)
-	go srv.Serve(lis)
-	b.Cleanup(srv.Stop)
-	c := provider.NewClient(provider.Options{Dir: dir})
-	b.Cleanup(func() { c.Close() })
+	c := serveProvider(b, dir, "filesystem", p)
 	scope := provider.Scope{Namespace: "bench", Repository: "bench"}
 
 	repo, _, err := oci.ParseRepositoryTag(testregistry.InMemory(b, true)+"/bench/artifacts", true)

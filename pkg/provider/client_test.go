@@ -125,12 +125,19 @@ func serve(t *testing.T, dir, name string, m *memProvider) *provider.Client {
 	if m.apiVersion == "" {
 		m.apiVersion = provider.APIVersion
 	}
+	return serveProvider(t, dir, name, m)
+}
+
+// serveProvider serves p on dir/name.sock until the test ends and returns
+// a client of dir.
+func serveProvider(t testing.TB, dir, name string, p pb.ProviderServer) *provider.Client {
+	t.Helper()
 	lis, err := net.Listen("unix", filepath.Join(dir, name+".sock"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	srv := grpc.NewServer()
-	pb.RegisterProviderServer(srv, m)
+	pb.RegisterProviderServer(srv, p)
 	go srv.Serve(lis)
 	t.Cleanup(srv.Stop)
 	c := provider.NewClient(provider.Options{Dir: dir})
