@@ -373,37 +373,24 @@ func (d *Driver) publishOutput(ctx context.Context, req *csi.NodePublishVolumeRe
 	if err != nil {
 		return err
 	}
-	if cfg.Repository == "" && !cfg.IsProvider() {
-		return fmt.Errorf("%w: output %q: no repository for namespace %s: set %s in the config-artifact-storage ConfigMap",
-			errNotConfigured, spec.Artifact, spec.Pod.Namespace, config.KeyRepository)
+	labels := pod.Labels
+	meta := artifact.Metadata{Name: spec.Artifact, Namespace: spec.Pod.Namespace, BuildOutput: spec.BuildOutput,
+		TaskRun: labels[volume.LabelTaskRun], PipelineRun: labels[volume.LabelPipelineRun]}
+	v := outputs.Volume{
+		ID: req.GetVolumeId(), Fingerprint: fp, Pod: spec.Pod,
+		Compression: cfg.Compression, MediaType: spec.MediaType, MaxBytes: cfg.MaxArtifactBytes, Metadata: meta,
+	}
+	if cfg.IsProvider() {
+		// Content-addressed only: no tag, no registry, no referrers.
+		v.Backend, v.Repository = cfg.Backend, cfg.ProviderScope(spec.Pod.Namespace).Repository
+	} else if err := ociTarget(&v, cfg, spec, labels); err != nil {
+		return err
 	}
 	gid := -1
 	if g := req.GetVolumeCapability().GetMount().GetVolumeMountGroup(); g != "" {
 		if gid, err = strconv.Atoi(g); err != nil || gid < 0 {
 			return fmt.Errorf("%w: volume mount group %q is not a group id", errInvalidRequest, g)
 		}
-	}
-	labels := pod.Labels
-	meta := artifact.Metadata{Name: spec.Artifact, Namespace: spec.Pod.Namespace, BuildOutput: spec.BuildOutput,
-		TaskRun: labels[volume.LabelTaskRun], PipelineRun: labels[volume.LabelPipelineRun]}
-	tag, err := artifact.Tag(cfg.TagPattern, artifact.TagVars{"namespace": spec.Pod.Namespace, "pod": spec.Pod.Name,
-		"artifact": spec.Artifact, "taskrun": meta.TaskRun, "pipelinerun": meta.PipelineRun})
-	if err != nil {
-		return fmt.Errorf("%w: %s: %w", errNotConfigured, config.KeyTagPattern, err)
-	}
-	var group *artifact.Group
-	if uid := labels[volume.LabelPipelineRunUID]; cfg.GroupByPipelineRun && meta.PipelineRun != "" && uid != "" {
-		group = &artifact.Group{Namespace: spec.Pod.Namespace, PipelineRun: meta.PipelineRun, UID: uid}
-	}
-	v := outputs.Volume{
-		ID: req.GetVolumeId(), Fingerprint: fp, Pod: spec.Pod,
-		Repository: cfg.Repository, PlainHTTP: cfg.PlainHTTP, Tag: tag,
-		Compression: cfg.Compression, MediaType: spec.MediaType, MaxBytes: cfg.MaxArtifactBytes,
-		Metadata: meta, Group: group,
-	}
-	if cfg.IsProvider() {
-		// Content-addressed only: no tag, no registry, no referrers.
-		v.Backend, v.Repository, v.PlainHTTP, v.Tag, v.Group = cfg.Backend, cfg.ProviderScope(spec.Pod.Namespace).Repository, false, "", nil
 	}
 	dir, err := d.d.Outputs.Publish(ctx, v, creds, gid)
 	if err != nil {
@@ -418,6 +405,25 @@ func (d *Driver) publishOutput(ctx context.Context, req *csi.NodePublishVolumeRe
 		klog.FromContext(ctx).Error(err, "Could not record output")
 	}
 	return d.mount(dir, req.GetTargetPath(), false)
+}
+
+// ociTarget sets where in a registry output v goes: the repository, its
+// tag and the PipelineRun group its manifest refers to.
+func ociTarget(v *outputs.Volume, cfg config.Config, spec *volume.Spec, labels map[string]string) error {
+	if cfg.Repository == "" {
+		return fmt.Errorf("%w: output %q: no repository for namespace %s: set %s in the config-artifact-storage ConfigMap",
+			errNotConfigured, spec.Artifact, spec.Pod.Namespace, config.KeyRepository)
+	}
+	tag, err := artifact.Tag(cfg.TagPattern, artifact.TagVars{"namespace": spec.Pod.Namespace, "pod": spec.Pod.Name,
+		"artifact": spec.Artifact, "taskrun": v.Metadata.TaskRun, "pipelinerun": v.Metadata.PipelineRun})
+	if err != nil {
+		return fmt.Errorf("%w: %s: %w", errNotConfigured, config.KeyTagPattern, err)
+	}
+	v.Repository, v.PlainHTTP, v.Tag = cfg.Repository, cfg.PlainHTTP, tag
+	if uid := labels[volume.LabelPipelineRunUID]; cfg.GroupByPipelineRun && v.Metadata.PipelineRun != "" && uid != "" {
+		v.Group = &artifact.Group{Namespace: spec.Pod.Namespace, PipelineRun: v.Metadata.PipelineRun, UID: uid}
+	}
+	return nil
 }
 
 // pod returns the pod of a volume from the cluster view: its labels say

@@ -54,7 +54,7 @@ func (s source) String() string {
 	if s.backend == "" {
 		return s.oci.String()
 	}
-	return s.backend + ":" + s.scope.Repository + "@" + s.digest
+	return provider.Ref(s.backend, s.scope.Repository, s.digest)
 }
 
 // Digest returns the manifest digest (a Konflux blob reference's blob

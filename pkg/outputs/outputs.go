@@ -585,7 +585,7 @@ func (m *Manager) pushToProvider(ctx context.Context, data string, v Volume) (*R
 		return nil, err
 	}
 	m.o.Metrics.Pushed(res.Layer.Size)
-	return &Result{Ref: v.Backend + ":" + v.Repository + "@" + res.Manifest.Digest.String(), Digest: res.Manifest.Digest.String(),
+	return &Result{Ref: provider.Ref(v.Backend, v.Repository, res.Manifest.Digest.String()), Digest: res.Manifest.Digest.String(),
 		LayerDigest: res.Layer.Digest.String(), Size: res.Layer.Size, MediaType: string(res.Layer.MediaType), Location: res.Location}, nil
 }
 

@@ -61,6 +61,12 @@ func ValidLocation(loc string) bool {
 	return true
 }
 
+// Ref names an artifact of provider backend for people and logs:
+// backend:repository@digest.
+func Ref(backend, repository, digest string) string {
+	return backend + ":" + repository + "@" + digest
+}
+
 // CheckScope returns an error saying what is wrong with a request's scope.
 func CheckScope(namespace, repository string) error {
 	var errs []string

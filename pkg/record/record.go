@@ -11,6 +11,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/tektoncd/artifacts-csi-driver/pkg/apis/artifacts/v1alpha1"
+	"github.com/tektoncd/artifacts-csi-driver/pkg/provider"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/volume"
 )
 
@@ -58,11 +59,10 @@ type Record struct {
 // Ref names the artifact for people: repository@digest, prefixed with
 // the backend's name and a colon for a storage provider's.
 func (r Record) Ref() string {
-	ref := r.Repository + "@" + r.Digest
 	if r.Backend != "" {
-		ref = r.Backend + ":" + ref
+		return provider.Ref(r.Backend, r.Repository, r.Digest)
 	}
-	return ref
+	return r.Repository + "@" + r.Digest
 }
 
 // Recorder stores records. Record must be idempotent (the same record may
