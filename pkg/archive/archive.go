@@ -73,6 +73,56 @@ type Limits struct {
 	MaxPathLength int
 }
 
+// Modes selects the permission bits extracted entries get.
+type Modes int
+
+const (
+	// ArchiveModes gives each entry the permission bits the archive
+	// records, without setuid, setgid and sticky. The default.
+	ArchiveModes Modes = iota
+	// ReadOnlyModes makes the tree readable by every user and writable by
+	// none: directories 0555, regular files 0555 when the archive gives
+	// them any execute bit and 0444 otherwise. It is for trees that pods
+	// mount read-only whatever uid they run as: the archive's owner is not
+	// the reader's, so its private modes would lock the reader out, and a
+	// tree shared by several readers must not be writable by any of them.
+	ReadOnlyModes
+)
+
+// mode returns the permission bits an entry with the archive's mode gets.
+func (m Modes) mode(archived uint32, dir bool) uint32 {
+	archived &= 0o777
+	switch {
+	case m != ReadOnlyModes:
+		return archived
+	case dir || archived&0o111 != 0:
+		return 0o555
+	default:
+		return 0o444
+	}
+}
+
+// Option configures Extract and ExtractFile.
+type Option func(*options)
+
+type options struct {
+	modes Modes
+}
+
+// WithModes selects the permission bits of what is extracted. Default:
+// ArchiveModes.
+func WithModes(m Modes) Option {
+	return func(o *options) { o.modes = m }
+}
+
+func newOptions(opts []Option) options {
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
+	return o
+}
+
 // Default limits.
 const (
 	DefaultMaxBytes      = 10 << 30

@@ -35,17 +35,19 @@ import (
 // error reports the mismatch ([ErrDigestMismatch]) as the cause.
 //
 // Ownership is not restored (files belong to the caller), nor are times.
-// Permission bits are, without setuid, setgid and sticky. Fetching,
+// Permission bits are, without setuid, setgid and sticky, unless
+// [WithModes] chooses otherwise. Fetching,
 // decompression and the writing of small files run on their own goroutines
 // (GOMAXPROCS writers); all have stopped when Extract returns. Extract is
 // safe for concurrent use with different destinations.
-func Extract(ctx context.Context, r io.Reader, want Expect, dest string, lim Limits) (Stats, Compression, error) {
+func Extract(ctx context.Context, r io.Reader, want Expect, dest string, lim Limits, opts ...Option) (Stats, Compression, error) {
 	var stats Stats
+	o := newOptions(opts)
 	vr, err := newVerifier(r, want)
 	if err != nil {
 		return stats, "", err
 	}
-	staging, err := newStaging(dest)
+	staging, err := newStaging(dest, o.modes)
 	if err != nil {
 		return stats, "", err
 	}
@@ -78,9 +80,11 @@ func Extract(ctx context.Context, r io.Reader, want Expect, dest string, lim Lim
 
 // ExtractFile verifies a single-file blob read from r and stores it as
 // dest/name, with the same staging, verification and atomicity as Extract.
-// name must be a single path component.
-func ExtractFile(ctx context.Context, r io.Reader, want Expect, dest, name string, lim Limits) (Stats, error) {
+// name must be a single path component. The file gets mode 0644, or 0444
+// with ReadOnlyModes.
+func ExtractFile(ctx context.Context, r io.Reader, want Expect, dest, name string, lim Limits, opts ...Option) (Stats, error) {
 	lim = lim.withDefaults()
+	o := newOptions(opts)
 	if name == "" || name == "." || name == ".." || strings.ContainsAny(name, "/\x00") || len(name) > 255 {
 		return Stats{}, entryErr(ErrUnsafeEntry, name, "a single-file artifact needs a plain file name")
 	}
@@ -88,12 +92,12 @@ func ExtractFile(ctx context.Context, r io.Reader, want Expect, dest, name strin
 	if err != nil {
 		return Stats{}, err
 	}
-	staging, err := newStaging(dest)
+	staging, err := newStaging(dest, o.modes)
 	if err != nil {
 		return Stats{}, err
 	}
 	defer staging.cleanup()
-	fd, err := unix.Openat(staging.fd, name, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o644)
+	fd, err := unix.Openat(staging.fd, name, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, o.modes.mode(0o644, false))
 	if err != nil {
 		return Stats{}, &os.PathError{Op: "create", Path: name, Err: err}
 	}
@@ -120,11 +124,12 @@ func ExtractFile(ctx context.Context, r io.Reader, want Expect, dest, name strin
 type staging struct {
 	dest, dir string
 	fd        int
+	modes     Modes
 	mode      uint32 // final mode of the root
 	done      bool
 }
 
-func newStaging(dest string) (*staging, error) {
+func newStaging(dest string, modes Modes) (*staging, error) {
 	dest = filepath.Clean(dest)
 	if err := checkDest(dest); err != nil {
 		return nil, err
@@ -138,7 +143,7 @@ func newStaging(dest string) (*staging, error) {
 		os.Remove(dir)
 		return nil, err
 	}
-	return &staging{dest: dest, dir: dir, fd: fd, mode: 0o755}, nil
+	return &staging{dest: dest, dir: dir, fd: fd, modes: modes, mode: modes.mode(0o755, true)}, nil
 }
 
 func checkDest(dest string) error {
@@ -326,7 +331,7 @@ func (x *extractor) entry(tr *tar.Reader, hdr *tar.Header) error {
 	if err != nil {
 		return err
 	}
-	mode := uint32(hdr.Mode) & 0o777
+	mode := x.root.modes.mode(uint32(hdr.Mode), hdr.Typeflag == tar.TypeDir)
 	if name == "" {
 		if hdr.Typeflag != tar.TypeDir {
 			return entryErr(ErrUnsafeEntry, hdr.Name, "the root entry must be a directory")
@@ -543,7 +548,7 @@ func (x *extractor) dir(name string) (int, error) {
 
 // mkdir creates name (if needed) in its parent, which dir opens or creates
 // first, and opens it without following links. A directory that no entry
-// describes gets mode 0755, as tar does.
+// describes gets mode 0755, as tar does (0555 with ReadOnlyModes).
 func (x *extractor) mkdir(name string) (int, error) {
 	parent, err := x.dir(path.Dir(name))
 	if err != nil {
@@ -554,7 +559,7 @@ func (x *extractor) mkdir(name string) (int, error) {
 		return -1, err
 	}
 	if _, ok := x.modes[name]; !ok {
-		x.modes[name] = 0o755
+		x.modes[name] = x.root.modes.mode(0o755, true)
 	}
 	return unix.Openat(parent, base, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 }

@@ -1107,3 +1107,59 @@ func TestExtractDeepSymlinkTargetsAreCheap(t *testing.T) {
 		t.Errorf("l149 -> %.20q... (%v)", got, err)
 	}
 }
+
+// TestExtractModes: the archive's permission bits are kept by default;
+// ReadOnlyModes makes every entry readable and none writable, keeping
+// only whether a file is executable.
+func TestExtractModes(t *testing.T) {
+	old := syscall.Umask(0o022)
+	defer syscall.Umask(old)
+	blob := newTar(t).dir("./", 0o750).dir("private/", 0o700).dir("open/", 0o777).
+		file("private/key", 0o600, "secret").file("run.sh", 0o700, "#!/bin/sh").
+		file("group-exec", 0o610, "x").file("open/any", 0o666, "any").
+		file("implicit/f", 0o640, "f").hardlink("private/key.link", "private/key").bytes()
+	for _, tc := range []struct {
+		name  string
+		modes archive.Modes
+		want  map[string]string
+	}{
+		{"archive modes", archive.ArchiveModes, map[string]string{
+			".": "dir 0750", "private": "dir 0700", "open": "dir 0777", "implicit": "dir 0755",
+			"private/key": "file 0600", "private/key.link": "file 0600", "run.sh": "file 0700",
+			"group-exec": "file 0610", "open/any": "file 0666", "implicit/f": "file 0640"}},
+		{"read-only modes", archive.ReadOnlyModes, map[string]string{
+			".": "dir 0555", "private": "dir 0555", "open": "dir 0555", "implicit": "dir 0555",
+			"private/key": "file 0444", "private/key.link": "file 0444", "run.sh": "file 0555",
+			"group-exec": "file 0555", "open/any": "file 0444", "implicit/f": "file 0444"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dest := filepath.Join(tempDir(t), "dest")
+			if _, _, err := archive.Extract(context.Background(), bytes.NewReader(blob), expectOf(blob), dest, archive.Limits{}, archive.WithModes(tc.modes)); err != nil {
+				t.Fatal(err)
+			}
+			for name, want := range tc.want {
+				st, err := os.Lstat(filepath.Join(dest, name))
+				if err != nil {
+					t.Fatal(err)
+				}
+				kind := "file"
+				if st.IsDir() {
+					kind = "dir"
+				}
+				if got := fmt.Sprintf("%s %04o", kind, st.Mode().Perm()); got != want {
+					t.Errorf("%s: %s, want %s", name, got, want)
+				}
+			}
+		})
+	}
+	t.Run("single file", func(t *testing.T) {
+		dest := filepath.Join(tempDir(t), "dest")
+		content := []byte("report")
+		if _, err := archive.ExtractFile(context.Background(), bytes.NewReader(content), expectOf(content), dest, "r.xml", archive.Limits{}, archive.WithModes(archive.ReadOnlyModes)); err != nil {
+			t.Fatal(err)
+		}
+		if d := diffTrees(map[string]string{".": "dir 0555", "r.xml": `file 0444 "report"`}, describe(t, dest)); d != "" {
+			t.Errorf("extracted:\n%s", d)
+		}
+	})
+}

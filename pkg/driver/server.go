@@ -67,8 +67,10 @@ func Run(ctx context.Context, o *Options, version string) error {
 	if err != nil {
 		return fmt.Errorf("open digest cache: %w", err)
 	}
-	// Pods' own credentials only: never the node's.
-	reg := oci.New(oci.Options{Keychain: authn.NewMultiKeychain(), UserAgent: "artifacts-csi/" + version, DigestCache: dc})
+	// Pods' own credentials only: never the node's. Inputs are readable by
+	// every uid of every pod that mounts them (docs/design.md, "Inputs").
+	reg := oci.New(oci.Options{Keychain: authn.NewMultiKeychain(), UserAgent: "artifacts-csi/" + version, DigestCache: dc,
+		Modes: archive.ReadOnlyModes})
 	var (
 		rec    record.Recorder = record.Log{}
 		kube   kubernetes.Interface
@@ -91,7 +93,7 @@ func Run(ctx context.Context, o *Options, version string) error {
 		rec = &record.Kubernetes{Client: live, Pods: view, Next: events}
 		source.Namespaces = view
 	}
-	providers := provider.NewClient(provider.Options{Dir: o.ProvidersDir})
+	providers := provider.NewClient(provider.Options{Dir: o.ProvidersDir, Modes: archive.ReadOnlyModes})
 	defer providers.Close()
 	var outs *outputs.Manager
 	m := metrics.New(c.Stats, func() metrics.QueueStats { return outs.Stats() })

@@ -62,6 +62,9 @@ type Options struct {
 	DigestCache *digestcache.Cache
 	// Limits bounds what Pull extracts. Default: archive defaults.
 	Limits archive.Limits
+	// Modes are the permission bits of what Pull extracts. Default:
+	// archive.ArchiveModes, the producer's.
+	Modes archive.Modes
 	// Retry is the backoff of go-containerregistry's own retries of a
 	// failed request. Zero: its default (3 tries, 1 s then ×3).
 	Retry remote.Backoff

@@ -72,9 +72,9 @@ func (c *Client) Pull(ctx context.Context, ref Reference, dest string) (*PullRes
 	}
 	want := archive.Expect{Digest: layout.Layer.Digest, Size: layout.Layer.Size}
 	if layout.FileName != "" {
-		res.Stats, err = archive.ExtractFile(ctx, r, want, dest, layout.FileName, c.o.Limits)
+		res.Stats, err = archive.ExtractFile(ctx, r, want, dest, layout.FileName, c.o.Limits, archive.WithModes(c.o.Modes))
 	} else {
-		res.Stats, res.Compression, err = archive.Extract(ctx, r, want, dest, c.o.Limits)
+		res.Stats, res.Compression, err = archive.Extract(ctx, r, want, dest, c.o.Limits, archive.WithModes(c.o.Modes))
 	}
 	if err != nil {
 		return nil, fmt.Errorf("extract %s: %w", res.Ref, err)

@@ -48,6 +48,9 @@ type Options struct {
 	// CallTimeout bounds Info, Stat and Delete. Streams are bounded by
 	// their caller's context only. Default 30s.
 	CallTimeout time.Duration
+	// Modes are the permission bits of what Pull extracts. Default:
+	// archive.ArchiveModes, the producer's.
+	Modes archive.Modes
 }
 
 // Client reaches the providers of a node. It keeps one connection per

@@ -285,9 +285,9 @@ func (c *Client) Pull(ctx context.Context, backend string, scope Scope, digest, 
 	}
 	want := archive.Expect{Digest: layout.Layer.Digest, Size: layout.Layer.Size}
 	if layout.FileName != "" {
-		res.Stats, err = archive.ExtractFile(ctx, r, want, dest, layout.FileName, lim)
+		res.Stats, err = archive.ExtractFile(ctx, r, want, dest, layout.FileName, lim, archive.WithModes(c.o.Modes))
 	} else {
-		res.Stats, _, err = archive.Extract(ctx, r, want, dest, lim)
+		res.Stats, _, err = archive.Extract(ctx, r, want, dest, lim, archive.WithModes(c.o.Modes))
 	}
 	if err != nil {
 		return nil, fmt.Errorf("extract %s from provider %q: %w", digest, backend, err)
