@@ -13,17 +13,31 @@
 # Components: etcd, kube-apiserver, kube-controller-manager, kube-scheduler
 # and kubelet built from the Go module proxy (hack/tools.sh --cluster);
 # containerd, runc and the CNI plugins from Debian; the CNCF distribution
-# registry on 127.0.0.1:5000 for images and artifacts. Every component logs
-# to $LOCAL_UP_DIR/logs. Re-running `up` first runs `down`.
+# registry on 127.0.0.1:5000 for images and artifacts; Tekton Pipelines
+# (controller and webhook). Every component logs to $LOCAL_UP_DIR/logs.
+# Re-running `up` first runs `down`.
+#
+# Tekton comes, by default, from the release copy in ../shared/tekton
+# (TEKTON_DIR): its checksums are verified, its binaries become images as
+# ko would build them (/ko-app/<name>) and its config/ is rendered with
+# them. TEKTON_RELEASE=<URL or file of release.yaml> installs an official
+# release instead (a machine with internet access). Either way
+# hack/tekton/ adapts it to a cluster without kube-proxy.
 #
 # Environment: LOCAL_UP_DIR (default /tmp/artifacts-local-up), NODE_NAME
-# (default artifacts-dev). Needs root (kubelet, containerd, bind mounts).
+# (default artifacts-dev), TEKTON_DIR, TEKTON_RELEASE. Needs root (kubelet,
+# containerd, bind mounts).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 WORK=${LOCAL_UP_DIR:-/tmp/artifacts-local-up}
 NODE=${NODE_NAME:-artifacts-dev}
 API=https://127.0.0.1:6443
+# The Tekton Pipelines release the dev cluster and the e2e tests run on:
+# the one place its version is pinned. The official release of it is
+# https://infra.tekton.dev/tekton-releases/pipeline/previous/$TEKTON_VERSION/release.yaml
+TEKTON_VERSION=v1.15.0
+TEKTON_DIR=${TEKTON_DIR:-$ROOT/../shared/tekton}
 REGISTRY=127.0.0.1:5000
 LOGS=$WORK/logs PIDS=$WORK/pids PKI=$WORK/pki
 CONTAINERD_SOCK=$WORK/containerd/containerd.sock
@@ -192,29 +206,78 @@ resolvConf: /etc/resolv.conf
 EOF
 }
 
+# images builds the driver's image, the sandbox image and a busybox with
+# every applet (the tests' and Tekton's shell image), pushes them to
+# $IMAGE_REGISTRY (default the dev registry) and prints the busybox's
+# reference by digest.
 images() {
   local to=${IMAGE_REGISTRY:-$REGISTRY}
   log "building and pushing images to $to"
   local bin=$WORK/bin
   mkdir -p "$bin"
-  CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.version=dev" -o "$bin/" ./cmd/... ./hack/pause
+  CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.version=dev" -o "$bin/" ./cmd/... ./hack/pause ./hack/image
   local args=()
   for b in artifacts artifacts-csi-node artifacts-controller artifacts-provider-filesystem artifacts-provider-conformance; do args+=(--file "$bin/$b:/usr/local/bin/$b"); done
-  go run ./hack/image --push "$to/tekton-artifacts:dev" "${args[@]}" --entrypoint /usr/local/bin/artifacts >/dev/null
-  go run ./hack/image --push "$to/pause:dev" --file "$bin/pause:/pause" --entrypoint /pause >/dev/null
+  "$bin/image" --push "$to/tekton-artifacts:dev" "${args[@]}" --entrypoint /usr/local/bin/artifacts >/dev/null
+  "$bin/image" --push "$to/pause:dev" --file "$bin/pause:/pause" --entrypoint /pause >/dev/null
   args=(--file /bin/busybox:/bin/busybox)
-  for applet in sh cat cp dd echo find head id ls mkdir sha256sum sleep sort test touch wc xargs; do
-    args+=(--link "/bin/$applet:busybox")
+  for applet in $(/bin/busybox --list); do
+    [[ $applet == busybox ]] || args+=(--link "/bin/$applet:busybox")
   done
-  go run ./hack/image --push "$to/busybox:dev" "${args[@]}" --entrypoint /bin/sh >/dev/null
+  "$bin/image" --push "$to/busybox:dev" "${args[@]}" --entrypoint /bin/sh
+}
+
+# tekton renders Tekton Pipelines into $WORK/tekton/release.yaml: the
+# official release named by TEKTON_RELEASE, or the release copy in
+# $TEKTON_DIR with its binaries, checked against its checksums, turned into
+# images; $1 is the shell image for script steps.
+tekton() {
+  local out=$WORK/tekton shell=$1
+  rm -rf "$out" && mkdir -p "$out/bin"
+  if [[ -n ${TEKTON_RELEASE:-} ]]; then
+    log "Tekton Pipelines from $TEKTON_RELEASE"
+    case $TEKTON_RELEASE in
+    http://* | https://*) curl -fsSL -o "$out/release.yaml" "$TEKTON_RELEASE" ;;
+    *) cp "$TEKTON_RELEASE" "$out/release.yaml" ;;
+    esac
+    grep -q "app.kubernetes.io/version: \"$TEKTON_VERSION\"" "$out/release.yaml" ||
+      log "warning: $TEKTON_RELEASE is not Tekton Pipelines $TEKTON_VERSION, which the tests were written for"
+  else
+    [[ -f $TEKTON_DIR/SHA256SUMS ]] || die "no Tekton release in $TEKTON_DIR (set TEKTON_DIR, or TEKTON_RELEASE on a machine with internet access)"
+    grep -q "Tekton Pipelines $TEKTON_VERSION" "$TEKTON_DIR/README.md" || die "$TEKTON_DIR is not Tekton Pipelines $TEKTON_VERSION"
+    log "Tekton Pipelines $TEKTON_VERSION from $TEKTON_DIR: verifying and building its images"
+    (cd "$TEKTON_DIR/bin" && grep '\.zst$' ../SHA256SUMS | sha256sum --quiet -c -) || die "a compressed Tekton binary does not match SHA256SUMS"
+    local names=() n
+    for f in "$TEKTON_DIR"/bin/*.zst; do
+      n=$(basename "$f" .zst)
+      names+=("$n")
+      zstd -q -d -f "$f" -o "$out/bin/$n"
+    done
+    (cd "$out/bin" && grep -v '\.zst$' "$TEKTON_DIR/SHA256SUMS" | sha256sum --quiet -c -) || die "a Tekton binary does not match SHA256SUMS"
+    local subst=(-e "s|cgr.dev/chainguard/busybox@sha256:[0-9a-f]*|$shell|")
+    for n in "${names[@]}"; do
+      chmod +x "$out/bin/$n"
+      local ref
+      ref=$("$WORK/bin/image" --push "$REGISTRY/tektoncd/pipeline/$n:$TEKTON_VERSION" \
+        --file "$out/bin/$n:/ko-app/$n" --entrypoint "/ko-app/$n")
+      subst+=(-e "s|ko://github.com/tektoncd/pipeline/cmd/$n\b|$ref|g")
+    done
+    find "$TEKTON_DIR/config" -name '*.yaml' | sort | while read -r f; do
+      cat "$f"
+      echo ---
+    done | sed "${subst[@]}" >"$out/release.yaml"
+    ! grep -n 'ko://' "$out/release.yaml" || die "an image of the Tekton release was not built"
+  fi
+  cp hack/tekton/loopback.yaml "$out/"
+  cp hack/tekton/kustomization.yaml.in "$out/kustomization.yaml"
 }
 
 up() {
   [[ $EUID -eq 0 ]] || die "run as root: kubelet, containerd and the driver mount"
-  if ! command -v containerd runc openssl curl >/dev/null || [[ ! -x /usr/lib/cni/bridge || ! -x /bin/busybox ]]; then
-    log "installing containerd, runc, the CNI plugins and busybox from Debian"
+  if ! command -v containerd runc openssl curl zstd >/dev/null || [[ ! -x /usr/lib/cni/bridge || ! -x /bin/busybox ]]; then
+    log "installing containerd, runc, the CNI plugins, busybox and zstd from Debian"
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-      containerd runc containernetworking-plugins busybox-static openssl curl iproute2 >/dev/null
+      containerd runc containernetworking-plugins busybox-static openssl curl iproute2 zstd >/dev/null
   fi
   local tools; tools=$(hack/tools.sh --cluster)
   export PATH=$tools:$PATH
@@ -237,7 +300,9 @@ EOF
     --advertise-client-urls http://127.0.0.1:2379 --listen-peer-urls http://127.0.0.1:2380 --unsafe-no-fsync
   start containerd containerd --config "$WORK/containerd/config.toml"
   wait_for "the registry" 30 curl -sf "http://$REGISTRY/v2/"
-  images
+  local busybox
+  busybox=$(images)
+  tekton "$busybox"
 
   start kube-apiserver "$tools/kube-apiserver" --etcd-servers=http://127.0.0.1:2379 \
     --bind-address=127.0.0.1 --secure-port=6443 --advertise-address=127.0.0.1 --endpoint-reconciler-type=none \
@@ -245,7 +310,8 @@ EOF
     --token-auth-file="$PKI/tokens.csv" --authorization-mode=Node,RBAC \
     --service-cluster-ip-range=10.0.0.0/24 --service-account-issuer=https://kubernetes.default.svc \
     --service-account-key-file="$PKI/sa.pub" --service-account-signing-key-file="$PKI/sa.key" \
-    --kubelet-preferred-address-types=Hostname --allow-privileged=true
+    --kubelet-preferred-address-types=Hostname --allow-privileged=true \
+    --enable-aggregator-routing=true
   wait_for "kube-apiserver" 120 kubectl get --raw /readyz
   start kube-controller-manager "$tools/kube-controller-manager" --kubeconfig="$WORK/controller-manager.kubeconfig" \
     --root-ca-file="$PKI/ca.crt" --service-account-private-key-file="$PKI/sa.key" \
@@ -256,9 +322,21 @@ EOF
     --hostname-override="$NODE"
   wait_for "node $NODE to be Ready" 180 kubectl wait --for=condition=Ready "node/$NODE" --timeout=1s
 
-  log "deploying deploy/overlays/dev and the Tekton CRD fixtures"
-  kubectl apply -f test/fixtures/tekton/taskruns.yaml -f test/fixtures/tekton/pipelineruns.yaml >/dev/null
+  log "deploying Tekton Pipelines and deploy/overlays/dev"
+  # CRDs first: the custom resources of the release need them established.
+  kubectl kustomize "$WORK/tekton" >"$WORK/tekton/rendered.yaml"
+  kubectl apply --server-side --force-conflicts -f "$WORK/tekton/rendered.yaml" >/dev/null
   kubectl apply -k deploy/overlays/dev >/dev/null
+  kubectl -n tekton-pipelines rollout status deploy/tekton-pipelines-controller --timeout=180s >&2
+  kubectl -n tekton-pipelines rollout status deploy/tekton-pipelines-webhook --timeout=180s >&2
+  # Admission goes through Tekton's webhook: ready once the API server
+  # reaches it (through the Service's endpoints) with the caBundle it set.
+  wait_for "Tekton's webhook to admit a Task" 120 sh -c 'kubectl create --dry-run=server -f - <<EOF
+apiVersion: tekton.dev/v1
+kind: Task
+metadata: {name: probe, namespace: default}
+spec: {steps: [{name: s, image: busybox, script: "true"}]}
+EOF'
   kubectl -n artifacts-csi rollout status ds/artifacts-csi-node --timeout=180s >&2
   kubectl -n artifacts-csi rollout status deploy/artifacts-controller --timeout=180s >&2
   kubectl -n artifacts-csi rollout status ds/artifacts-provider-filesystem --timeout=180s >&2

@@ -158,34 +158,50 @@ func (v *View) Outputs(ctx context.Context, namespace, pipelineRun, pipelineTask
 	return out, nil
 }
 
-// TaskFinished reports whether a TaskRun of the PipelineRun's pipeline
-// task has finished, and when. It reads the API server (a rare question:
-// only while a from: input has no record), and answers false when Tekton's
-// CRDs are not installed.
-func (v *View) TaskFinished(ctx context.Context, namespace, pipelineRun, pipelineTask string) (bool, time.Time, error) {
+// Producer is what Tekton says of the TaskRuns of a PipelineRun's
+// pipeline task.
+type Producer struct {
+	// TaskRuns is how many there are: none when the pods were labelled by
+	// something other than Tekton, or Tekton's CRDs are not installed.
+	TaskRuns int
+	// Pods are the pods the TaskRuns name in status.podName: each one's
+	// current attempt. A retried TaskRun's earlier pods are not here.
+	Pods []string
+	// Done: every TaskRun has finished (Succeeded is True or False).
+	Done bool
+	// FinishedAt is when the last of them finished, when Done.
+	FinishedAt time.Time
+}
+
+// Producer reads the TaskRuns of a PipelineRun's pipeline task from the
+// API server (not a cache: a retry's new pod must not be missed). It
+// answers a zero Producer when Tekton's CRDs are not installed.
+func (v *View) Producer(ctx context.Context, namespace, pipelineRun, pipelineTask string) (Producer, error) {
 	list := &unstructured.UnstructuredList{}
 	list.SetGroupVersionKind(TaskRunList)
 	err := v.live.List(ctx, list, client.InNamespace(namespace), client.MatchingLabels{
 		volume.LabelPipelineRun: pipelineRun, volume.LabelPipelineTask: pipelineTask})
 	if meta.IsNoMatchError(err) || apierrors.IsNotFound(err) {
-		return false, time.Time{}, nil
+		return Producer{}, nil
 	}
 	if err != nil {
-		return false, time.Time{}, fmt.Errorf("list TaskRuns of %s: %w", pipelineRun, err)
+		return Producer{}, fmt.Errorf("list TaskRuns of %s: %w", pipelineRun, err)
 	}
-	var finished bool
-	var last time.Time
+	p := Producer{TaskRuns: len(list.Items), Done: len(list.Items) > 0}
 	for _, tr := range list.Items {
-		if done, at := taskRunDone(tr.Object); done {
-			finished = true
-			if at.After(last) {
-				last = at
-			}
-		} else {
-			return false, time.Time{}, nil // a retry is running
+		if pod, _, _ := unstructured.NestedString(tr.Object, "status", "podName"); pod != "" {
+			p.Pods = append(p.Pods, pod)
+		}
+		done, at := taskRunDone(tr.Object)
+		p.Done = p.Done && done
+		if at.After(p.FinishedAt) {
+			p.FinishedAt = at
 		}
 	}
-	return finished, last, nil
+	if !p.Done {
+		p.FinishedAt = time.Time{}
+	}
+	return p, nil
 }
 
 // taskRunDone reads the Succeeded condition of a tekton.dev/v1 TaskRun:

@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"testing"
+	"slices"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -117,10 +118,25 @@ func TestView(t *testing.T) {
 	if got, err := v.Outputs(ctx, "team-a", "release", "build", "bin"); err != nil || len(got) != 1 || got[0].Name != "r1" {
 		t.Errorf("outputs = %v, %v; want r1", got, err)
 	}
-	if done, _, err := v.TaskFinished(ctx, "team-a", "release", "build"); err != nil || done {
-		t.Errorf("running TaskRun: done %v, %v", done, err)
+	if p, err := v.Producer(ctx, "team-a", "release", "build"); err != nil || p.TaskRuns != 1 || p.Done || len(p.Pods) != 0 {
+		t.Errorf("TaskRun without a pod yet: %+v, %v", p, err)
 	}
-	if done, _, err := v.TaskFinished(ctx, "team-a", "release", "absent"); err != nil || done {
-		t.Errorf("absent TaskRun: done %v, %v", done, err)
+	if p, err := v.Producer(ctx, "team-a", "release", "absent"); err != nil || p.TaskRuns != 0 || p.Done {
+		t.Errorf("absent TaskRun: %+v, %v", p, err)
+	}
+	// A retried TaskRun that succeeded names its last attempt's pod.
+	finished := "2026-01-02T03:04:05Z"
+	if err := unstructured.SetNestedField(tr.Object, map[string]any{
+		"podName": "release-build-pod-retry1", "completionTime": finished,
+		"conditions": []any{map[string]any{"type": "Succeeded", "status": "True"}},
+	}, "status"); err != nil {
+		t.Fatal(err)
+	}
+	if err := env.Client.Status().Update(ctx, tr); err != nil {
+		t.Fatal(err)
+	}
+	p, err := v.Producer(ctx, "team-a", "release", "build")
+	if err != nil || !p.Done || p.FinishedAt.UTC().Format(time.RFC3339) != finished || !slices.Equal(p.Pods, []string{"release-build-pod-retry1"}) {
+		t.Errorf("finished TaskRun: %+v, %v", p, err)
 	}
 }

@@ -16,7 +16,6 @@ import (
 	"path/filepath"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
 	"github.com/google/go-containerregistry/pkg/authn"
@@ -28,6 +27,7 @@ import (
 	"github.com/tektoncd/artifacts-csi-driver/internal/atomicfile"
 	artifactsv1alpha1 "github.com/tektoncd/artifacts-csi-driver/pkg/apis/artifacts/v1alpha1"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/cache"
+	"github.com/tektoncd/artifacts-csi-driver/pkg/cluster"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/config"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/metrics"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/mounter"
@@ -62,8 +62,9 @@ type Cluster interface {
 	// Outputs returns the Output records of a PipelineRun's task that
 	// name artifact.
 	Outputs(ctx context.Context, namespace, pipelineRun, pipelineTask, artifact string) ([]artifactsv1alpha1.ArtifactRecord, error)
-	// TaskFinished reports whether the task's TaskRun finished, and when.
-	TaskFinished(ctx context.Context, namespace, pipelineRun, pipelineTask string) (bool, time.Time, error)
+	// Producer reports what Tekton says of the task's TaskRuns: their
+	// current pods, whether they finished, and when.
+	Producer(ctx context.Context, namespace, pipelineRun, pipelineTask string) (cluster.Producer, error)
 }
 
 // EventSink reports Warnings on pods (record.Events).

@@ -289,8 +289,11 @@ const recordTimeout = 5 * time.Second
 // resolveFrom finds the producer's output record in the consumer's
 // PipelineRun. It answers Unavailable (kubelet retries) while the record
 // is Pending or absent and the producer runs, and FailedPrecondition once
-// the record Failed or the producer finished without one. Of several
-// records (a retried task), the latest pushed one wins.
+// the record Failed or the producer finished without one. When Tekton has
+// TaskRuns for the task, only the records of the pods they name in
+// status.podName count: a retried TaskRun's earlier attempts pushed
+// outputs too, and the consumer must get the last attempt's. Of several
+// records left, the latest pushed one wins.
 func (d *Driver) resolveFrom(ctx context.Context, spec *volume.Spec, cfg config.Config, labels map[string]string) (source, error) {
 	if d.d.Cluster == nil {
 		return source{}, fmt.Errorf("%w: input %q: from: %s needs artifact records, and this node plugin has no API client; use ref: with the producer's digest",
@@ -302,9 +305,18 @@ func (d *Driver) resolveFrom(ctx context.Context, spec *volume.Spec, cfg config.
 			volume.ErrInvalid, spec.Artifact, spec.From, spec.Pod.Namespace, spec.Pod.Name, volume.LabelPipelineRun)
 	}
 	ns, task := spec.Pod.Namespace, spec.From.PipelineTask
+	producer, err := d.d.Cluster.Producer(ctx, ns, run, task)
+	if err != nil {
+		return source{}, fmt.Errorf("%w: %w", errNotYet, err)
+	}
 	records, err := d.d.Cluster.Outputs(ctx, ns, run, task, spec.From.Artifact)
 	if err != nil {
 		return source{}, fmt.Errorf("%w: list artifact records: %w", errNotYet, err)
+	}
+	if producer.TaskRuns > 0 {
+		records = slices.DeleteFunc(records, func(r artifactsv1alpha1.ArtifactRecord) bool {
+			return !slices.Contains(producer.Pods, r.Spec.Pod.Name)
+		})
 	}
 	var pushed, failed *artifactsv1alpha1.ArtifactRecord
 	for i := range records {
@@ -335,15 +347,9 @@ func (d *Driver) resolveFrom(ctx context.Context, spec *volume.Spec, cfg config.
 	case failed != nil:
 		return source{}, fmt.Errorf("%w: input %q: %s of PipelineRun %s could not be pushed: %s",
 			errNotConfigured, spec.Artifact, spec.From, run, failed.Status.Message)
-	case len(records) == 0:
-		done, at, err := d.d.Cluster.TaskFinished(ctx, ns, run, task)
-		if err != nil {
-			return source{}, fmt.Errorf("%w: %w", errNotYet, err)
-		}
-		if done && time.Since(at) > producerGrace {
-			return source{}, fmt.Errorf("%w: input %q: the TaskRun of task %q in PipelineRun %s finished at %s without producing output %q: does its Task mount an output volume with artifact %q?",
-				errNotConfigured, spec.Artifact, task, run, at.UTC().Format(time.RFC3339), spec.From.Artifact, spec.From.Artifact)
-		}
+	case len(records) == 0 && producer.Done && time.Since(producer.FinishedAt) > producerGrace:
+		return source{}, fmt.Errorf("%w: input %q: the TaskRun of task %q in PipelineRun %s finished at %s without producing output %q: does its Task mount an output volume with artifact %q?",
+			errNotConfigured, spec.Artifact, task, run, producer.FinishedAt.UTC().Format(time.RFC3339), spec.From.Artifact, spec.From.Artifact)
 	}
 	return source{}, fmt.Errorf("%w: input %q: waiting for %s of PipelineRun %s to be pushed", errNotYet, spec.Artifact, spec.From, run)
 }

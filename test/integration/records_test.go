@@ -212,6 +212,17 @@ func TestFromWaitsForProducer(t *testing.T) {
 	waitForEvent(t, env, consumer, record.ReasonInputFailed, text)
 }
 
+// setPodName records pod as the TaskRun's pod, as Tekton does.
+func setPodName(t *testing.T, env *testenv.Env, tr *unstructured.Unstructured, pod string) {
+	t.Helper()
+	if err := unstructured.SetNestedField(tr.Object, pod, "status", "podName"); err != nil {
+		t.Fatal(err)
+	}
+	if err := env.Client.Status().Update(t.Context(), tr); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // taskRun creates a tekton.dev/v1 TaskRun (the test fixture's CRD).
 func taskRun(t *testing.T, env *testenv.Env, ns, name string, labels map[string]string) *unstructured.Unstructured {
 	t.Helper()
