@@ -1,8 +1,11 @@
 // Package e2e drives the dev cluster of hack/local-up.sh (a real kubelet,
-// containerd and the driver deployed from deploy/overlays/dev) through
-// client-go: TaskRun-like objects of the test fixtures' CRDs and pods
-// labelled as Tekton labels them. `make e2e` brings the cluster up and runs
-// these tests; without E2E_KUBECONFIG they are skipped.
+// containerd, Tekton Pipelines and the driver deployed from
+// deploy/overlays/dev) through client-go: real Tasks, Pipelines,
+// PipelineRuns and TaskRuns that Tekton's controller runs, and plain pods
+// and Jobs. `make e2e` brings the cluster up and runs these tests; without
+// E2E_KUBECONFIG they are skipped. When a test fails, its namespace's
+// Tekton objects, records and events, and the logs of Tekton's controller
+// and of the driver, are written to its output.
 package e2e
 
 import (
@@ -13,10 +16,10 @@ import (
 	"testing"
 	"time"
 
+	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
@@ -24,7 +27,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/tektoncd/artifacts-csi-driver/pkg/apis/artifacts/v1alpha1"
-	"github.com/tektoncd/artifacts-csi-driver/pkg/volume"
 )
 
 const (
@@ -64,52 +66,22 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-// newNamespace creates a namespace for one test, deleted at its end.
+// newNamespace creates a namespace for one test, deleted at its end; if
+// the test failed, what explains it is written to its output first.
 func newNamespace(t *testing.T) string {
 	t.Helper()
 	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "e2e-"}}
 	if err := c.Create(t.Context(), ns); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { c.Delete(context.Background(), ns) })
+	start := time.Now()
+	t.Cleanup(func() {
+		if t.Failed() {
+			diagnose(t, ns.Name, start)
+		}
+		c.Delete(context.Background(), ns)
+	})
 	return ns.Name
-}
-
-// run is a PipelineRun of the fixtures' CRD.
-type run struct {
-	ns, name, uid string
-}
-
-func newRun(t *testing.T, ns string) run {
-	t.Helper()
-	pr := &unstructured.Unstructured{}
-	pr.SetAPIVersion("tekton.dev/v1")
-	pr.SetKind("PipelineRun")
-	pr.SetNamespace(ns)
-	pr.SetGenerateName("run-")
-	if err := c.Create(t.Context(), pr); err != nil {
-		t.Fatal(err)
-	}
-	return run{ns: ns, name: pr.GetName(), uid: string(pr.GetUID())}
-}
-
-// taskRun creates a TaskRun of r for pipeline task name and returns it and
-// the labels Tekton gives its pod.
-func (r run) taskRun(t *testing.T, name string) (*unstructured.Unstructured, map[string]string) {
-	t.Helper()
-	tr := &unstructured.Unstructured{}
-	tr.SetAPIVersion("tekton.dev/v1")
-	tr.SetKind("TaskRun")
-	tr.SetNamespace(r.ns)
-	tr.SetName(r.name + "-" + name)
-	tr.SetLabels(map[string]string{volume.LabelPipelineRun: r.name, volume.LabelPipelineTask: name})
-	if err := c.Create(t.Context(), tr); err != nil {
-		t.Fatal(err)
-	}
-	return tr, map[string]string{
-		volume.LabelTaskRun: tr.GetName(), volume.LabelTaskRunUID: string(tr.GetUID()),
-		volume.LabelPipelineRun: r.name, volume.LabelPipelineRunUID: r.uid, volume.LabelPipelineTask: name,
-	}
 }
 
 // csiVolume is an inline volume of the driver.
@@ -132,6 +104,41 @@ type podSpec struct {
 
 func (p podSpec) create(t *testing.T) *corev1.Pod {
 	t.Helper()
+	pod := p.pod()
+	if err := c.Create(t.Context(), pod); err != nil {
+		t.Fatal(err)
+	}
+	return pod
+}
+
+// job runs the pod as a Job (no retries) and returns its pod once the Job
+// controller has created it.
+func (p podSpec) job(t *testing.T) *corev1.Pod {
+	t.Helper()
+	template := p.pod()
+	backoff := int32(0)
+	job := &batchv1.Job{
+		ObjectMeta: metav1.ObjectMeta{Namespace: p.ns, Name: p.name},
+		Spec: batchv1.JobSpec{BackoffLimit: &backoff, Template: corev1.PodTemplateSpec{
+			ObjectMeta: metav1.ObjectMeta{Labels: p.labels, Annotations: p.annotations}, Spec: template.Spec}},
+	}
+	if err := c.Create(t.Context(), job); err != nil {
+		t.Fatal(err)
+	}
+	var pod *corev1.Pod
+	waitFor(t, "the pod of Job "+p.name, time.Minute, func() (bool, error) {
+		pods := &corev1.PodList{}
+		if err := c.List(t.Context(), pods, client.InNamespace(p.ns), client.MatchingLabels{"batch.kubernetes.io/job-name": p.name}); err != nil || len(pods.Items) == 0 {
+			return false, err
+		}
+		pod = &pods.Items[0]
+		return true, nil
+	})
+	return pod
+}
+
+// pod is the pod p describes.
+func (p podSpec) pod() *corev1.Pod {
 	pod := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Namespace: p.ns, Name: p.name, Labels: p.labels, Annotations: p.annotations},
 		Spec: corev1.PodSpec{
@@ -146,9 +153,6 @@ func (p podSpec) create(t *testing.T) *corev1.Pod {
 	for _, v := range p.volumes {
 		pod.Spec.Containers[0].VolumeMounts = append(pod.Spec.Containers[0].VolumeMounts, corev1.VolumeMount{
 			Name: v.Name, MountPath: "/artifacts/" + v.CSI.VolumeAttributes["direction"] + "s/" + v.Name})
-	}
-	if err := c.Create(t.Context(), pod); err != nil {
-		t.Fatal(err)
 	}
 	return pod
 }

@@ -15,6 +15,17 @@ import (
 	"github.com/tektoncd/artifacts-csi-driver/pkg/apis/artifacts/v1alpha1"
 )
 
+// produceScript writes a small tree into /artifacts/outputs/out and prints
+// its listing.
+const produceScript = `set -e
+cd /artifacts/outputs/out
+mkdir -p docs bin
+echo "hello from $(hostname)" > hello.txt
+dd if=/dev/urandom of=bin/blob bs=64k count=20 2>/dev/null
+echo readme > docs/README
+echo --- listing
+` + "(find . -type f | sort | xargs sha256sum)"
+
 // localUpDir is hack/local-up.sh's directory: the registry's storage and
 // the components' PIDs, for the tests that break them.
 func localUpDir(t *testing.T) string {
