@@ -51,6 +51,21 @@ func Write(t testing.TB, dir string, seed uint64) {
 // content hash, or link target.
 func Snapshot(t testing.TB, dir string) map[string]string {
 	t.Helper()
+	return snapshot(t, dir, func(perm fs.FileMode, _ bool) fs.FileMode { return perm })
+}
+
+// mounted is what the node plugin shows a pod of a tree with these
+// permission bits: readable by all, writable by none, executable where
+// any execute bit was set; directories 0555.
+func mounted(perm fs.FileMode, dir bool) fs.FileMode {
+	if dir || perm&0o111 != 0 {
+		return 0o555
+	}
+	return 0o444
+}
+
+func snapshot(t testing.TB, dir string, perm func(fs.FileMode, bool) fs.FileMode) map[string]string {
+	t.Helper()
 	out := map[string]string{}
 	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
@@ -69,13 +84,13 @@ func Snapshot(t testing.TB, dir string) map[string]string {
 			}
 			out[rel] = "symlink " + target
 		case d.IsDir():
-			out[rel] = fmt.Sprintf("dir %o", info.Mode().Perm())
+			out[rel] = fmt.Sprintf("dir %o", perm(info.Mode().Perm(), true))
 		default:
 			b, err := os.ReadFile(p)
 			if err != nil {
 				return err
 			}
-			out[rel] = fmt.Sprintf("file %o %d %x", info.Mode().Perm(), len(b), sha256.Sum256(b))
+			out[rel] = fmt.Sprintf("file %o %d %x", perm(info.Mode().Perm(), false), len(b), sha256.Sum256(b))
 		}
 		return nil
 	})
@@ -89,7 +104,20 @@ func Snapshot(t testing.TB, dir string) map[string]string {
 // Equal fails the test, listing the differences, when the trees differ.
 func Equal(t testing.TB, want, got string) {
 	t.Helper()
-	a, b := Snapshot(t, want), Snapshot(t, got)
+	diff(t, want, got, Snapshot(t, want))
+}
+
+// EqualMounted fails the test unless got is the input volume the node
+// plugin mounts of tree want: the same entries and content, with the
+// permission bits of mounted.
+func EqualMounted(t testing.TB, want, got string) {
+	t.Helper()
+	diff(t, want, got, snapshot(t, want, mounted))
+}
+
+func diff(t testing.TB, want, got string, a map[string]string) {
+	t.Helper()
+	b := Snapshot(t, got)
 	var diffs []string
 	for k, v := range a {
 		if b[k] != v {

@@ -134,7 +134,7 @@ func TestCredentialsPerNamespace(t *testing.T) {
 	}
 	want := t.TempDir()
 	testtree.Write(t, want, 8)
-	testtree.Equal(t, want, pl.target(first, "in"))
+	testtree.EqualMounted(t, want, pl.target(first, "in"))
 }
 
 func mustCreate(t testing.TB, env *testenv.Env, obj client.Object) {

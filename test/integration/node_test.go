@@ -90,7 +90,7 @@ func TestKubeletLifecycle(t *testing.T) {
 	consumer := newPod("consumer")
 	mustOK(t, "publish input", pl.publish(ctx, consumer, "in", input("source", ref)))
 	in := pl.target(consumer, "in")
-	testtree.Equal(t, want, in)
+	testtree.EqualMounted(t, want, in)
 	if err := os.WriteFile(filepath.Join(in, "new"), nil, 0o644); !errors.Is(err, unix.EROFS) {
 		t.Errorf("write into an input: %v, want EROFS", err)
 	}
@@ -136,7 +136,7 @@ func TestKubeletLifecycle(t *testing.T) {
 	pl.start()
 	second := newPod("consumer-2")
 	mustOK(t, "publish input after restart", pl.publish(ctx, second, "in", input("source", ref)))
-	testtree.Equal(t, want, pl.target(second, "in"))
+	testtree.EqualMounted(t, want, pl.target(second, "in"))
 	mustOK(t, "unpublish", pl.unpublish(ctx, second, "in"))
 
 	// What kubelet may also send.
@@ -292,7 +292,7 @@ func TestConcurrentPublishesFetchOnce(t *testing.T) {
 	testtree.Write(t, want, 14)
 	for i, err := range errs {
 		mustOK(t, fmt.Sprintf("publish %d", i), err)
-		testtree.Equal(t, want, pl.target(pods[i], "in"))
+		testtree.EqualMounted(t, want, pl.target(pods[i], "in"))
 	}
 	if n := px.blobGets.Load(); n != 1 {
 		t.Errorf("registry served %d blob GETs, want 1", n)

@@ -187,7 +187,7 @@ func TestFromWaitsForProducer(t *testing.T) {
 	})
 	want := t.TempDir()
 	testtree.Write(t, want, 5)
-	testtree.Equal(t, want, pl.target(consumer, "in"))
+	testtree.EqualMounted(t, want, pl.target(consumer, "in"))
 
 	// A producer that is still running keeps the consumer waiting; once it
 	// has finished without that output, the consumer fails.
