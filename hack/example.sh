@@ -47,7 +47,10 @@ for ((i = 0; i < 120; i++)); do
 done
 for tr in "${taskruns[@]}"; do
   echo "--- the steps of TaskRun $tr printed:"
-  kubectl -n "$NS" logs "$(kubectl -n "$NS" get taskrun "$tr" -o jsonpath='{.status.podName}')" --all-containers
+  pod=$(kubectl -n "$NS" get taskrun "$tr" -o jsonpath='{.status.podName}')
+  for step in $(kubectl -n "$NS" get pod "$pod" -o jsonpath='{.spec.containers[*].name}'); do
+    kubectl -n "$NS" logs "$pod" -c "$step"
+  done
 done
 echo "--- kubectl -n $NS get artifactrecords --field-selector spec.pipelineRun=$run"
 kubectl -n "$NS" get artifactrecords --field-selector "spec.pipelineRun=$run"

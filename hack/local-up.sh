@@ -264,7 +264,7 @@ tekton() {
     done
     find "$TEKTON_DIR/config" -name '*.yaml' | sort | while read -r f; do
       cat "$f"
-      echo ---
+      printf '\n---\n' # files may lack a final newline
     done | sed "${subst[@]}" >"$out/release.yaml"
     ! grep -n 'ko://' "$out/release.yaml" || die "an image of the Tekton release was not built"
   fi
@@ -303,6 +303,9 @@ EOF
   local busybox
   busybox=$(images)
   tekton "$busybox"
+  # The dev images keep their tags: drop what containerd cached of an
+  # earlier build, so that pods run this one.
+  ctr_ images rm "$REGISTRY/tekton-artifacts:dev" "$REGISTRY/busybox:dev" >/dev/null 2>&1 || true
 
   start kube-apiserver "$tools/kube-apiserver" --etcd-servers=http://127.0.0.1:2379 \
     --bind-address=127.0.0.1 --secure-port=6443 --advertise-address=127.0.0.1 --endpoint-reconciler-type=none \

@@ -19,13 +19,15 @@ import (
 // tasks are the Tasks the scenarios run, created in each test's namespace.
 //
 // produce writes a tree of params.megabytes MiB (four random files) plus
-// 300 small files and a symlink into output $(params.artifact), prints its
-// listing, sleeps params.sleep seconds, then fails while the attempt
-// number is below params.fail-attempts.
+// 300 small files, a symlink and the name of its pod into output
+// $(params.artifact), prints its listing, sleeps params.sleep seconds,
+// then fails when params.fail says so: never, always, or on the first
+// attempt only (a retry's pod is <taskrun>-pod-retry<N>; Tekton
+// substitutes $(context.task.retry-count) once, so every attempt would
+// read 0).
 //
 // consume reads input "tree" from params.from (the Pipeline's from:) and
-// prints its listing, whether it is writable, and the attempt that wrote
-// it.
+// prints its listing, whether it is writable, and the pod that wrote it.
 const tasks = `
 apiVersion: tekton.dev/v1
 kind: Task
@@ -35,7 +37,7 @@ spec:
   - {name: artifact, type: string, default: out}
   - {name: megabytes, type: string, default: "4"}
   - {name: sleep, type: string, default: "0"}
-  - {name: fail-attempts, type: string, default: "0"}
+  - {name: fail, type: string, default: never}
   steps:
   - name: write
     image: ` + busybox + `
@@ -46,12 +48,12 @@ spec:
       for i in 1 2 3 4; do dd if=/dev/urandom of=big/part$i bs=256k count=$(params.megabytes) 2>/dev/null; done
       for i in $(seq 1 300); do echo "file $i" > small/nested/f$i; done
       ln -s ../big/part1 small/link
-      echo "attempt $(context.task.retry-count)" > attempt
+      echo "pod $(hostname)" > attempt
       echo --- listing
       find . -type f | sort | xargs sha256sum
       echo ---
       sleep $(params.sleep)
-      if [ $(context.task.retry-count) -lt $(params.fail-attempts) ]; then echo failing; exit 1; fi
+      case "$(params.fail)/$(hostname)" in always/* | first/*-pod) echo failing; exit 1 ;; esac
     volumeMounts: [{name: tree, mountPath: /artifacts/outputs/tree}]
   volumes:
   - name: tree
@@ -197,7 +199,7 @@ spec:
   tasks:
   - name: build
     taskRef: {name: produce}
-    params: [{name: fail-attempts, value: "9"}]
+    params: [{name: fail, value: always}]
   finally:
   - name: test
     taskRef: {name: consume}
@@ -207,8 +209,8 @@ spec:
 	if reason := waitDone(t, pr, 5*time.Minute); reason != "Failed" {
 		t.Fatalf("PipelineRun finished with %s, want Failed", reason)
 	}
-	if _, reason := condition(taskRun(t, pr, "build")); reason != "Failed" {
-		t.Errorf("build finished with %s, want Failed", reason)
+	if status, reason := condition(taskRun(t, pr, "build")); status != "False" {
+		t.Errorf("build finished with %s (%s), want a failure", status, reason)
 	}
 	wantSucceeded(t, taskRun(t, pr, "test"))
 	wantHandover(t, pr)
@@ -222,15 +224,15 @@ func TestRetries(t *testing.T) {
 	ns := newNamespace(t)
 	create(t, ns, tasks+"---"+pipeline("retried",
 		`    retries: 1
-    params: [{name: fail-attempts, value: "1"}]`,
+    params: [{name: fail, value: first}]`,
 		`    runAfter: [build]`))
 	pr := create(t, ns, pipelineRun("retried", ""))[0]
 	wantSucceeded(t, pr)
 	log := wantHandover(t, pr)
-	if got := strings.TrimSpace(section(log, "attempt")); got != "attempt 1" {
-		t.Errorf("the consumer read the output of %q, want attempt 1", got)
-	}
 	build := taskRun(t, pr, "build")
+	if got := strings.TrimSpace(section(log, "attempt")); got != "pod "+podName(build) || !strings.HasSuffix(got, "-pod-retry1") {
+		t.Errorf("the consumer read the output of %q, want that of the retry, %s", got, podName(build))
+	}
 	pushed := records(t, ns, "out", v1alpha1.Output, v1alpha1.Pushed, 2)
 	if pushed[0].Spec.Pod.Name == pushed[1].Spec.Pod.Name || pushed[0].Status.Digest == pushed[1].Status.Digest {
 		t.Errorf("the two attempts' records: %+v and %+v", pushed[0].Spec.Pod, pushed[1].Spec.Pod)
