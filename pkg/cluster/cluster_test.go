@@ -1,8 +1,8 @@
 package cluster
 
 import (
-	"testing"
 	"slices"
+	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
