@@ -15,7 +15,7 @@
 # containerd, runc and the CNI plugins from Debian; the CNCF distribution
 # registry on 127.0.0.1:5000 for images and artifacts; Tekton Pipelines
 # (controller and webhook). Every component logs to $LOCAL_UP_DIR/logs.
-# Re-running `up` first runs `down`.
+# Re-running `up` first runs `down` and starts from an empty etcd.
 #
 # Tekton comes, by default, from the release copy in ../shared/tekton
 # (TEKTON_DIR): its checksums are verified, its binaries become images as
@@ -282,6 +282,10 @@ up() {
   local tools; tools=$(hack/tools.sh --cluster)
   export PATH=$tools:$PATH
   down
+  # A new cluster each time: objects an earlier run left (webhook
+  # configurations whose webhook is not running yet, test namespaces)
+  # would get in the way. Images in the registry stay.
+  rm -rf "$WORK/etcd"
   mkdir -p "$LOGS" "$PIDS" "$WORK/etcd" "$WORK/registry"
   rm -f "$LOGS"/*.log
   grep -qE "^127\.0\.0\.1[[:space:]].*\b$NODE\b" /etc/hosts || echo "127.0.0.1 $NODE" >>/etc/hosts
