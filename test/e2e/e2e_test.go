@@ -91,15 +91,12 @@ func csiVolume(name string, attrs map[string]string) corev1.Volume {
 		Driver: driver, ReadOnly: &ro, VolumeAttributes: attrs}}}
 }
 
-// podSpec is a one-step pod running script with the volumes mounted at
-// /artifacts/<direction>s/<volume name>.
+// podSpec is a plain one-step pod running script with the volumes
+// mounted at /artifacts/<direction>s/<volume name>.
 type podSpec struct {
-	ns, name    string
-	labels      map[string]string
-	annotations map[string]string
-	script      string
-	volumes     []corev1.Volume
-	user        *int64
+	ns, name string
+	script   string
+	volumes  []corev1.Volume
 }
 
 func (p podSpec) create(t *testing.T) *corev1.Pod {
@@ -119,8 +116,7 @@ func (p podSpec) job(t *testing.T) *corev1.Pod {
 	backoff := int32(0)
 	job := &batchv1.Job{
 		ObjectMeta: metav1.ObjectMeta{Namespace: p.ns, Name: p.name},
-		Spec: batchv1.JobSpec{BackoffLimit: &backoff, Template: corev1.PodTemplateSpec{
-			ObjectMeta: metav1.ObjectMeta{Labels: p.labels, Annotations: p.annotations}, Spec: template.Spec}},
+		Spec:       batchv1.JobSpec{BackoffLimit: &backoff, Template: corev1.PodTemplateSpec{Spec: template.Spec}},
 	}
 	if err := c.Create(t.Context(), job); err != nil {
 		t.Fatal(err)
@@ -140,15 +136,12 @@ func (p podSpec) job(t *testing.T) *corev1.Pod {
 // pod is the pod p describes.
 func (p podSpec) pod() *corev1.Pod {
 	pod := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Namespace: p.ns, Name: p.name, Labels: p.labels, Annotations: p.annotations},
+		ObjectMeta: metav1.ObjectMeta{Namespace: p.ns, Name: p.name},
 		Spec: corev1.PodSpec{
 			RestartPolicy: corev1.RestartPolicyNever,
 			Containers:    []corev1.Container{{Name: "step", Image: busybox, Command: []string{"sh", "-c", p.script}}},
 			Volumes:       p.volumes,
 		},
-	}
-	if p.user != nil {
-		pod.Spec.SecurityContext = &corev1.PodSecurityContext{RunAsUser: p.user, RunAsGroup: p.user}
 	}
 	for _, v := range p.volumes {
 		pod.Spec.Containers[0].VolumeMounts = append(pod.Spec.Containers[0].VolumeMounts, corev1.VolumeMount{
