@@ -21,7 +21,6 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/tektoncd/artifacts-csi-driver/internal/atomicfile"
-	artifactsv1alpha1 "github.com/tektoncd/artifacts-csi-driver/pkg/apis/artifacts/v1alpha1"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/artifact"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/config"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/credentials"
@@ -275,84 +274,9 @@ func (d *Driver) inputSource(ctx context.Context, req *csi.NodePublishVolumeRequ
 	return source{oci: ref}, nil
 }
 
-// producerGrace is how long after its producer's TaskRun finished a from:
-// input waits for a record that was never written. The record is written
-// when the producer's volume is published, so this only covers an API
-// server that refused it then; the seal, about a second after the TaskRun
-// finishes, writes it again.
-const producerGrace = 30 * time.Second
-
 // recordTimeout bounds the record an output's publish writes, so that a
 // slow API server does not hold the pod's start.
 const recordTimeout = 5 * time.Second
-
-// resolveFrom finds the producer's output record in the consumer's
-// PipelineRun. It answers Unavailable (kubelet retries) while the record
-// is Pending or absent and the producer runs, and FailedPrecondition once
-// the record Failed or the producer finished without one. When Tekton has
-// TaskRuns for the task, only the records of the pods they name in
-// status.podName count: a retried TaskRun's earlier attempts pushed
-// outputs too, and the consumer must get the last attempt's. Of several
-// records left, the latest pushed one wins.
-func (d *Driver) resolveFrom(ctx context.Context, spec *volume.Spec, cfg config.Config, labels map[string]string) (source, error) {
-	if d.d.Cluster == nil {
-		return source{}, fmt.Errorf("%w: input %q: from: %s needs artifact records, and this node plugin has no API client; use ref: with the producer's digest",
-			errNotConfigured, spec.Artifact, spec.From)
-	}
-	run := labels[volume.LabelPipelineRun]
-	if run == "" {
-		return source{}, fmt.Errorf("%w: input %q: from: %s names a task of the same PipelineRun, but pod %s/%s has no %s label",
-			volume.ErrInvalid, spec.Artifact, spec.From, spec.Pod.Namespace, spec.Pod.Name, volume.LabelPipelineRun)
-	}
-	ns, task := spec.Pod.Namespace, spec.From.PipelineTask
-	producer, err := d.d.Cluster.Producer(ctx, ns, run, task)
-	if err != nil {
-		return source{}, fmt.Errorf("%w: %w", errNotYet, err)
-	}
-	records, err := d.d.Cluster.Outputs(ctx, ns, run, task, spec.From.Artifact)
-	if err != nil {
-		return source{}, fmt.Errorf("%w: list artifact records: %w", errNotYet, err)
-	}
-	if producer.TaskRuns > 0 {
-		records = slices.DeleteFunc(records, func(r artifactsv1alpha1.ArtifactRecord) bool {
-			return !slices.Contains(producer.Pods, r.Spec.Pod.Name)
-		})
-	}
-	var pushed, failed *artifactsv1alpha1.ArtifactRecord
-	for i := range records {
-		r := &records[i]
-		switch r.Status.Phase {
-		case artifactsv1alpha1.Pushed:
-			if pushed == nil || pushed.Status.LastUpdateTime.Before(&r.Status.LastUpdateTime) {
-				pushed = r
-			}
-		case artifactsv1alpha1.Failed:
-			failed = r
-		}
-	}
-	switch {
-	case pushed != nil && pushed.Spec.Backend != "":
-		// The producer's backend, whatever the consumer's namespace says.
-		src, err := providerSource(pushed.Spec.Backend, ns, pushed.Spec.Repository+"@"+pushed.Status.Digest)
-		if err != nil {
-			return source{}, fmt.Errorf("%w: record %s: %w", errNotConfigured, pushed.Name, err)
-		}
-		return src, nil
-	case pushed != nil:
-		ref, err := oci.ParseReference(pushed.Spec.Repository+"@"+pushed.Status.Digest, cfg.PlainHTTP)
-		if err != nil {
-			return source{}, fmt.Errorf("%w: record %s: %w", errNotConfigured, pushed.Name, err)
-		}
-		return source{oci: ref}, nil
-	case failed != nil:
-		return source{}, fmt.Errorf("%w: input %q: %s of PipelineRun %s could not be pushed: %s",
-			errNotConfigured, spec.Artifact, spec.From, run, failed.Status.Message)
-	case len(records) == 0 && producer.Done && time.Since(producer.FinishedAt) > producerGrace:
-		return source{}, fmt.Errorf("%w: input %q: the TaskRun of task %q in PipelineRun %s finished at %s without producing output %q: does its Task mount an output volume with artifact %q?",
-			errNotConfigured, spec.Artifact, task, run, producer.FinishedAt.UTC().Format(time.RFC3339), spec.From.Artifact, spec.From.Artifact)
-	}
-	return source{}, fmt.Errorf("%w: input %q: waiting for %s of PipelineRun %s to be pushed", errNotYet, spec.Artifact, spec.From, run)
-}
 
 func (d *Driver) recordInput(ctx context.Context, in *inputVolume, spec *volume.Spec, src source) {
 	r := record.Record{VolumeID: in.ID, Direction: volume.Input, Artifact: spec.Artifact, Pod: spec.Pod,
