@@ -6,13 +6,13 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/spf13/pflag"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/tektoncd/artifacts-csi-driver/internal/command"
 )
 
 // Options configures the node plugin. Zero values are not defaults: use
@@ -92,7 +92,7 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.NodeID, "node-id", o.NodeID, "name of this node (required; usually from the downward API)")
 	fs.StringVar(&o.KubeletDir, "kubelet-dir", o.KubeletDir, "kubelet root directory")
 	fs.StringVar(&o.StateDir, "state-dir", o.StateDir, "directory for the input cache, output spool and journal; must survive restarts")
-	fs.Var((*byteSize)(&o.CacheBytes), "cache-size", "bound of the input cache, e.g. 512Mi or 10Gi")
+	fs.Var((*command.ByteSize)(&o.CacheBytes), "cache-size", "bound of the input cache, e.g. 512Mi or 10Gi")
 	fs.DurationVar(&o.UploadDeadline, "upload-deadline", o.UploadDeadline, "how long an output may wait for the registry before it is marked failed")
 	fs.BoolVar(&o.Registration, "plugin-registration", o.Registration, "serve kubelet plugin registration (turn off when running node-driver-registrar)")
 	fs.StringVar(&o.HTTPAddress, "http-address", o.HTTPAddress, "address for /healthz and /metrics (empty: off)")
@@ -167,27 +167,4 @@ func (o *Options) SocketPath() (string, error) {
 		return "", fmt.Errorf("--endpoint must be unix:///absolute/path, got %q", o.Endpoint)
 	}
 	return u.Path, nil
-}
-
-// byteSize is a pflag.Value for sizes with binary suffixes: 1024, 512Ki,
-// 100Mi, 10Gi, 1Ti.
-type byteSize int64
-
-func (b *byteSize) String() string { return strconv.FormatInt(int64(*b), 10) }
-func (b *byteSize) Type() string   { return "size" }
-
-func (b *byteSize) Set(s string) error {
-	mult := int64(1)
-	for i, suffix := range []string{"Ki", "Mi", "Gi", "Ti"} {
-		if rest, ok := strings.CutSuffix(s, suffix); ok {
-			s, mult = rest, int64(1)<<(10*(i+1))
-			break
-		}
-	}
-	n, err := strconv.ParseInt(s, 10, 64)
-	if err != nil || n < 0 || (n > 0 && mult > (1<<63-1)/n) {
-		return fmt.Errorf("want a size such as 512Mi or 10Gi")
-	}
-	*b = byteSize(n * mult)
-	return nil
 }

@@ -13,9 +13,9 @@ import (
 	"github.com/spf13/pflag"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
-	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/klog/v2"
 
+	"github.com/tektoncd/artifacts-csi-driver/internal/command"
 	"github.com/tektoncd/artifacts-csi-driver/internal/serve"
 	"github.com/tektoncd/artifacts-csi-driver/internal/unixsock"
 	pb "github.com/tektoncd/artifacts-csi-driver/proto/provider/v1alpha1"
@@ -57,7 +57,7 @@ func (o *ServerOptions) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.Endpoint, "endpoint", o.Endpoint, "unix socket to serve, a path or unix:///path")
 	fs.StringVar(&o.Root, "root", o.Root, "directory holding the blobs (a hostPath, or a ReadWriteMany volume to share them between nodes)")
 	fs.BoolVar(&o.NamespaceScoped, "namespace-scoped", o.NamespaceScoped, "allow a namespace only its own repository and those under it (<namespace>/...)")
-	fs.Var((*byteSize)(&o.MaxBlobSize), "max-blob-size", "largest blob accepted, e.g. 10Gi (0: unbounded)")
+	fs.Var((*command.ByteSize)(&o.MaxBlobSize), "max-blob-size", "largest blob accepted, e.g. 10Gi (0: unbounded)")
 	fs.StringVar(&o.HTTPAddress, "http-address", o.HTTPAddress, "address serving /healthz (empty: off)")
 }
 
@@ -167,24 +167,3 @@ type loggedStream struct {
 }
 
 func (s loggedStream) Context() context.Context { return s.ctx }
-
-// byteSize is a pflag.Value for sizes such as 1048576, 512Mi or 10Gi.
-type byteSize int64
-
-func (b *byteSize) String() string {
-	return resource.NewQuantity(int64(*b), resource.BinarySI).String()
-}
-func (b *byteSize) Type() string { return "size" }
-
-func (b *byteSize) Set(s string) error {
-	q, err := resource.ParseQuantity(s)
-	if err != nil || q.Sign() < 0 {
-		return fmt.Errorf("want a size such as 512Mi or 10Gi")
-	}
-	n, ok := q.AsInt64()
-	if !ok {
-		return fmt.Errorf("size %s is out of range", s)
-	}
-	*b = byteSize(n)
-	return nil
-}
