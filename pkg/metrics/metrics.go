@@ -90,8 +90,12 @@ func New(cache func() (bytes int64, entries int), queue func() QueueStats) *Metr
 	return m
 }
 
-// Handler serves the metrics in the Prometheus exposition format.
+// Handler serves the metrics in the Prometheus exposition format; that of
+// a nil *Metrics answers 404 Not Found.
 func (m *Metrics) Handler() http.Handler {
+	if m == nil {
+		return http.NotFoundHandler()
+	}
 	return promhttp.HandlerFor(m.registry, promhttp.HandlerOpts{})
 }
 
