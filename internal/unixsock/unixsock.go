@@ -1,6 +1,7 @@
 // Package unixsock listens on unix sockets the way a restarted daemon
 // must: replacing the socket file a crashed predecessor left, but never one
-// a live process still answers on, nor a file that is not a socket.
+// a live process still answers on, nor a file that is not a socket. Path
+// reads the endpoints the daemons and tools are given.
 package unixsock
 
 import (
@@ -9,9 +10,26 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 )
+
+// Path returns the socket path of an endpoint written unix:///abs/path or
+// /abs/path. Other schemes and relative paths are refused.
+func Path(endpoint string) (string, error) {
+	p := endpoint
+	if scheme, rest, ok := strings.Cut(endpoint, "://"); ok {
+		if scheme != "unix" {
+			return "", fmt.Errorf("want unix:///absolute/path or /absolute/path, got %q", endpoint)
+		}
+		p = rest
+	}
+	if !filepath.IsAbs(p) {
+		return "", fmt.Errorf("want unix:///absolute/path or /absolute/path, got %q", endpoint)
+	}
+	return filepath.Clean(p), nil
+}
 
 // ErrInUse reports that a live process serves the socket, e.g. the previous
 // plugin pod during a rolling update.

@@ -3,7 +3,6 @@ package driver
 import (
 	"errors"
 	"fmt"
-	"net/url"
 	"os"
 	"path/filepath"
 	"time"
@@ -13,6 +12,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/tektoncd/artifacts-csi-driver/internal/command"
+	"github.com/tektoncd/artifacts-csi-driver/internal/unixsock"
 )
 
 // Options configures the node plugin. Zero values are not defaults: use
@@ -160,11 +160,12 @@ func (o *Options) restConfig() (*rest.Config, error) {
 	return cfg, nil
 }
 
-// SocketPath returns the filesystem path of a unix:// Endpoint.
+// SocketPath returns the filesystem path of Endpoint (unix:///path or
+// /path).
 func (o *Options) SocketPath() (string, error) {
-	u, err := url.Parse(o.Endpoint)
-	if err != nil || u.Scheme != "unix" || u.Path == "" || !filepath.IsAbs(u.Path) {
-		return "", fmt.Errorf("--endpoint must be unix:///absolute/path, got %q", o.Endpoint)
+	p, err := unixsock.Path(o.Endpoint)
+	if err != nil {
+		return "", fmt.Errorf("--endpoint must be unix:///absolute/path: %w", err)
 	}
-	return u.Path, nil
+	return p, nil
 }

@@ -33,6 +33,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/tektoncd/artifacts-csi-driver/internal/unixsock"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/provider"
 	pb "github.com/tektoncd/artifacts-csi-driver/proto/provider/v1alpha1"
 )
@@ -89,9 +90,17 @@ func (c Config) withDefaults() (Config, error) {
 	return c, errors.Join(errs...)
 }
 
-// socketPath returns the path of an endpoint, made absolute.
+// socketPath returns the path of an endpoint; a bare relative path, as a
+// provider author may type it, is taken from the working directory.
 func socketPath(endpoint string) (string, error) {
-	return filepath.Abs(strings.TrimPrefix(endpoint, "unix://"))
+	if !strings.Contains(endpoint, "://") && !filepath.IsAbs(endpoint) {
+		abs, err := filepath.Abs(endpoint)
+		if err != nil {
+			return "", err
+		}
+		endpoint = abs
+	}
+	return unixsock.Path(endpoint)
 }
 
 // Case is one conformance check.

@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/http"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"github.com/spf13/pflag"
@@ -84,9 +83,9 @@ func (o *ServerOptions) Validate() error {
 // SocketPath returns the socket's path: Endpoint without its unix://
 // scheme.
 func (o *ServerOptions) SocketPath() (string, error) {
-	p := strings.TrimPrefix(o.Endpoint, "unix://")
-	if !filepath.IsAbs(p) {
-		return "", fmt.Errorf("--endpoint must be an absolute path or unix:///absolute/path, got %q", o.Endpoint)
+	p, err := unixsock.Path(o.Endpoint)
+	if err != nil {
+		return "", fmt.Errorf("--endpoint: %w", err)
 	}
 	return p, nil
 }
