@@ -330,9 +330,8 @@ EOF
   wait_for "node $NODE to be Ready" 180 kubectl wait --for=condition=Ready "node/$NODE" --timeout=1s
 
   log "deploying Tekton Pipelines and deploy/overlays/dev"
-  # CRDs first: the custom resources of the release need them established.
-  kubectl kustomize "$WORK/tekton" >"$WORK/tekton/rendered.yaml"
-  kubectl apply --server-side --force-conflicts -f "$WORK/tekton/rendered.yaml" >/dev/null
+  # Server-side: Tekton's CRDs are too large for the last-applied annotation.
+  kubectl apply --server-side --force-conflicts -k "$WORK/tekton" >/dev/null
   kubectl apply -k deploy/overlays/dev >/dev/null
   kubectl -n tekton-pipelines rollout status deploy/tekton-pipelines-controller --timeout=180s >&2
   kubectl -n tekton-pipelines rollout status deploy/tekton-pipelines-webhook --timeout=180s >&2

@@ -181,32 +181,9 @@ func waitSucceeded(t *testing.T, pod *corev1.Pod) string {
 	return podLog(t, pod)
 }
 
+// podLog returns what a one-container pod printed.
 func podLog(t *testing.T, pod *corev1.Pod) string {
-	b, err := kube.CoreV1().Pods(pod.Namespace).GetLogs(pod.Name, &corev1.PodLogOptions{}).DoRaw(t.Context())
-	if err != nil {
-		return fmt.Sprintf("(no log: %v)", err)
-	}
-	return string(b)
-}
-
-// waitRecord waits for the record of a pod's volume artifact in phase.
-func waitRecord(t *testing.T, pod *corev1.Pod, artifact string, phase v1alpha1.Phase) *v1alpha1.ArtifactRecord {
-	t.Helper()
-	var rec *v1alpha1.ArtifactRecord
-	waitFor(t, fmt.Sprintf("the %s record of %s/%s", phase, pod.Name, artifact), 2*time.Minute, func() (bool, error) {
-		list := &v1alpha1.ArtifactRecordList{}
-		if err := c.List(t.Context(), list, client.InNamespace(pod.Namespace)); err != nil {
-			return false, err
-		}
-		for i, r := range list.Items {
-			if r.Spec.Pod.UID == string(pod.UID) && r.Spec.Artifact == artifact && r.Status.Phase == phase {
-				rec = &list.Items[i]
-				return true, nil
-			}
-		}
-		return false, nil
-	})
-	return rec
+	return containerLog(t, pod.Namespace, pod.Name, "")
 }
 
 // listing is the script that prints a checksum of every file under dir,

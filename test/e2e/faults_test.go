@@ -46,7 +46,7 @@ func TestTamperedBlob(t *testing.T) {
 		csiVolume("out", map[string]string{"direction": "output", "artifact": "data"}),
 	}}.create(t)
 	waitSucceeded(t, producer)
-	rec := waitRecord(t, producer, "data", v1alpha1.Pushed)
+	rec := records(t, ns, "data", v1alpha1.Output, v1alpha1.Pushed, 1)[0]
 
 	hex := strings.TrimPrefix(rec.Status.LayerDigest, "sha256:")
 	blob := filepath.Join(dir, "registry", "data", "docker", "registry", "v2", "blobs", "sha256", hex[:2], hex, "data")
@@ -139,7 +139,7 @@ func TestPluginRestartMidUpload(t *testing.T) {
 		return false, nil
 	})
 	resume()
-	rec := waitRecord(t, producer, "data", v1alpha1.Pushed)
+	rec := records(t, ns, "data", v1alpha1.Output, v1alpha1.Pushed, 1)[0]
 
 	consumer := podSpec{ns: ns, name: "consumer", script: "echo --- listing\n" + listing("/artifacts/inputs/in"), volumes: []corev1.Volume{
 		csiVolume("in", map[string]string{"direction": "input", "artifact": "data", "ref": rec.Spec.Repository + "@" + rec.Status.Digest}),
