@@ -5,7 +5,7 @@
 //	artifacts-provider-conformance --endpoint /var/run/artifacts-csi/providers/mine.sock
 //
 // It prints a line per case and a summary, and exits 1 when a case
-// failed, 2 for invalid flags. It stores blobs only in its own repository
+// failed, 2 for invalid flags (internal/command, as the other binaries). It stores blobs only in its own repository
 // and deletes them after each case.
 package main
 
@@ -13,68 +13,74 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
-	"os/signal"
 	"regexp"
-	"syscall"
 	"time"
 
 	"github.com/spf13/pflag"
 
-	"github.com/tektoncd/artifacts-csi-driver/pkg/provider"
+	"github.com/tektoncd/artifacts-csi-driver/internal/command"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/provider/conformance"
+	pb "github.com/tektoncd/artifacts-csi-driver/proto/provider/v1alpha1"
 )
 
-func main() { os.Exit(run()) }
+var version = "dev"
 
-func run() int {
-	var (
-		cfg conformance.Config
-		pat string
-	)
-	fs := pflag.NewFlagSet("artifacts-provider-conformance", pflag.ContinueOnError)
-	fs.StringVar(&cfg.Endpoint, "endpoint", "", "provider socket, a path or unix:///path (required)")
-	fs.StringVar(&cfg.Namespace, "namespace", "conformance", "namespace of the requests")
-	fs.StringVar(&cfg.Repository, "repository", "", `repository to store blobs in (default "conformance/run-<random>")`)
-	fs.Int64Var(&cfg.LargeSize, "large-size", 64<<20, "bytes of the large stream case")
-	fs.StringVar(&pat, "run", "", "run only the cases whose names match this regular expression")
-	fs.DurationVar(&cfg.Timeout, "timeout", 2*time.Minute, "time limit of each case")
-	if err := fs.Parse(os.Args[1:]); err != nil {
-		if errors.Is(err, pflag.ErrHelp) {
-			return 0
-		}
-		return usage(err)
-	}
+func main() {
+	o := &options{}
+	command.Main("artifacts-provider-conformance", "conformance", version, o, func(ctx context.Context) error {
+		return run(ctx, o)
+	})
+}
+
+// options are the command's flags: the suite's Config and a case filter.
+type options struct {
+	cfg    conformance.Config
+	run    string
+	filter *regexp.Regexp
+}
+
+// AddFlags registers the flags, with the suite's defaults.
+func (o *options) AddFlags(fs *pflag.FlagSet) {
+	fs.StringVar(&o.cfg.Endpoint, "endpoint", "", "provider socket, a path or unix:///path (required)")
+	fs.StringVar(&o.cfg.Namespace, "namespace", "conformance", "namespace of the requests")
+	fs.StringVar(&o.cfg.Repository, "repository", "", `repository to store blobs in (default "conformance/run-<random>")`)
+	fs.Int64Var(&o.cfg.LargeSize, "large-size", 64<<20, "bytes of the large stream case")
+	fs.StringVar(&o.run, "run", "", "run only the cases whose names match this regular expression")
+	fs.DurationVar(&o.cfg.Timeout, "timeout", 2*time.Minute, "time limit of each case")
+}
+
+// Validate checks the flags and compiles --run.
+func (o *options) Validate() error {
 	switch {
-	case cfg.Endpoint == "":
-		return usage(errors.New("--endpoint is required"))
-	case fs.NArg() > 0:
-		return usage(fmt.Errorf("unexpected arguments %q", fs.Args()))
-	case cfg.LargeSize <= 0 || cfg.Timeout <= 0:
-		return usage(errors.New("--large-size and --timeout must be positive"))
+	case o.cfg.Endpoint == "":
+		return errors.New("--endpoint is required")
+	case o.cfg.LargeSize <= 0 || o.cfg.Timeout <= 0:
+		return errors.New("--large-size and --timeout must be positive")
 	}
-	if cfg.Repository != "" || cfg.Namespace != "conformance" {
-		repo := cfg.Repository
+	if o.cfg.Repository != "" || o.cfg.Namespace != "conformance" {
+		repo := o.cfg.Repository
 		if repo == "" {
 			repo = "conformance"
 		}
-		if err := provider.CheckScope(cfg.Namespace, repo); err != nil {
-			return usage(fmt.Errorf("--namespace, --repository: %w", err))
+		if err := pb.CheckScope(o.cfg.Namespace, repo); err != nil {
+			return fmt.Errorf("--namespace, --repository: %w", err)
 		}
 	}
-	var filter *regexp.Regexp
-	if pat != "" {
+	if o.run != "" {
 		var err error
-		if filter, err = regexp.Compile(pat); err != nil {
-			return usage(fmt.Errorf("--run: %w", err))
+		if o.filter, err = regexp.Compile(o.run); err != nil {
+			return fmt.Errorf("--run: %w", err)
 		}
 	}
+	return nil
+}
 
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
+// run runs the suite, printing a line per case and a summary; it fails
+// when a case failed.
+func run(ctx context.Context, o *options) error {
 	start := time.Now()
 	passed, skipped := 0, 0
-	failed, err := conformance.Run(ctx, cfg, filter, func(name string, err error, d time.Duration) {
+	failed, err := conformance.Run(ctx, o.cfg, o.filter, func(name string, err error, d time.Duration) {
 		switch {
 		case err == nil:
 			passed++
@@ -87,18 +93,11 @@ func run() int {
 		}
 	})
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "artifacts-provider-conformance: %v\n", err)
-		return 1
+		return err
 	}
 	fmt.Printf("%d passed, %d failed, %d skipped in %s\n", passed, failed, skipped, time.Since(start).Round(time.Millisecond))
 	if failed > 0 {
-		return 1
+		return fmt.Errorf("%d case(s) failed", failed)
 	}
-	return 0
-}
-
-// usage reports invalid flags.
-func usage(err error) int {
-	fmt.Fprintf(os.Stderr, "artifacts-provider-conformance: %v (see --help)\n", err)
-	return 2
+	return nil
 }

@@ -9,20 +9,32 @@ import (
 	"path/filepath"
 )
 
+// Sync says whether a write must survive a power loss.
+type Sync bool
+
+const (
+	// Durable fsyncs the file before the rename and the directory after
+	// it: the new content survives a power loss once the write returns.
+	Durable Sync = true
+	// BestEffort leaves both to the kernel: after a crash, the file holds
+	// the old content or the new one.
+	BestEffort Sync = false
+)
+
 // WriteJSON stores v as JSON at path with mode perm: it writes a temporary
-// file in the same directory and renames it over path. With durable set it
-// also fsyncs the file before the rename and the directory after it, so the
-// new content survives a power loss once WriteJSON returns.
-func WriteJSON(path string, v any, perm os.FileMode, durable bool) error {
+// file in the same directory and renames it over path, with sync's
+// guarantee.
+func WriteJSON(path string, v any, perm os.FileMode, sync Sync) error {
 	b, err := json.Marshal(v)
 	if err != nil {
 		return fmt.Errorf("encode %s: %w", path, err)
 	}
-	return Write(path, b, perm, durable)
+	return Write(path, b, perm, sync)
 }
 
 // Write is WriteJSON for bytes.
-func Write(path string, b []byte, perm os.FileMode, durable bool) (err error) {
+func Write(path string, b []byte, perm os.FileMode, sync Sync) (err error) {
+	durable := sync == Durable
 	dir := filepath.Dir(path)
 	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
 	if err != nil {

@@ -9,13 +9,13 @@ import (
 func TestWriteJSON(t *testing.T) {
 	dir := t.TempDir()
 	p := filepath.Join(dir, "state.json")
-	for _, durable := range []bool{false, true} {
-		want := map[string]any{"durable": durable}
+	for _, durable := range []Sync{BestEffort, Durable} {
+		want := map[string]any{"durable": bool(durable)}
 		if err := WriteJSON(p, want, 0o600, durable); err != nil {
 			t.Fatal(err)
 		}
 		var got map[string]any
-		if err := ReadJSON(p, &got); err != nil || got["durable"] != durable {
+		if err := ReadJSON(p, &got); err != nil || got["durable"] != bool(durable) {
 			t.Fatalf("ReadJSON = %v, %v", got, err)
 		}
 		if st, _ := os.Stat(p); st.Mode().Perm() != 0o600 {
@@ -24,7 +24,7 @@ func TestWriteJSON(t *testing.T) {
 	}
 	// A value that cannot be encoded leaves the old content and no
 	// temporary file.
-	if err := WriteJSON(p, func() {}, 0o600, true); err == nil {
+	if err := WriteJSON(p, func() {}, 0o600, Durable); err == nil {
 		t.Fatal("encoding a func succeeded")
 	}
 	if err := Write(filepath.Join(dir, "missing", "x.json"), []byte("{}"), 0o600, true); err == nil {

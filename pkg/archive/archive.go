@@ -15,9 +15,10 @@
 package archive
 
 import (
-	"errors"
 	"fmt"
 	"time"
+
+	"github.com/tektoncd/artifacts-csi-driver/pkg/errdefs"
 )
 
 // Epoch is the modification time written for every packed entry.
@@ -25,23 +26,26 @@ var Epoch = time.Unix(0, 0).UTC()
 
 // Sentinel errors. Functions in this package wrap them with the offending
 // entry and rule, so callers test with errors.Is and show err.Error().
+// Each belongs to an errdefs class, given in brackets.
 var (
 	// ErrUnsafeEntry marks an archive entry that would escape the destination
 	// or is otherwise refused: absolute names, ".." components, names that
 	// resolve through a symlink, links whose target leaves the root,
 	// hardlinks to anything but a regular file already extracted, duplicate
-	// names, and device, FIFO or socket entries.
-	ErrUnsafeEntry = errors.New("unsafe archive entry")
-	// ErrLimitExceeded marks an archive that exceeds one of the [Limits].
-	ErrLimitExceeded = errors.New("archive limit exceeded")
+	// names, and device, FIFO or socket entries [ErrInvalid].
+	ErrUnsafeEntry = errdefs.New("unsafe archive entry", errdefs.ErrInvalid)
+	// ErrLimitExceeded marks an archive that exceeds one of the [Limits]
+	// [ErrTooLarge].
+	ErrLimitExceeded = errdefs.New("archive limit exceeded", errdefs.ErrTooLarge)
 	// ErrDigestMismatch marks a blob whose content does not match the
-	// expected digest or size.
-	ErrDigestMismatch = errors.New("digest mismatch")
+	// expected digest or size [ErrCorrupt].
+	ErrDigestMismatch = errdefs.New("digest mismatch", errdefs.ErrCorrupt)
 	// ErrUnsupportedFile marks a file that cannot be packed: a socket,
-	// device or FIFO.
-	ErrUnsupportedFile = errors.New("unsupported file type")
-	// ErrCorrupt marks a stream that is not a readable archive.
-	ErrCorrupt = errors.New("corrupt archive")
+	// device or FIFO [ErrInvalid].
+	ErrUnsupportedFile = errdefs.New("unsupported file type", errdefs.ErrInvalid)
+	// ErrCorrupt marks a stream that is not a readable archive
+	// [ErrCorrupt].
+	ErrCorrupt = errdefs.New("corrupt archive", errdefs.ErrCorrupt)
 )
 
 // EntryError reports the entry and the rule an archive violated.

@@ -12,7 +12,6 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"strconv"
 
@@ -20,6 +19,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
 	"github.com/tektoncd/artifacts-csi-driver/pkg/archive"
+	"github.com/tektoncd/artifacts-csi-driver/pkg/errdefs"
 )
 
 // Media and artifact types.
@@ -51,8 +51,8 @@ const (
 
 // ErrInvalid: a manifest or a directory is not a readable artifact (an
 // index, several layers, an unknown layer type; a single-file output
-// holding other than one regular file).
-var ErrInvalid = errors.New("invalid artifact")
+// holding other than one regular file). Its class is errdefs.ErrInvalid.
+var ErrInvalid = errdefs.New("invalid artifact", errdefs.ErrInvalid)
 
 // Metadata says what an artifact is and where it came from. Only Name is
 // required.

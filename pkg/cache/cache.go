@@ -263,7 +263,7 @@ func (c *Cache) runFill(ctx context.Context, key string, fill FillFunc) (int64, 
 	if err != nil {
 		return 0, err
 	}
-	if err := atomicfile.WriteJSON(dest+".json", meta{Size: size}, 0o644, false); err != nil {
+	if err := atomicfile.WriteJSON(dest+".json", meta{Size: size}, 0o644, atomicfile.BestEffort); err != nil {
 		os.RemoveAll(dest)
 		return 0, fmt.Errorf("record cache entry %s: %w", key, err)
 	}
@@ -330,7 +330,7 @@ func (c *Cache) sameBoot() (bool, error) {
 }
 
 func (c *Cache) writeBootID() error {
-	return atomicfile.Write(filepath.Join(c.dir, bootIDFile), []byte(currentBootID()), 0o644, true)
+	return atomicfile.Write(filepath.Join(c.dir, bootIDFile), []byte(currentBootID()), 0o644, atomicfile.Durable)
 }
 
 func readDirNames(dir string) ([]string, error) {

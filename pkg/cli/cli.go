@@ -113,7 +113,7 @@ cache, compresses and uploads nothing.`,
 			} else if !st.IsDir() {
 				return fmt.Errorf("%s is not a directory", dir)
 			}
-			repo, tag, err := oci.ParseRepositoryTag(args[1], g.plainHTTP)
+			repo, tag, err := oci.ParseRepositoryTag(args[1], oci.SchemeOf(g.plainHTTP))
 			if err != nil {
 				return err
 			}
@@ -178,7 +178,7 @@ REF is REPO@sha256:<manifest digest>, REPO:TAG, or oci:REPO@sha256:<blob digest>
 in DIR. Standard output receives the resolved reference.`,
 		Args: cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			ref, err := oci.ParseReference(args[0], g.plainHTTP)
+			ref, err := oci.ParseReference(args[0], oci.SchemeOf(g.plainHTTP))
 			if err != nil {
 				return err
 			}
@@ -208,7 +208,7 @@ func (g *globals) inspectCommand() *cobra.Command {
 			if output != "text" && output != "json" {
 				return fmt.Errorf("unknown output format %q (want text or json)", output)
 			}
-			ref, err := oci.ParseReference(args[0], g.plainHTTP)
+			ref, err := oci.ParseReference(args[0], oci.SchemeOf(g.plainHTTP))
 			if err != nil {
 				return err
 			}

@@ -19,7 +19,8 @@ import (
 
 	"github.com/tektoncd/artifacts-csi-driver/pkg/archive"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/artifact"
-	"github.com/tektoncd/artifacts-csi-driver/pkg/provider"
+	"github.com/tektoncd/artifacts-csi-driver/pkg/store"
+	pb "github.com/tektoncd/artifacts-csi-driver/proto/provider/v1alpha1"
 )
 
 // Keys of the config-artifact-storage ConfigMap.
@@ -35,10 +36,6 @@ const (
 	KeyBackend            = "backend"
 	KeyProviderRepository = "provider.repository"
 )
-
-// BackendOCI is the default backend: an OCI registry, reached directly.
-// Any other backend names a storage provider.
-const BackendOCI = "oci"
 
 // Keys lists every key, in the order the documentation gives them.
 var Keys = []string{KeyBackend, KeyRepository, KeyTagPattern, KeyGroupByPipelineRun, KeyCredentialsSecret,
@@ -85,7 +82,7 @@ type Config struct {
 // Defaults returns the configuration with every default.
 func Defaults() Config {
 	return Config{
-		Backend:            BackendOCI,
+		Backend:            store.OCI,
 		TagPattern:         artifact.DefaultTagPattern,
 		GroupByPipelineRun: true,
 		Compression:        archive.Gzip,
@@ -219,13 +216,13 @@ func (c Config) Apply(data map[string]string) (Config, error) {
 		case KeyVerifyAccess:
 			parseBool(k, v, &c.VerifyAccess)
 		case KeyBackend:
-			if v != BackendOCI && !provider.ValidName(v) {
+			if !pb.ValidName(v) { // store.OCI is one
 				bad(k, v, "want oci or the name of a storage provider (a DNS-1123 label)")
 			} else {
 				c.Backend = v
 			}
 		case KeyProviderRepository:
-			if v != "" && !provider.ValidRepository(v) {
+			if v != "" && !pb.ValidRepository(v) {
 				bad(k, v, "want lowercase path segments [a-z0-9._-] separated by '/', such as team-a/artifacts")
 			} else {
 				c.ProviderRepository = v
@@ -239,16 +236,19 @@ func (c Config) Apply(data map[string]string) (Config, error) {
 
 // IsProvider reports whether artifacts go to a storage provider rather
 // than an OCI registry.
-func (c Config) IsProvider() bool { return c.Backend != BackendOCI }
+func (c Config) IsProvider() bool { return c.Backend != store.OCI }
 
-// ProviderScope returns the provider scope of a pod in namespace:
-// ProviderRepository, or the namespace's name when it is unset.
-func (c Config) ProviderScope(namespace string) provider.Scope {
-	repo := c.ProviderRepository
-	if repo == "" {
-		repo = namespace
+// RepositoryFor returns the repository outputs of namespace go to:
+// Repository for an OCI registry; for a provider, ProviderRepository, or
+// the namespace's name when it is unset.
+func (c Config) RepositoryFor(namespace string) string {
+	switch {
+	case !c.IsProvider():
+		return c.Repository
+	case c.ProviderRepository != "":
+		return c.ProviderRepository
 	}
-	return provider.Scope{Namespace: namespace, Repository: repo}
+	return namespace
 }
 
 func isDNSSubdomain(s string) bool {

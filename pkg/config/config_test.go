@@ -71,17 +71,19 @@ func TestApply(t *testing.T) {
 
 func unwrap(err error) []error { return unwrapAll(err) }
 
-func TestProviderScope(t *testing.T) {
+func TestRepositoryFor(t *testing.T) {
 	for _, tt := range []struct {
-		repository, namespace, want string
+		backend, repository, providerRepository, namespace, want string
 	}{
-		{"", "team-a", "team-a"},
-		{"shared/artifacts", "team-a", "shared/artifacts"},
+		{"oci", "r.example/team-a", "", "team-a", "r.example/team-a"},
+		{"oci", "", "shared/artifacts", "team-a", ""},
+		{"filesystem", "r.example/team-a", "", "team-a", "team-a"},
+		{"filesystem", "", "shared/artifacts", "team-a", "shared/artifacts"},
 	} {
 		c := Defaults()
-		c.ProviderRepository = tt.repository
-		if got := c.ProviderScope(tt.namespace); got.Repository != tt.want || got.Namespace != tt.namespace {
-			t.Errorf("ProviderScope(%q) with %q = %+v, want repository %q", tt.namespace, tt.repository, got, tt.want)
+		c.Backend, c.Repository, c.ProviderRepository = tt.backend, tt.repository, tt.providerRepository
+		if got := c.RepositoryFor(tt.namespace); got != tt.want {
+			t.Errorf("%+v: RepositoryFor(%q) = %q, want %q", tt, tt.namespace, got, tt.want)
 		}
 	}
 }

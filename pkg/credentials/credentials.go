@@ -10,18 +10,19 @@ package credentials
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"slices"
 	"strings"
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	kauth "github.com/google/go-containerregistry/pkg/authn/kubernetes"
+	"github.com/tektoncd/artifacts-csi-driver/pkg/errdefs"
 	corev1 "k8s.io/api/core/v1"
 )
 
 // ErrInvalid marks secret data that holds no usable registry credentials.
-var ErrInvalid = errors.New("invalid registry credentials")
+// Its class is errdefs.ErrInvalid.
+var ErrInvalid = errdefs.New("invalid registry credentials", errdefs.ErrInvalid)
 
 // Snapshot is an ordered list of pull secrets; the first one with
 // credentials for a registry wins. The zero value means anonymous access.

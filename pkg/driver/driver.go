@@ -12,42 +12,29 @@ package driver
 import (
 	"context"
 	"errors"
-	"os"
-	"path/filepath"
 	"sync"
 	"sync/atomic"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
-	"github.com/google/go-containerregistry/pkg/authn"
 	"google.golang.org/grpc"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/klog/v2"
 
-	"github.com/tektoncd/artifacts-csi-driver/internal/atomicfile"
 	artifactsv1alpha1 "github.com/tektoncd/artifacts-csi-driver/pkg/apis/artifacts/v1alpha1"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/cache"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/cluster"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/config"
+	"github.com/tektoncd/artifacts-csi-driver/pkg/credentials"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/metrics"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/mounter"
-	"github.com/tektoncd/artifacts-csi-driver/pkg/oci"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/outputs"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/record"
+	"github.com/tektoncd/artifacts-csi-driver/pkg/store"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/volume"
 )
 
 // DriverName is the CSI driver name in CSIDriver objects and pod specs.
 const DriverName = "artifacts.csi.tekton.dev"
-
-// Registry reads artifacts with a pod's credentials.
-type Registry interface {
-	// Check returns nil when kc can read what ref names.
-	Check(ctx context.Context, kc authn.Keychain, ref oci.Reference) error
-	// Pull verifies and extracts ref into dest (which must not exist),
-	// refusing more than maxBytes of content.
-	Pull(ctx context.Context, kc authn.Keychain, ref oci.Reference, dest string, maxBytes int64) (*oci.PullResult, error)
-}
 
 // ConfigSource resolves the configuration of a pod's volumes from its
 // namespace and annotations (config.Source).
@@ -72,16 +59,44 @@ type EventSink interface {
 	Warn(pod volume.Pod, reason, message string)
 }
 
-// Deps are the driver's collaborators. Mounter, Registry, Cache, Outputs
+// InputCache is the node's cache of extracted inputs (cache.Cache).
+type InputCache interface {
+	// Has reports whether key is cached.
+	Has(key string) bool
+	// Acquire returns the path of key's entry, filling it with fill on a
+	// miss, and pins it until Release.
+	Acquire(ctx context.Context, key string, fill cache.FillFunc) (path string, hit bool, err error)
+	// Pin pins key's entry if it is cached, and reports whether it is.
+	Pin(key string) bool
+	// Release unpins key's entry.
+	Release(key string)
+	// Path returns where key's entry is.
+	Path(key string) string
+}
+
+// OutputManager keeps the node's output volumes (outputs.Manager).
+type OutputManager interface {
+	// Lookup finds a published output volume (see outputs.Manager.Lookup).
+	Lookup(id, fingerprint string) (dir string, found bool, err error)
+	// Publish creates an output volume and returns its directory.
+	Publish(ctx context.Context, v outputs.Volume, creds credentials.Snapshot, gid int) (string, error)
+	// Has reports whether id is an output volume in any state.
+	Has(id string) bool
+	// Seal hands an unmounted output to the uploader.
+	Seal(ctx context.Context, id string) (found bool, err error)
+}
+
+// Deps are the driver's collaborators. Mounter, Stores, Cache, Outputs
 // and Config are required. Without Kube and Cluster (a plugin with no API
 // client) credentials come from nodePublishSecretRef only, outputs carry
 // no Tekton provenance and from: inputs fail.
 type Deps struct {
-	Mounter  mounter.Interface
-	Registry Registry
-	Cache    *cache.Cache
-	Outputs  *outputs.Manager
-	Config   ConfigSource
+	Mounter mounter.Interface
+	// Stores opens the store of an input with the pod's identity.
+	Stores  store.Opener
+	Cache   InputCache
+	Outputs OutputManager
+	Config  ConfigSource
 	// Recorder defaults to record.Log.
 	Recorder record.Recorder
 	// Metrics defaults to none.
@@ -91,9 +106,6 @@ type Deps struct {
 	Kube kubernetes.Interface
 	// Cluster gives pod labels and annotations and resolves from: inputs.
 	Cluster Cluster
-	// Providers reads inputs from storage providers. Default none: inputs
-	// of a provider backend fail.
-	Providers Providers
 	// Events reports invalid configuration and failed from: inputs on the
 	// pod. Default none (kubelet still reports the gRPC error).
 	Events EventSink
@@ -108,7 +120,7 @@ type Driver struct {
 
 	o       *Options
 	version string
-	d       Deps
+	deps    Deps
 	ready   atomic.Bool
 
 	inflight sync.Map // volume id → struct{}: a call is in progress
@@ -121,13 +133,13 @@ type Driver struct {
 // records from o.StateDir and pins their cache entries, so it must run
 // after deps.Cache and deps.Outputs were opened and before serving.
 func New(ctx context.Context, o *Options, version string, deps Deps) (*Driver, error) {
-	if deps.Mounter == nil || deps.Registry == nil || deps.Cache == nil || deps.Outputs == nil || deps.Config == nil {
-		return nil, errors.New("driver: Mounter, Registry, Cache, Outputs and Config are required")
+	if deps.Mounter == nil || deps.Stores == nil || deps.Cache == nil || deps.Outputs == nil || deps.Config == nil {
+		return nil, errors.New("driver: Mounter, Stores, Cache, Outputs and Config are required")
 	}
 	if deps.Recorder == nil {
 		deps.Recorder = record.Log{}
 	}
-	d := &Driver{o: o, version: version, d: deps, inputs: map[string]*inputVolume{}}
+	d := &Driver{o: o, version: version, deps: deps, inputs: map[string]*inputVolume{}}
 	if err := d.loadInputs(ctx); err != nil {
 		return nil, err
 	}
@@ -144,9 +156,6 @@ func (d *Driver) Register(s grpc.ServiceRegistrar) {
 	csi.RegisterControllerServer(s, d)
 }
 
-// inputsDir holds one record per published input volume.
-func (d *Driver) inputsDir() string { return filepath.Join(d.o.StateDir, "inputs") }
-
 // lock marks a call on volume id in flight; it returns false when one is
 // already.
 func (d *Driver) lock(id string) (unlock func(), ok bool) {
@@ -154,33 +163,4 @@ func (d *Driver) lock(id string) (unlock func(), ok bool) {
 		return nil, false
 	}
 	return func() { d.inflight.Delete(id) }, true
-}
-
-// loadInputs reads the input volume records and pins the cache entries
-// they mount. A record whose entry is gone (the node rebooted) stays
-// unpinned; a repeated publish fetches it again.
-func (d *Driver) loadInputs(ctx context.Context) error {
-	if err := os.MkdirAll(d.inputsDir(), 0o700); err != nil {
-		return err
-	}
-	entries, err := os.ReadDir(d.inputsDir())
-	if err != nil {
-		return err
-	}
-	for _, e := range entries {
-		p := filepath.Join(d.inputsDir(), e.Name())
-		if atomicfile.IsTemp(e.Name()) {
-			os.Remove(p)
-			continue
-		}
-		in := &inputVolume{}
-		if err := atomicfile.ReadJSON(p, in); err != nil {
-			klog.FromContext(ctx).Error(err, "Ignoring an unreadable input volume record", "path", p)
-			continue
-		}
-		in.pinned = d.d.Cache.Pin(in.CacheKey)
-		d.inputs[in.ID] = in
-	}
-	klog.FromContext(ctx).V(2).Info("Loaded input volumes", "count", len(d.inputs))
-	return nil
 }

@@ -3,70 +3,48 @@ package driver
 import (
 	"context"
 	"errors"
-	"net"
-	"net/http"
 
-	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
-	"golang.org/x/sys/unix"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/tektoncd/artifacts-csi-driver/pkg/archive"
-	"github.com/tektoncd/artifacts-csi-driver/pkg/credentials"
-	"github.com/tektoncd/artifacts-csi-driver/pkg/oci"
-	"github.com/tektoncd/artifacts-csi-driver/pkg/outputs"
-	"github.com/tektoncd/artifacts-csi-driver/pkg/provider"
-	"github.com/tektoncd/artifacts-csi-driver/pkg/volume"
+	"github.com/tektoncd/artifacts-csi-driver/pkg/errdefs"
 )
 
-// codeOf maps the errors of the packages below the CSI edge to gRPC codes,
-// in one place. kubelet retries every failed NodePublishVolume with
-// backoff; the code tells the user (through the pod's events) what kind of
-// problem to fix.
+// codeOf maps the classes of errdefs, and the context's errors, to gRPC
+// codes: the one place where the driver turns errors into codes. kubelet
+// retries every failed NodePublishVolume with backoff; the code tells the
+// user (through the pod's events) what kind of problem to fix.
 var codeOf = []struct {
 	err  error
 	code codes.Code
 }{
-	{volume.ErrInvalid, codes.InvalidArgument},
-	{credentials.ErrInvalid, codes.InvalidArgument},
-	{errInvalidRequest, codes.InvalidArgument},
-	{outputs.ErrConflict, codes.AlreadyExists},
-	{outputs.ErrSealed, codes.FailedPrecondition},
-	{errNotConfigured, codes.FailedPrecondition},
-	{errNotYet, codes.Unavailable},
-	{oci.ErrNotFound, codes.NotFound},
-	{oci.ErrDenied, codes.PermissionDenied},
-	{provider.ErrNotFound, codes.NotFound},
-	{provider.ErrDenied, codes.PermissionDenied},
-	{provider.ErrUnavailable, codes.Unavailable},
-	{provider.ErrRejected, codes.FailedPrecondition},
-	{provider.ErrBadProvider, codes.FailedPrecondition},
-	{provider.ErrExhausted, codes.ResourceExhausted},
-	{archive.ErrDigestMismatch, codes.DataLoss},
-	{archive.ErrCorrupt, codes.DataLoss},
-	{archive.ErrUnsafeEntry, codes.InvalidArgument},
-	{archive.ErrUnsupportedFile, codes.InvalidArgument},
-	{oci.ErrInvalidArtifact, codes.InvalidArgument},
-	{archive.ErrLimitExceeded, codes.ResourceExhausted},
-	{unix.ENOSPC, codes.ResourceExhausted},
-	{unix.EDQUOT, codes.ResourceExhausted},
+	{errdefs.ErrInvalid, codes.InvalidArgument},
+	{errdefs.ErrTooLarge, codes.ResourceExhausted},
+	{errdefs.ErrConflict, codes.AlreadyExists},
+	{errdefs.ErrPrecondition, codes.FailedPrecondition},
+	{errdefs.ErrNotFound, codes.NotFound},
+	{errdefs.ErrDenied, codes.PermissionDenied},
+	{errdefs.ErrNoSpace, codes.ResourceExhausted},
+	{errdefs.ErrCorrupt, codes.DataLoss},
+	{errdefs.ErrUnavailable, codes.Unavailable},
 	{context.DeadlineExceeded, codes.DeadlineExceeded},
 	{context.Canceled, codes.Canceled},
 }
 
+// The driver's own judgements of a volume, each of an errdefs class.
 var (
 	// errInvalidRequest marks a request kubelet should not have sent.
-	errInvalidRequest = errors.New("invalid request")
+	errInvalidRequest = errdefs.New("invalid request", errdefs.ErrInvalid)
 	// errNotConfigured marks a volume the configuration does not allow yet.
-	errNotConfigured = errors.New("not configured")
+	errNotConfigured = errdefs.New("not configured", errdefs.ErrPrecondition)
 	// errNotYet marks something that will work later without any change.
-	errNotYet = errors.New("not available yet")
+	errNotYet = errdefs.New("not available yet", errdefs.ErrUnavailable)
 )
 
-// toStatus turns an error into a gRPC status error with the code codeOf
-// gives it, Unavailable for network and registry server failures (worth
-// retrying as they are), and Internal otherwise. The message is the
-// error's, which names the volume or artifact concerned.
+// toStatus turns an error into a gRPC status error: a status passes
+// through, an error of an errdefs class (errdefs.ClassOf) or a context
+// error gets the code codeOf gives it, and anything else is Internal. The
+// message is the error's, which names the volume or artifact concerned.
 func toStatus(err error) error {
 	if err == nil {
 		return nil
@@ -74,17 +52,11 @@ func toStatus(err error) error {
 	if _, ok := status.FromError(err); ok {
 		return err
 	}
+	class := errdefs.ClassOf(err)
 	for _, c := range codeOf {
-		if errors.Is(err, c.err) {
+		if class == c.err || class == nil && errors.Is(err, c.err) {
 			return status.Error(c.code, err.Error())
 		}
-	}
-	var (
-		netErr net.Error
-		te     *transport.Error
-	)
-	if errors.As(err, &netErr) || errors.As(err, &te) && te.StatusCode >= http.StatusInternalServerError {
-		return status.Error(codes.Unavailable, err.Error())
 	}
 	return status.Error(codes.Internal, err.Error())
 }

@@ -8,8 +8,6 @@ import (
 
 	artifactsv1alpha1 "github.com/tektoncd/artifacts-csi-driver/pkg/apis/artifacts/v1alpha1"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/cluster"
-	"github.com/tektoncd/artifacts-csi-driver/pkg/config"
-	"github.com/tektoncd/artifacts-csi-driver/pkg/oci"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/volume"
 )
 
@@ -21,52 +19,40 @@ import (
 const producerGrace = 30 * time.Second
 
 // resolveFrom finds the producer's output record in the consumer's
-// PipelineRun (decideFrom says which, and what the answer is): the input
-// by digest, Unavailable (kubelet retries) while the producer has not
-// pushed, FailedPrecondition once it cannot.
-func (d *Driver) resolveFrom(ctx context.Context, spec *volume.Spec, cfg config.Config, labels map[string]string) (source, error) {
-	if d.d.Cluster == nil {
-		return source{}, fmt.Errorf("%w: input %q: from: %s needs artifact records, and this node plugin has no API client; use ref: with the producer's digest",
+// PipelineRun (decideFrom says which, and what the answer is): the record
+// of the pushed output, Unavailable (kubelet retries) while the producer
+// has not pushed, FailedPrecondition once it cannot.
+func (d *Driver) resolveFrom(ctx context.Context, spec *volume.Spec, labels map[string]string) (*artifactsv1alpha1.ArtifactRecord, error) {
+	if d.deps.Cluster == nil {
+		return nil, fmt.Errorf("%w: input %q: from: %s needs artifact records, and this node plugin has no API client; use ref: with the producer's digest",
 			errNotConfigured, spec.Artifact, spec.From)
 	}
 	run := labels[volume.LabelPipelineRun]
 	if run == "" {
-		return source{}, fmt.Errorf("%w: input %q: from: %s names a task of the same PipelineRun, but pod %s/%s has no %s label",
+		return nil, fmt.Errorf("%w: input %q: from: %s names a task of the same PipelineRun, but pod %s/%s has no %s label",
 			volume.ErrInvalid, spec.Artifact, spec.From, spec.Pod.Namespace, spec.Pod.Name, volume.LabelPipelineRun)
 	}
 	ns, task := spec.Pod.Namespace, spec.From.PipelineTask
-	producer, err := d.d.Cluster.Producer(ctx, ns, run, task)
+	producer, err := d.deps.Cluster.Producer(ctx, ns, run, task)
 	if err != nil {
-		return source{}, fmt.Errorf("%w: %w", errNotYet, err)
+		return nil, fmt.Errorf("%w: %w", errNotYet, err)
 	}
-	records, err := d.d.Cluster.Outputs(ctx, ns, run, task, spec.From.Artifact)
+	records, err := d.deps.Cluster.Outputs(ctx, ns, run, task, spec.From.Artifact)
 	if err != nil {
-		return source{}, fmt.Errorf("%w: list artifact records: %w", errNotYet, err)
+		return nil, fmt.Errorf("%w: list artifact records: %w", errNotYet, err)
 	}
 	rec, outcome := decideFrom(records, producer, time.Now())
 	switch outcome {
 	case fromPushed:
-		if rec.Spec.Backend != "" {
-			// The producer's backend, whatever the consumer's namespace says.
-			src, err := providerSource(rec.Spec.Backend, ns, rec.Spec.Repository+"@"+rec.Status.Digest)
-			if err != nil {
-				return source{}, fmt.Errorf("%w: record %s: %w", errNotConfigured, rec.Name, err)
-			}
-			return src, nil
-		}
-		ref, err := oci.ParseReference(rec.Spec.Repository+"@"+rec.Status.Digest, cfg.PlainHTTP)
-		if err != nil {
-			return source{}, fmt.Errorf("%w: record %s: %w", errNotConfigured, rec.Name, err)
-		}
-		return source{oci: ref}, nil
+		return rec, nil
 	case fromFailed:
-		return source{}, fmt.Errorf("%w: input %q: %s of PipelineRun %s could not be pushed: %s",
+		return nil, fmt.Errorf("%w: input %q: %s of PipelineRun %s could not be pushed: %s",
 			errNotConfigured, spec.Artifact, spec.From, run, rec.Status.Message)
 	case fromNever:
-		return source{}, fmt.Errorf("%w: input %q: the TaskRun of task %q in PipelineRun %s finished at %s without producing output %q: does its Task mount an output volume with artifact %q?",
+		return nil, fmt.Errorf("%w: input %q: the TaskRun of task %q in PipelineRun %s finished at %s without producing output %q: does its Task mount an output volume with artifact %q?",
 			errNotConfigured, spec.Artifact, task, run, producer.FinishedAt.UTC().Format(time.RFC3339), spec.From.Artifact, spec.From.Artifact)
 	}
-	return source{}, fmt.Errorf("%w: input %q: waiting for %s of PipelineRun %s to be pushed", errNotYet, spec.Artifact, spec.From, run)
+	return nil, fmt.Errorf("%w: input %q: waiting for %s of PipelineRun %s to be pushed", errNotYet, spec.Artifact, spec.From, run)
 }
 
 // fromOutcome is what a from: input's producer has done so far.

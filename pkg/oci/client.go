@@ -26,23 +26,17 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 
 	"github.com/tektoncd/artifacts-csi-driver/pkg/archive"
-	"github.com/tektoncd/artifacts-csi-driver/pkg/artifact"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/digestcache"
+	"github.com/tektoncd/artifacts-csi-driver/pkg/errdefs"
 )
 
-// Errors that callers map to their own codes, wrapped with the registry's
-// answer.
-var (
-	// ErrNotFound: the registry has no such repository, manifest, tag or
-	// blob.
-	ErrNotFound = errors.New("not found")
-	// ErrDenied: the registry refused the credentials (401 or 403).
-	ErrDenied = errors.New("access denied")
-	// ErrInvalidArtifact: what the reference names is not a readable
-	// artifact (an index, several layers, an unknown layer type). It is
-	// artifact.ErrInvalid.
-	ErrInvalidArtifact = artifact.ErrInvalid
-)
+// Errors are sorted into the classes of pkg/errdefs where they arise:
+// errdefs.ErrNotFound for a repository, manifest, tag or blob the registry
+// does not have; errdefs.ErrDenied when it refuses the credentials (401,
+// 403); errdefs.ErrUnavailable when it cannot be reached or fails on its
+// side (429, 5xx, a network error); artifact.ErrInvalid (ErrInvalid) for
+// what is not a readable artifact; archive's errors for what the content
+// breaks.
 
 // Options configures a Client. The zero value is usable: credentials from
 // the Docker config file (~/.docker/config.json and credential helpers, as
@@ -243,25 +237,30 @@ func (c *Client) blobExists(ctx context.Context, repo name.Repository, d v1.Hash
 	return resp.StatusCode == http.StatusOK, nil
 }
 
-// classify wraps registry errors with ErrNotFound or ErrDenied when the
-// status or error code says so.
+// classify sorts a registry's answer into its errdefs class, by status
+// code then by the error codes of the body: ErrNotFound and ErrDenied are
+// prefixed to the message ("not found: ..."), ErrUnavailable (429, 5xx)
+// leaves it as it is. Other errors are returned unchanged: network errors
+// are ErrUnavailable by errdefs.ClassOf.
 func classify(err error) error {
 	var te *transport.Error
 	if !errors.As(err, &te) {
 		return err
 	}
-	switch te.StatusCode {
-	case http.StatusNotFound:
-		return fmt.Errorf("%w: %w", ErrNotFound, err)
-	case http.StatusUnauthorized, http.StatusForbidden:
-		return fmt.Errorf("%w: %w", ErrDenied, err)
+	switch {
+	case te.StatusCode == http.StatusNotFound:
+		return fmt.Errorf("%w: %w", errdefs.ErrNotFound, err)
+	case te.StatusCode == http.StatusUnauthorized, te.StatusCode == http.StatusForbidden:
+		return fmt.Errorf("%w: %w", errdefs.ErrDenied, err)
+	case te.StatusCode == http.StatusTooManyRequests, te.StatusCode >= http.StatusInternalServerError:
+		return errdefs.Classify(err, errdefs.ErrUnavailable)
 	}
 	for _, d := range te.Errors {
 		switch d.Code {
 		case transport.ManifestUnknownErrorCode, transport.BlobUnknownErrorCode, transport.NameUnknownErrorCode:
-			return fmt.Errorf("%w: %w", ErrNotFound, err)
+			return fmt.Errorf("%w: %w", errdefs.ErrNotFound, err)
 		case transport.UnauthorizedErrorCode, transport.DeniedErrorCode:
-			return fmt.Errorf("%w: %w", ErrDenied, err)
+			return fmt.Errorf("%w: %w", errdefs.ErrDenied, err)
 		}
 	}
 	return err

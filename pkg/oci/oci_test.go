@@ -29,6 +29,7 @@ import (
 	"github.com/tektoncd/artifacts-csi-driver/pkg/archive"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/artifact"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/digestcache"
+	"github.com/tektoncd/artifacts-csi-driver/pkg/errdefs"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/oci"
 )
 
@@ -79,7 +80,7 @@ func TestPushPullRoundTrip(t *testing.T) {
 
 					for _, ref := range []string{res.Ref.Name(), r.Tag("v1").Name()} {
 						dest := filepath.Join(t.TempDir(), "out")
-						parsed, err := oci.ParseReference(ref, true)
+						parsed, err := oci.ParseReference(ref, oci.PlainHTTP)
 						if err != nil {
 							t.Fatal(err)
 						}
@@ -306,7 +307,7 @@ func TestSingleFileArtifact(t *testing.T) {
 		t.Errorf("layer = %+v", res.Layer)
 	}
 	dest := filepath.Join(t.TempDir(), "in")
-	ref, _ := oci.ParseReference(res.Ref.Name(), true)
+	ref, _ := oci.ParseReference(res.Ref.Name(), oci.PlainHTTP)
 	pr, err := c.Pull(context.Background(), ref, dest)
 	if err != nil {
 		t.Fatal(err)
@@ -319,8 +320,8 @@ func TestSingleFileArtifact(t *testing.T) {
 	// More than one file is refused with a clear error.
 	os.WriteFile(filepath.Join(src, "other"), nil, 0o644)
 	_, err = c.Push(context.Background(), oci.PushRequest{Dir: src, Repository: repo(t, host, "f/sbom"), Metadata: artifact.Metadata{Name: "sbom"}, MediaType: mt})
-	if !errors.Is(err, oci.ErrInvalidArtifact) {
-		t.Errorf("two files: err = %v, want ErrInvalidArtifact", err)
+	if !errors.Is(err, artifact.ErrInvalid) {
+		t.Errorf("two files: err = %v, want artifact.ErrInvalid", err)
 	}
 }
 
@@ -371,7 +372,7 @@ func TestForeignArtifacts(t *testing.T) {
 
 	for _, ref := range []string{imgRef.Name(), "oci:" + blobRepo.Digest(blobDigest.String()).Name()} {
 		t.Run(ref, func(t *testing.T) {
-			parsed, err := oci.ParseReference(ref, true)
+			parsed, err := oci.ParseReference(ref, oci.PlainHTTP)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -466,15 +467,15 @@ func TestPullErrors(t *testing.T) {
 		want error
 	}{
 		{"corrupted blob", corrupt.Name(), archive.ErrDigestMismatch},
-		{"missing manifest", missing.Name(), oci.ErrNotFound},
-		{"missing tag", repo(t, good, "team/x").Tag("nope").Name(), oci.ErrNotFound},
-		{"denied", private.Name(), oci.ErrDenied},
-		{"index", index.Name(), oci.ErrInvalidArtifact},
-		{"missing blob", "oci:" + missing.Name(), oci.ErrNotFound},
+		{"missing manifest", missing.Name(), errdefs.ErrNotFound},
+		{"missing tag", repo(t, good, "team/x").Tag("nope").Name(), errdefs.ErrNotFound},
+		{"denied", private.Name(), errdefs.ErrDenied},
+		{"index", index.Name(), artifact.ErrInvalid},
+		{"missing blob", "oci:" + missing.Name(), errdefs.ErrNotFound},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			ref, err := oci.ParseReference(tc.ref, true)
+			ref, err := oci.ParseReference(tc.ref, oci.PlainHTTP)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -509,7 +510,7 @@ func TestParseReference(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.in, func(t *testing.T) {
-			ref, err := oci.ParseReference(tc.in, false)
+			ref, err := oci.ParseReference(tc.in, oci.HTTPS)
 			if (err != nil) != tc.wantErr {
 				t.Fatalf("err = %v, wantErr %v", err, tc.wantErr)
 			}

@@ -55,7 +55,7 @@ func (c *Client) Pull(ctx context.Context, ref Reference, dest string) (*PullRes
 			return nil, err
 		}
 		if layout, err = artifact.ParseManifest(raw); err != nil {
-			return nil, fmt.Errorf("%w: %s: %w", ErrInvalidArtifact, dig, err)
+			return nil, fmt.Errorf("%w: %s: %w", artifact.ErrInvalid, dig, err)
 		}
 		res.Ref = dig.Name()
 	}
@@ -146,7 +146,7 @@ func (c *Client) Inspect(ctx context.Context, ref Reference) (*Description, erro
 	}
 	var mf v1.Manifest
 	if err := json.Unmarshal(raw, &mf); err != nil {
-		return nil, fmt.Errorf("%w: %s: parse manifest: %w", ErrInvalidArtifact, dig, err)
+		return nil, fmt.Errorf("%w: %s: parse manifest: %w", artifact.ErrInvalid, dig, err)
 	}
 	desc := &Description{
 		Reference:    dig.Name(),
@@ -169,8 +169,8 @@ func (c *Client) Inspect(ctx context.Context, ref Reference) (*Description, erro
 
 // Check asks the registry whether the client's credentials can read what
 // ref names, without downloading it: a HEAD of the manifest (of the blob
-// for a blob reference). It returns nil, or an error wrapping ErrDenied or
-// ErrNotFound.
+// for a blob reference). It returns nil, or an error of class
+// errdefs.ErrDenied, ErrNotFound or ErrUnavailable.
 func (c *Client) Check(ctx context.Context, ref Reference) error {
 	repo := ref.Repository()
 	d, _ := ref.Digest()

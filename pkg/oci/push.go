@@ -170,7 +170,7 @@ func (c *Client) pushTree(ctx context.Context, req PushRequest, res *PushResult,
 func (c *Client) pushFile(ctx context.Context, req PushRequest, res *PushResult, opts []remote.Option) error {
 	fname, err := archive.OnlyFile(req.Dir)
 	if err != nil {
-		return fmt.Errorf("%w: a single-file artifact (media type %q): %w", ErrInvalidArtifact, req.MediaType, err)
+		return fmt.Errorf("%w: a single-file artifact (media type %q): %w", artifact.ErrInvalid, req.MediaType, err)
 	}
 	root, err := os.OpenRoot(req.Dir)
 	if err != nil {
@@ -411,7 +411,7 @@ func (l *fileLayer) open() (*os.File, error) {
 	}
 	if st, err := f.Stat(); err != nil || !st.Mode().IsRegular() {
 		f.Close()
-		return nil, fmt.Errorf("%w: %s is not a regular file", ErrInvalidArtifact, l.name)
+		return nil, fmt.Errorf("%w: %s is not a regular file", artifact.ErrInvalid, l.name)
 	}
 	return f, nil
 }

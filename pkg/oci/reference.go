@@ -52,12 +52,38 @@ func (r Reference) String() string {
 	return r.Ref.Name()
 }
 
+// Scheme says how a registry named in a reference is reached.
+type Scheme int
+
+const (
+	// HTTPS is the default: HTTPS, except for localhost and private
+	// addresses, which go-containerregistry reaches over plain HTTP when
+	// HTTPS fails.
+	HTTPS Scheme = iota
+	// PlainHTTP reaches any registry over plain HTTP (name.Insecure): the
+	// oci.plainHTTP setting, the CLI's --plain-http.
+	PlainHTTP
+)
+
+// SchemeOf returns PlainHTTP when plainHTTP is set, else HTTPS.
+func SchemeOf(plainHTTP bool) Scheme {
+	if plainHTTP {
+		return PlainHTTP
+	}
+	return HTTPS
+}
+
+func (s Scheme) nameOptions() []name.Option {
+	if s == PlainHTTP {
+		return []name.Option{name.Insecure}
+	}
+	return nil
+}
+
 // ParseReference parses REPO@sha256:<hex>, REPO:TAG or oci:REPO@sha256:<hex>.
-// A tag must be explicit: there is no implicit "latest". With plainHTTP the
-// registry is reached over HTTP (ggcr also does so by default for localhost
-// and private addresses).
-func ParseReference(s string, plainHTTP bool) (Reference, error) {
-	opts := nameOptions(plainHTTP)
+// A tag must be explicit: there is no implicit "latest".
+func ParseReference(s string, scheme Scheme) (Reference, error) {
+	opts := scheme.nameOptions()
 	if rest, ok := strings.CutPrefix(s, blobPrefix); ok {
 		d, err := name.NewDigest(rest, opts...)
 		if err != nil {
@@ -90,8 +116,8 @@ func ParseReference(s string, plainHTTP bool) (Reference, error) {
 
 // ParseRepositoryTag parses REPO[:TAG] for a push target. tag is "" when
 // none is given.
-func ParseRepositoryTag(s string, plainHTTP bool) (repo name.Repository, tag string, err error) {
-	opts := nameOptions(plainHTTP)
+func ParseRepositoryTag(s string, scheme Scheme) (repo name.Repository, tag string, err error) {
+	opts := scheme.nameOptions()
 	if strings.Contains(s, "@") {
 		return name.Repository{}, "", fmt.Errorf("push target %q must not have a digest: the digest is computed", s)
 	}
@@ -107,13 +133,6 @@ func ParseRepositoryTag(s string, plainHTTP bool) (repo name.Repository, tag str
 		return name.Repository{}, "", fmt.Errorf("parse push target %q: %w", s, err)
 	}
 	return repo, "", nil
-}
-
-func nameOptions(plainHTTP bool) []name.Option {
-	if plainHTTP {
-		return []name.Option{name.Insecure}
-	}
-	return nil
 }
 
 // hasExplicitTag reports whether the last path segment of s carries a

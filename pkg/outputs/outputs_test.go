@@ -28,6 +28,7 @@ import (
 	"github.com/tektoncd/artifacts-csi-driver/pkg/oci"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/provider"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/record"
+	"github.com/tektoncd/artifacts-csi-driver/pkg/store"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/volume"
 )
 
@@ -79,7 +80,7 @@ type fixture struct {
 func newFixture(t *testing.T, host string) *fixture {
 	_, ctx := ktesting.NewTestContext(t)
 	f := &fixture{t: t, ctx: ctx, dir: t.TempDir(), host: host, rec: &recorder{}}
-	f.opts = Options{Dir: f.dir, Pusher: OCIPusher{Client: oci.New(oci.Options{Retry: noRetry})}, Recorder: f.rec,
+	f.opts = Options{Dir: f.dir, Stores: store.Stores{Registry: oci.New(oci.Options{Retry: noRetry})}, Recorder: f.rec,
 		RetryMin: 20 * time.Millisecond, RetryMax: 100 * time.Millisecond}
 	return f
 }
@@ -106,8 +107,8 @@ func (f *fixture) run(m *Manager) (stop func()) {
 func (f *fixture) volume(id string) Volume {
 	return Volume{
 		ID: id, Fingerprint: "fp-" + id,
-		Pod:        volume.Pod{Name: "build-pod", Namespace: "team", UID: "uid-1"},
-		Repository: f.host + "/team/out", PlainHTTP: true, Tag: "team.build." + id,
+		Pod:     volume.Pod{Name: "build-pod", Namespace: "team", UID: "uid-1"},
+		Backend: store.OCI, Repository: f.host + "/team/out", PlainHTTP: true, Tag: "team.build." + id,
 		Compression: archive.Gzip, MaxBytes: 1 << 30,
 		Metadata: artifact.Metadata{Name: "report", Namespace: "team"},
 	}
@@ -141,7 +142,7 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 
 func (f *fixture) pulled(ref string) string {
 	f.t.Helper()
-	r, err := oci.ParseReference(ref, true)
+	r, err := oci.ParseReference(ref, oci.PlainHTTP)
 	if err != nil {
 		f.t.Fatal(err)
 	}
@@ -192,7 +193,7 @@ func TestPublishIsIdempotent(t *testing.T) {
 	}
 	other := v
 	other.Fingerprint = "different"
-	if _, err := m.Publish(f.ctx, other, credentials.Snapshot{}, -1); !errors.Is(err, ErrConflict) {
+	if _, err := m.Publish(f.ctx, other, credentials.Snapshot{}, -1); !errors.Is(err, volume.ErrConflict) {
 		t.Errorf("publish with other arguments: %v, want ErrConflict", err)
 	}
 	if _, err := m.Publish(f.ctx, Volume{ID: "../x"}, credentials.Snapshot{}, -1); err == nil {
@@ -200,7 +201,7 @@ func TestPublishIsIdempotent(t *testing.T) {
 	}
 	f.seal(m, v.ID)
 	f.seal(m, v.ID)
-	if _, err := m.Publish(f.ctx, v, credentials.Snapshot{}, -1); !errors.Is(err, ErrSealed) {
+	if _, err := m.Publish(f.ctx, v, credentials.Snapshot{}, -1); !errors.Is(err, volume.ErrSealed) {
 		t.Errorf("publish after seal: %v, want ErrSealed", err)
 	}
 	if found, err := m.Seal(f.ctx, "csi-unknown"); found || err != nil {
@@ -421,15 +422,33 @@ func TestSealOnFullDisk(t *testing.T) {
 	}
 }
 
-// providerPusher records what it is asked to store; it fails with err when
-// set.
-type providerPusher struct {
+// fakeProvider is a storage provider store that records what it is asked
+// to store, as whom; it fails with err when set.
+type fakeProvider struct {
 	mu   sync.Mutex
-	reqs []provider.PushRequest
+	ids  []store.Identity
+	reqs []store.PushRequest
 	err  error
 }
 
-func (p *providerPusher) Push(_ context.Context, req provider.PushRequest) (*provider.PushResult, error) {
+// stores opens p for the backend "filesystem", and the rest with next.
+func (p *fakeProvider) stores(next store.Opener) store.Opener {
+	return openerFunc(func(id store.Identity) (store.Store, error) {
+		if id.Backend != "filesystem" {
+			return next.Open(id)
+		}
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		p.ids = append(p.ids, id)
+		return p, nil
+	})
+}
+
+type openerFunc func(store.Identity) (store.Store, error)
+
+func (f openerFunc) Open(id store.Identity) (store.Store, error) { return f(id) }
+
+func (p *fakeProvider) Push(_ context.Context, req store.PushRequest) (*store.Pushed, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.reqs = append(p.reqs, req)
@@ -437,11 +456,21 @@ func (p *providerPusher) Push(_ context.Context, req provider.PushRequest) (*pro
 		return nil, p.err
 	}
 	d := v1.Hash{Algorithm: "sha256", Hex: strings.Repeat("ab", 32)}
-	return &provider.PushResult{
+	return &store.Pushed{
+		Ref:      store.Ref{Backend: "filesystem", Repository: req.Repository, Digest: d.String()},
 		Manifest: v1.Descriptor{Digest: d, Size: 500},
 		Layer:    artifact.ArchiveLayer(req.Metadata.Name, req.Compression, v1.Hash{Algorithm: "sha256", Hex: strings.Repeat("cd", 32)}, 42),
-		Location: "file:///store/" + req.Scope.Repository + "/" + d.Hex,
+		Location: "file:///store/" + req.Repository + "/" + d.Hex,
+		Uploaded: true,
 	}, nil
+}
+
+func (p *fakeProvider) Parse(string) (store.Ref, error) { panic("not used") }
+func (p *fakeProvider) Check(context.Context, store.Ref) (string, error) {
+	panic("not used")
+}
+func (p *fakeProvider) Pull(context.Context, store.Ref, string, archive.Limits) (*store.Pulled, error) {
+	panic("not used")
 }
 
 // TestProviderBackend: an output whose Backend names a storage provider
@@ -452,17 +481,17 @@ func (p *providerPusher) Push(_ context.Context, req provider.PushRequest) (*pro
 func TestProviderBackend(t *testing.T) {
 	for _, tc := range []struct {
 		name      string
-		providers *providerPusher
+		providers *fakeProvider
 		wantPhase record.Phase
 	}{
-		{"stored", &providerPusher{}, record.Pushed},
-		{"rejected", &providerPusher{err: fmt.Errorf("%w: repository not allowed", provider.ErrRejected)}, record.Failed},
+		{"stored", &fakeProvider{}, record.Pushed},
+		{"rejected", &fakeProvider{err: fmt.Errorf("%w: repository not allowed", provider.ErrRejected)}, record.Failed},
 		{"no provider client", nil, record.Failed},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			f := newFixture(t, "unused.example")
 			if tc.providers != nil {
-				f.opts.Providers = tc.providers
+				f.opts.Stores = tc.providers.stores(f.opts.Stores)
 			}
 			m := f.open()
 			v := f.volume("csi-p")
@@ -481,10 +510,10 @@ func TestProviderBackend(t *testing.T) {
 			if r.Location != "file:///store/team/artifacts/"+strings.Repeat("ab", 32) || r.Digest != "sha256:"+strings.Repeat("ab", 32) {
 				t.Errorf("record = %+v", r)
 			}
-			req := tc.providers.reqs[0]
-			if req.Backend != "filesystem" || req.Scope != (provider.Scope{Namespace: "team", Repository: "team/artifacts"}) ||
+			req, id := tc.providers.reqs[0], tc.providers.ids[0]
+			if id.Backend != "filesystem" || id.Namespace != "team" || req.Repository != "team/artifacts" ||
 				req.Metadata.Name != "report" || req.Compression != archive.Gzip {
-				t.Errorf("push request = %+v", req)
+				t.Errorf("push request = %+v as %+v", req, id)
 			}
 		})
 	}

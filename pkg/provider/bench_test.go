@@ -36,7 +36,7 @@ func BenchmarkPushPull(b *testing.B) {
 	c := serveProvider(b, dir, "filesystem", p)
 	scope := provider.Scope{Namespace: "bench", Repository: "bench"}
 
-	repo, _, err := oci.ParseRepositoryTag(testregistry.InMemory(b, true)+"/bench/artifacts", true)
+	repo, _, err := oci.ParseRepositoryTag(testregistry.InMemory(b, true)+"/bench/artifacts", oci.PlainHTTP)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -64,7 +64,7 @@ func BenchmarkPushPull(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	ref, _ := oci.ParseReference(ores.Ref.Name(), true)
+	ref, _ := oci.ParseReference(ores.Ref.Name(), oci.PlainHTTP)
 	pull := func(b *testing.B, fetch func(dest string) error) {
 		for b.Loop() {
 			dest := filepath.Join(b.TempDir(), "dest")

@@ -16,29 +16,30 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/tektoncd/artifacts-csi-driver/pkg/archive"
+	"github.com/tektoncd/artifacts-csi-driver/pkg/errdefs"
 	pb "github.com/tektoncd/artifacts-csi-driver/proto/provider/v1alpha1"
 )
 
-// Errors a Client returns, wrapped with the provider's message. A
-// provider's own gRPC status never escapes: callers see these.
+// Errors a Client returns, wrapped with the provider's message; each is of
+// an errdefs class. A provider's own gRPC status never escapes: callers
+// see errdefs.ErrNotFound (NOT_FOUND), errdefs.ErrDenied
+// (PERMISSION_DENIED, UNAUTHENTICATED), errdefs.ErrUnavailable (no
+// provider serves the socket, or it answered UNAVAILABLE or ABORTED after
+// the client's retries), archive.ErrDigestMismatch (DATA_LOSS, or bytes
+// that do not match their digest), context errors, or one of these.
 var (
-	// ErrNotFound: the provider has no such blob (NOT_FOUND).
-	ErrNotFound = errors.New("not found")
-	// ErrDenied: the provider refused the scope (PERMISSION_DENIED,
-	// UNAUTHENTICATED).
-	ErrDenied = errors.New("access denied")
-	// ErrUnavailable: no provider serves the socket, or it answered
-	// UNAVAILABLE after the client's retries. Worth retrying later.
-	ErrUnavailable = errors.New("provider unavailable")
 	// ErrRejected: the provider refused the request as invalid
 	// (INVALID_ARGUMENT, FAILED_PRECONDITION, OUT_OF_RANGE), e.g. a
-	// repository it does not accept.
-	ErrRejected = errors.New("request rejected by the provider")
-	// ErrExhausted: a size limit or a full disk (RESOURCE_EXHAUSTED).
-	ErrExhausted = errors.New("provider storage exhausted")
+	// repository it does not accept [ErrInvalid].
+	ErrRejected = errdefs.New("request rejected by the provider", errdefs.ErrInvalid)
+	// ErrExhausted: its storage is full, or a limit of its own is reached
+	// (RESOURCE_EXHAUSTED) [ErrNoSpace: retried, as space may be freed].
+	ErrExhausted = errdefs.New("provider storage exhausted", errdefs.ErrNoSpace)
 	// ErrBadProvider: the provider broke the API: an unsupported version,
-	// an oversized chunk, a malformed location.
-	ErrBadProvider = errors.New("provider broke the API")
+	// an oversized chunk, a malformed location [ErrUnavailable: unusable
+	// until an administrator deploys a working one, like a provider that is
+	// not running].
+	ErrBadProvider = errdefs.New("provider broke the API", errdefs.ErrUnavailable)
 )
 
 // Options configures a Client.
@@ -105,7 +106,7 @@ const retryPolicy = `{"methodConfig": [{
 // provider returns the connection to provider name, making and checking it
 // when there is none yet.
 func (c *Client) provider(ctx context.Context, name string) (*conn, error) {
-	if !ValidName(name) {
+	if !pb.ValidName(name) {
 		return nil, fmt.Errorf("%w: backend %q is not a valid provider name", ErrRejected, name)
 	}
 	c.mu.Lock()
@@ -116,13 +117,13 @@ func (c *Client) provider(ctx context.Context, name string) (*conn, error) {
 	}
 	sock := c.SocketPath(name)
 	if st, err := os.Stat(sock); err != nil || st.Mode().Type() != os.ModeSocket {
-		return nil, fmt.Errorf("%w: provider %q is not running on this node: no socket at %s (is its DaemonSet or sidecar deployed?)", ErrUnavailable, name, sock)
+		return nil, fmt.Errorf("%w: provider %q is not running on this node: no socket at %s (is its DaemonSet or sidecar deployed?)", errdefs.ErrUnavailable, name, sock)
 	}
 	cc, err := grpc.NewClient("unix://"+sock,
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithDefaultServiceConfig(retryPolicy),
 		// A chunk is at most ChunkSize: refuse more before it is read.
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(ChunkSize+4096)))
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(pb.ChunkSize+4096)))
 	if err != nil {
 		return nil, fmt.Errorf("provider %q: %w", name, err)
 	}
@@ -150,8 +151,8 @@ func (c *Client) provider(ctx context.Context, name string) (*conn, error) {
 
 func checkInfo(info *pb.InfoResponse) error {
 	switch {
-	case !slices.Contains(info.GetApiVersions(), APIVersion):
-		return fmt.Errorf("%w: it speaks API versions %v, not %s", ErrBadProvider, info.GetApiVersions(), APIVersion)
+	case !slices.Contains(info.GetApiVersions(), pb.APIVersion):
+		return fmt.Errorf("%w: it speaks API versions %v, not %s", ErrBadProvider, info.GetApiVersions(), pb.APIVersion)
 	case !slices.Contains(info.GetDigestAlgorithms(), "sha256"):
 		return fmt.Errorf("%w: it does not accept sha256 digests (only %v)", ErrBadProvider, info.GetDigestAlgorithms())
 	}
@@ -180,7 +181,7 @@ func (c *Client) Stat(ctx context.Context, name string, scope Scope, digest stri
 	if err != nil {
 		return 0, "", cn.wrap("stat "+digest, err)
 	}
-	if !ValidLocation(resp.GetLocation()) || resp.GetSize() < 0 {
+	if !pb.ValidLocation(resp.GetLocation()) || resp.GetSize() < 0 {
 		return 0, "", fmt.Errorf("%w: provider %q: stat %s: size %d, location %q", ErrBadProvider, name, digest, resp.GetSize(), resp.GetLocation())
 	}
 	return resp.GetSize(), resp.GetLocation(), nil
@@ -217,11 +218,11 @@ func (cn *conn) wrap(op string, err error) error {
 	var kind error
 	switch st.Code() {
 	case codes.NotFound:
-		kind = ErrNotFound
+		kind = errdefs.ErrNotFound
 	case codes.PermissionDenied, codes.Unauthenticated:
-		kind = ErrDenied
+		kind = errdefs.ErrDenied
 	case codes.Unavailable, codes.Aborted:
-		kind = ErrUnavailable
+		kind = errdefs.ErrUnavailable
 	case codes.InvalidArgument, codes.FailedPrecondition, codes.OutOfRange:
 		kind = ErrRejected
 	case codes.ResourceExhausted:

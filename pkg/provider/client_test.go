@@ -21,6 +21,7 @@ import (
 	"github.com/tektoncd/artifacts-csi-driver/internal/testtree"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/archive"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/artifact"
+	"github.com/tektoncd/artifacts-csi-driver/pkg/errdefs"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/provider"
 	pb "github.com/tektoncd/artifacts-csi-driver/proto/provider/v1alpha1"
 )
@@ -94,7 +95,7 @@ func (m *memProvider) Get(req *pb.GetRequest, s grpc.ServerStreamingServer[pb.Ge
 			return err
 		}
 	}
-	size := provider.ChunkSize
+	size := pb.ChunkSize
 	if m.bigChunks {
 		size = len(b) + 1
 	}
@@ -123,7 +124,7 @@ func serve(t *testing.T, dir, name string, m *memProvider) *provider.Client {
 		m.blobs = map[string][]byte{}
 	}
 	if m.apiVersion == "" {
-		m.apiVersion = provider.APIVersion
+		m.apiVersion = pb.APIVersion
 	}
 	return serveProvider(t, dir, name, m)
 }
@@ -158,7 +159,7 @@ func TestPushPullRoundTrip(t *testing.T) {
 		comp      archive.Compression
 	}{
 		{name: "tree gzip", tree: nil, comp: archive.Gzip}, // testtree's
-		{name: "tree uncompressed", tree: map[string]string{"a.txt": "a", "sub/b.bin": strings.Repeat("b", 3*provider.ChunkSize+7)}, comp: archive.None},
+		{name: "tree uncompressed", tree: map[string]string{"a.txt": "a", "sub/b.bin": strings.Repeat("b", 3*pb.ChunkSize+7)}, comp: archive.None},
 		{name: "tree zstd", tree: map[string]string{"x": "x"}, comp: archive.Zstd},
 		{name: "empty tree", tree: map[string]string{}},
 		{name: "single file", tree: map[string]string{"report.json": `{"ok":true}`}, mediaType: "application/json"},
@@ -216,7 +217,7 @@ func TestPullRejectsWhatTheProviderGetsWrong(t *testing.T) {
 			tc.m.corrupt = tc.want == archive.ErrDigestMismatch
 			tc.m.bigChunks = tc.want == provider.ErrBadProvider
 			if tc.m.bigChunks { // a layer bigger than a chunk, stored behind the client's back
-				big := bytes.Repeat([]byte{1}, provider.ChunkSize+1)
+				big := bytes.Repeat([]byte{1}, pb.ChunkSize+1)
 				sum := sha256.Sum256(big)
 				d := "sha256:" + hex.EncodeToString(sum[:])
 				tc.m.blobs[scope.Repository+"@"+d] = big
@@ -257,14 +258,14 @@ func TestCorruptLayerLeavesNothing(t *testing.T) {
 	m := &memProvider{}
 	c := serve(t, t.TempDir(), "p", m)
 	src := filepath.Join(t.TempDir(), "src")
-	writeTree(t, src, map[string]string{"a": strings.Repeat("x", 5*provider.ChunkSize)})
+	writeTree(t, src, map[string]string{"a": strings.Repeat("x", 5*pb.ChunkSize)})
 	res, err := c.Push(ctx, provider.PushRequest{Backend: "p", Scope: scope, Dir: src, Metadata: artifact.Metadata{Name: "a"}, Compression: archive.None})
 	if err != nil {
 		t.Fatal(err)
 	}
 	// Corrupt the layer only: the manifest still verifies.
 	m.mu.Lock()
-	m.blobs[scope.Repository+"@"+res.Layer.Digest.String()][3*provider.ChunkSize] ^= 1
+	m.blobs[scope.Repository+"@"+res.Layer.Digest.String()][3*pb.ChunkSize] ^= 1
 	m.mu.Unlock()
 	dest := filepath.Join(t.TempDir(), "dest")
 	if _, err := c.Pull(ctx, "p", scope, res.Manifest.Digest.String(), dest, archive.Limits{}); !errors.Is(err, archive.ErrDigestMismatch) {
@@ -285,11 +286,11 @@ func TestProviderErrors(t *testing.T) {
 		err  error
 		want error
 	}{
-		{name: "absent provider", err: statErr(c, "nothing", scope, missing), want: provider.ErrUnavailable},
+		{name: "absent provider", err: statErr(c, "nothing", scope, missing), want: errdefs.ErrUnavailable},
 		{name: "invalid provider name", err: statErr(c, "../x", scope, missing), want: provider.ErrRejected},
 		{name: "other API version", err: statErr(c, "old", scope, missing), want: provider.ErrBadProvider},
-		{name: "missing blob", err: statErr(c, "mem", scope, missing), want: provider.ErrNotFound},
-		{name: "missing manifest", err: pullErr(c, "mem", missing), want: provider.ErrNotFound},
+		{name: "missing blob", err: statErr(c, "mem", scope, missing), want: errdefs.ErrNotFound},
+		{name: "missing manifest", err: pullErr(c, "mem", missing), want: errdefs.ErrNotFound},
 		{name: "malformed digest", err: pullErr(c, "mem", "sha256:abc"), want: provider.ErrRejected},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -153,7 +153,7 @@ func (cn *conn) putBytes(ctx context.Context, scope Scope, mt types.MediaType, b
 	return loc, err
 }
 
-// put streams what write writes as one blob, in chunks of ChunkSize, and
+// put streams what write writes as one blob, in chunks of pb.ChunkSize, and
 // commits it with the digest and size computed on the way. An error from
 // write cancels the stream, so the provider stores nothing.
 func (cn *conn) put(ctx context.Context, scope Scope, mt types.MediaType, write func(io.Writer) error) (v1.Descriptor, string, error) {
@@ -166,7 +166,7 @@ func (cn *conn) put(ctx context.Context, scope Scope, mt types.MediaType, write 
 	if err := stream.Send(&pb.PutRequest{Part: &pb.PutRequest_Header{Header: &pb.PutHeader{Scope: scope.proto(), MediaType: string(mt)}}}); err != nil {
 		return v1.Descriptor{}, "", cn.sendError(stream, "put", err)
 	}
-	cw := &chunkWriter{stream: stream, h: sha256.New(), buf: make([]byte, 0, ChunkSize)}
+	cw := &chunkWriter{stream: stream, h: sha256.New(), buf: make([]byte, 0, pb.ChunkSize)}
 	if err := write(cw); err != nil {
 		if cw.sendErr != nil {
 			return v1.Descriptor{}, "", cn.sendError(stream, "put", cw.sendErr)
@@ -184,7 +184,7 @@ func (cn *conn) put(ctx context.Context, scope Scope, mt types.MediaType, write 
 	if err != nil {
 		return v1.Descriptor{}, "", cn.wrap("put "+desc.Digest.String(), err)
 	}
-	if !ValidLocation(resp.GetLocation()) {
+	if !pb.ValidLocation(resp.GetLocation()) {
 		return v1.Descriptor{}, "", fmt.Errorf("%w: provider %q: put %s: malformed location %q", ErrBadProvider, cn.name, desc.Digest, resp.GetLocation())
 	}
 	return desc, resp.GetLocation(), nil
@@ -202,7 +202,7 @@ func (cn *conn) sendError(stream grpc.ClientStreamingClient[pb.PutRequest, pb.Pu
 }
 
 // chunkWriter hashes, counts and sends what is written to it in chunks of
-// ChunkSize.
+// pb.ChunkSize.
 type chunkWriter struct {
 	stream  grpc.ClientStreamingClient[pb.PutRequest, pb.PutResponse]
 	h       hash.Hash
@@ -214,10 +214,10 @@ type chunkWriter struct {
 func (w *chunkWriter) Write(p []byte) (int, error) {
 	written := 0
 	for len(p) > 0 {
-		k := min(len(p), ChunkSize-len(w.buf))
+		k := min(len(p), pb.ChunkSize-len(w.buf))
 		w.buf = append(w.buf, p[:k]...)
 		p, written = p[k:], written+k
-		if len(w.buf) == ChunkSize {
+		if len(w.buf) == pb.ChunkSize {
 			if err := w.flush(); err != nil {
 				return written, err
 			}
@@ -238,7 +238,7 @@ func (w *chunkWriter) flush() error {
 		w.sendErr = err
 		return err
 	}
-	w.buf = make([]byte, 0, ChunkSize)
+	w.buf = make([]byte, 0, pb.ChunkSize)
 	return nil
 }
 
@@ -273,7 +273,7 @@ func (c *Client) Pull(ctx context.Context, backend string, scope Scope, digest, 
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s: %w", artifact.ErrInvalid, digest, err)
 	}
-	if !ValidDigest(layout.Layer.Digest.String()) {
+	if !pb.ValidDigest(layout.Layer.Digest.String()) {
 		return nil, fmt.Errorf("%w: %s: layer digest %s: only sha256 is supported", artifact.ErrInvalid, digest, layout.Layer.Digest)
 	}
 	res := &PullResult{Layer: layout.Layer, Metadata: layout.Metadata, FileName: layout.FileName}
@@ -322,7 +322,7 @@ func (cn *conn) getBytes(ctx context.Context, scope Scope, digest string, max in
 // or an error such as NOT_FOUND) is read before get returns. The content
 // is unverified: the caller verifies it.
 func (cn *conn) get(ctx context.Context, scope Scope, digest string) (io.Reader, error) {
-	if !ValidDigest(digest) {
+	if !pb.ValidDigest(digest) {
 		return nil, fmt.Errorf("%w: digest %q: want sha256:<64 lowercase hex>", ErrRejected, digest)
 	}
 	stream, err := cn.api.Get(ctx, &pb.GetRequest{Scope: scope.proto(), Digest: digest})
@@ -364,8 +364,8 @@ func (r *getReader) next() error {
 		r.err = fmt.Errorf("%w: provider %q: %s: %d empty chunks in a row", ErrBadProvider, r.cn.name, r.op, r.empty)
 	case len(msg.GetChunk()) == 0:
 		r.empty++
-	case len(msg.GetChunk()) > ChunkSize:
-		r.err = fmt.Errorf("%w: provider %q: %s: a chunk of %d bytes, more than %d", ErrBadProvider, r.cn.name, r.op, len(msg.GetChunk()), ChunkSize)
+	case len(msg.GetChunk()) > pb.ChunkSize:
+		r.err = fmt.Errorf("%w: provider %q: %s: a chunk of %d bytes, more than %d", ErrBadProvider, r.cn.name, r.op, len(msg.GetChunk()), pb.ChunkSize)
 	default:
 		r.buf, r.empty = msg.GetChunk(), 0
 	}

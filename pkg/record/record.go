@@ -11,7 +11,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/tektoncd/artifacts-csi-driver/pkg/apis/artifacts/v1alpha1"
-	"github.com/tektoncd/artifacts-csi-driver/pkg/provider"
+	"github.com/tektoncd/artifacts-csi-driver/pkg/store"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/volume"
 )
 
@@ -37,8 +37,7 @@ type Record struct {
 	Direction volume.Direction
 	Artifact  string
 	Pod       volume.Pod
-	// Backend is empty for an OCI registry, else the storage provider's
-	// name.
+	// Backend is store.OCI or the storage provider's name.
 	Backend string
 	// Repository, Tag and Digest (the manifest digest) locate the artifact;
 	// for a Konflux blob input, Digest is the blob digest.
@@ -56,13 +55,9 @@ type Record struct {
 	Time    time.Time
 }
 
-// Ref names the artifact for people: repository@digest, prefixed with
-// the backend's name and a colon for a storage provider's.
+// Ref names the artifact for people, as store.Ref does.
 func (r Record) Ref() string {
-	if r.Backend != "" {
-		return provider.Ref(r.Backend, r.Repository, r.Digest)
-	}
-	return r.Repository + "@" + r.Digest
+	return store.Ref{Backend: r.Backend, Repository: r.Repository, Digest: r.Digest}.String()
 }
 
 // Recorder stores records. Record must be idempotent (the same record may

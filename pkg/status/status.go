@@ -114,8 +114,8 @@ func Desired(records []v1alpha1.ArtifactRecord) (Artifacts, error) {
 			continue
 		}
 		v, err := NewValue(r.Spec.Repository, r.Status.Digest)
-		if r.Spec.Backend != "" {
-			v, err = NewProviderValue(r.Spec.Backend, r.Spec.Repository, r.Spec.Artifact, r.Status.Digest, r.Status.Location)
+		if r.Spec.StoreBackend() != v1alpha1.BackendOCI {
+			v, err = NewProviderValue(r.Spec.StoreBackend(), r.Spec.Repository, r.Spec.Artifact, r.Status.Digest, r.Status.Location)
 		}
 		if err != nil {
 			errs = append(errs, fmt.Errorf("ArtifactRecord %s/%s: %w", r.Namespace, r.Name, err))

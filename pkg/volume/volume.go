@@ -1,11 +1,11 @@
 // Package volume parses and validates what kubelet passes for an ephemeral
 // inline volume of this driver: the volume attributes a Task author wrote,
 // the pod information kubelet adds with podInfoOnMount, and the target path.
-// It has no I/O; the CSI node service maps its errors to InvalidArgument.
+// It has no I/O. It also holds the sentinels of volume-level outcomes,
+// each of an errdefs class the CSI node service maps to a gRPC code.
 package volume
 
 import (
-	"errors"
 	"fmt"
 	"mime"
 	"path/filepath"
@@ -14,11 +14,28 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/tektoncd/artifacts-csi-driver/pkg/errdefs"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/oci"
 )
 
-// ErrInvalid marks a volume request that can never succeed as given.
-var ErrInvalid = errors.New("invalid volume")
+// Volume-level errors.
+var (
+	// ErrInvalid marks a volume request that can never succeed as given
+	// [errdefs.ErrInvalid].
+	ErrInvalid = errdefs.New("invalid volume", errdefs.ErrInvalid)
+	// ErrConflict: the volume is published already with other arguments
+	// [errdefs.ErrConflict].
+	ErrConflict = errdefs.New("volume already published with different arguments", errdefs.ErrConflict)
+	// ErrSealed: the output volume was unpublished already and waits for
+	// upload [errdefs.ErrPrecondition].
+	ErrSealed = errdefs.New("volume already unpublished", errdefs.ErrPrecondition)
+)
+
+var idPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`)
+
+// ValidID reports whether id can name a volume's state: at most 128
+// letters, digits, '.', '_' or '-', starting with a letter or digit.
+func ValidID(id string) bool { return idPattern.MatchString(id) }
 
 // Direction says whether a volume consumes or produces an artifact.
 type Direction string
@@ -78,8 +95,10 @@ func (f From) String() string { return "tasks." + f.PipelineTask + ".outputs." +
 type Spec struct {
 	Direction Direction
 	Artifact  string
-	// Ref is set for an input named by digest (or a Konflux blob reference).
-	Ref *oci.Reference
+	// Ref is set for an input named by digest (or a Konflux blob
+	// reference), as the Task author wrote it: the store of the volume's
+	// backend parses it.
+	Ref string
 	// From is set for an input resolved from a producer's record.
 	From *From
 	// BuildOutput and MediaType apply to outputs.
@@ -100,9 +119,8 @@ func invalid(format string, args ...any) error {
 // Parse validates a NodePublishVolume volume context. Every problem is
 // reported with the key it concerns; unknown attributes are rejected, while
 // unknown keys under kubelet's csi.storage.k8s.io/ prefix are ignored so that
-// a newer kubelet does not break the driver. plainHTTP is passed on to the
-// reference parser.
-func Parse(ctx map[string]string, plainHTTP bool) (*Spec, error) {
+// a newer kubelet does not break the driver.
+func Parse(ctx map[string]string) (*Spec, error) {
 	var unknown []string
 	for k := range ctx {
 		if !slices.Contains(userKeys, k) && !strings.HasPrefix(k, kubeletPrefix) {
@@ -150,14 +168,14 @@ func Parse(ctx map[string]string, plainHTTP bool) (*Spec, error) {
 			return nil, invalid("an input needs exactly one of %s and %s", AttrRef, AttrFrom)
 		}
 		if hasRef {
-			r, err := oci.ParseReference(ref, plainHTTP)
+			r, err := oci.ParseReference(ref, oci.HTTPS)
 			if err != nil {
 				return nil, invalid("%s: %v", AttrRef, err)
 			}
 			if r.Kind == oci.KindTag {
 				return nil, invalid("%s %q must be pinned by digest (REPO@sha256:<digest>): a tag can change under a running pipeline", AttrRef, ref)
 			}
-			s.Ref = &r
+			s.Ref = ref
 		} else {
 			m := fromPattern.FindStringSubmatch(from)
 			if m == nil || !dns1123Label.MatchString(m[1]) || !dns1123Label.MatchString(m[2]) {

@@ -6,7 +6,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/tektoncd/artifacts-csi-driver/pkg/oci"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/volume"
 )
 
@@ -35,7 +34,7 @@ func TestParse(t *testing.T) {
 	}{
 		{name: "input by digest", ctx: kubelet(map[string]string{"direction": "input", "artifact": "source", "ref": "reg.io/team/src@" + digest}),
 			want: func(t *testing.T, s *volume.Spec) {
-				if s.Direction != volume.Input || s.Ref == nil || s.Ref.Kind != oci.KindManifest || s.From != nil {
+				if s.Direction != volume.Input || s.Ref != "reg.io/team/src@"+digest || s.From != nil {
 					t.Errorf("spec = %+v", s)
 				}
 				if s.Pod != (volume.Pod{Name: "build-pod", Namespace: "team-a", UID: "0d4b7c9e-1111-2222-3333-444455556666", ServiceAccount: "default"}) {
@@ -44,8 +43,8 @@ func TestParse(t *testing.T) {
 			}},
 		{name: "input from a Konflux blob", ctx: kubelet(map[string]string{"direction": "input", "artifact": "source", "ref": "oci:reg.io/team/ta@" + digest}),
 			want: func(t *testing.T, s *volume.Spec) {
-				if s.Ref.Kind != oci.KindBlob {
-					t.Errorf("kind = %v", s.Ref.Kind)
+				if s.Ref != "oci:reg.io/team/ta@"+digest {
+					t.Errorf("ref = %q", s.Ref)
 				}
 			}},
 		{name: "input from a producer", ctx: kubelet(map[string]string{"direction": "input", "artifact": "source", "from": "tasks.clone.outputs.source"}),
@@ -83,7 +82,7 @@ func TestParse(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			s, err := volume.Parse(tc.ctx, false)
+			s, err := volume.Parse(tc.ctx)
 			if tc.error != "" {
 				if !errors.Is(err, volume.ErrInvalid) || !strings.Contains(err.Error(), tc.error) {
 					t.Fatalf("err = %v, want ErrInvalid containing %q", err, tc.error)

@@ -220,7 +220,7 @@ func pushDir(b testing.TB, host, tree, name string, comp archive.Compression) st
 		}
 		benchDigests[host] = dc
 	}
-	repo, _, _ := oci.ParseRepositoryTag(host+"/team-a/bench", true)
+	repo, _, _ := oci.ParseRepositoryTag(host+"/team-a/bench", oci.PlainHTTP)
 	res, err := oci.New(oci.Options{DigestCache: dc}).Push(b.Context(), oci.PushRequest{Dir: tree, Repository: repo, Compression: comp, Metadata: artifact.Metadata{Name: name}})
 	if err != nil {
 		b.Fatal(err)

@@ -95,7 +95,7 @@ func TestConfigurationLevels(t *testing.T) {
 func TestCredentialsPerNamespace(t *testing.T) {
 	const user, pass = "builder", "s3cret"
 	host := basicAuthRegistry(t, user, pass)
-	repo, _, _ := oci.ParseRepositoryTag(host+"/private/artifacts", true)
+	repo, _, _ := oci.ParseRepositoryTag(host+"/private/artifacts", oci.PlainHTTP)
 	src := t.TempDir()
 	testtree.Write(t, src, 8)
 	res, err := oci.New(oci.Options{Keychain: staticKeychain{&authn.Basic{Username: user, Password: pass}}}).

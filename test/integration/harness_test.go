@@ -27,6 +27,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/tektoncd/artifacts-csi-driver/pkg/errdefs"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/oci"
 )
 
@@ -285,7 +286,7 @@ func mustOK(t testing.TB, what string, err error) {
 // manifest digest reference.
 func waitForTag(t *testing.T, repoTag string, timeout time.Duration) string {
 	t.Helper()
-	ref, err := oci.ParseReference(repoTag, true)
+	ref, err := oci.ParseReference(repoTag, oci.PlainHTTP)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -296,7 +297,7 @@ func waitForTag(t *testing.T, repoTag string, timeout time.Duration) string {
 		if err == nil {
 			return d.Name()
 		}
-		if !errors.Is(err, oci.ErrNotFound) && time.Now().After(deadline) || time.Now().After(deadline) {
+		if !errors.Is(err, errdefs.ErrNotFound) && time.Now().After(deadline) || time.Now().After(deadline) {
 			t.Fatalf("%s never appeared: %v", repoTag, err)
 		}
 		time.Sleep(50 * time.Millisecond)

@@ -24,6 +24,7 @@ import (
 	"github.com/tektoncd/artifacts-csi-driver/internal/testregistry"
 	"github.com/tektoncd/artifacts-csi-driver/internal/testtree"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/artifact"
+	"github.com/tektoncd/artifacts-csi-driver/pkg/errdefs"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/oci"
 )
 
@@ -213,7 +214,7 @@ func TestCrashDuringUpload(t *testing.T) {
 	time.Sleep(500 * time.Millisecond) // the upload is now waiting in the proxy
 	pl.kill()
 	release()
-	if _, err := oci.New(oci.Options{}).Resolve(t.Context(), mustRef(t, dist.Host+"/team-a/artifacts:team-a.crash.build")); !errors.Is(err, oci.ErrNotFound) {
+	if _, err := oci.New(oci.Options{}).Resolve(t.Context(), mustRef(t, dist.Host+"/team-a/artifacts:team-a.crash.build")); !errors.Is(err, errdefs.ErrNotFound) {
 		t.Fatalf("the output was pushed before the crash (%v): the test proves nothing", err)
 	}
 	pl.start()
@@ -309,7 +310,7 @@ func TestCacheHitNeedsAccess(t *testing.T) {
 	host := basicAuthRegistry(t, user, pass)
 	repo := host + "/team-a/private"
 	c := oci.New(oci.Options{Keychain: staticKeychain{&authn.Basic{Username: user, Password: pass}}})
-	r, _, _ := oci.ParseRepositoryTag(repo, true)
+	r, _, _ := oci.ParseRepositoryTag(repo, oci.PlainHTTP)
 	dir := t.TempDir()
 	testtree.Write(t, dir, 15)
 	res, err := c.Push(t.Context(), oci.PushRequest{Dir: dir, Repository: r, Metadata: artifact.Metadata{Name: "src"}})
@@ -430,7 +431,7 @@ func (k staticKeychain) Resolve(authn.Resource) (authn.Authenticator, error) { r
 
 func mustRef(t *testing.T, s string) oci.Reference {
 	t.Helper()
-	r, err := oci.ParseReference(s, true)
+	r, err := oci.ParseReference(s, oci.PlainHTTP)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -443,7 +444,7 @@ func pushTree(t *testing.T, host string, seed uint64) string {
 	t.Helper()
 	dir := t.TempDir()
 	testtree.Write(t, dir, seed)
-	r, _, _ := oci.ParseRepositoryTag(host+"/team-a/artifacts", true)
+	r, _, _ := oci.ParseRepositoryTag(host+"/team-a/artifacts", oci.PlainHTTP)
 	res, err := oci.New(oci.Options{}).Push(t.Context(), oci.PushRequest{Dir: dir, Repository: r, Metadata: artifact.Metadata{Name: "src"}})
 	if err != nil {
 		t.Fatal(err)

@@ -13,7 +13,6 @@ import (
 
 	"google.golang.org/grpc/codes"
 
-	"github.com/tektoncd/artifacts-csi-driver/pkg/provider"
 	pb "github.com/tektoncd/artifacts-csi-driver/proto/provider/v1alpha1"
 )
 
@@ -27,9 +26,9 @@ func Cases() []Case {
 	}{
 		{"empty", 0},
 		{"1B", 1},
-		{"ChunkSize", provider.ChunkSize},
-		{"ChunkSize+1", provider.ChunkSize + 1},
-		{"3MiB+7", 3*provider.ChunkSize + 7},
+		{"ChunkSize", pb.ChunkSize},
+		{"ChunkSize+1", pb.ChunkSize + 1},
+		{"3MiB+7", 3*pb.ChunkSize + 7},
 	} {
 		cases = append(cases, Case{Name: "RoundTrip/" + rt.name, Run: func(ctx context.Context, e *Env) error {
 			return roundTrip(ctx, e, rt.size)
@@ -65,8 +64,8 @@ func info(ctx context.Context, e *Env) error {
 	if resp.GetName() == "" {
 		errs = append(errs, errors.New("Info: empty name"))
 	}
-	if !slices.Contains(resp.GetApiVersions(), provider.APIVersion) {
-		errs = append(errs, fmt.Errorf("Info: api_versions %q lack %q", resp.GetApiVersions(), provider.APIVersion))
+	if !slices.Contains(resp.GetApiVersions(), pb.APIVersion) {
+		errs = append(errs, fmt.Errorf("Info: api_versions %q lack %q", resp.GetApiVersions(), pb.APIVersion))
 	}
 	if !slices.Contains(resp.GetDigestAlgorithms(), "sha256") {
 		errs = append(errs, fmt.Errorf("Info: digest_algorithms %q lack \"sha256\"", resp.GetDigestAlgorithms()))
@@ -111,7 +110,7 @@ func stat(ctx context.Context, e *Env) error {
 		return fmt.Errorf("Stat after Put: %w", err)
 	case resp.GetSize() != int64(len(data)):
 		return fmt.Errorf("Stat: size %d, want %d", resp.GetSize(), len(data))
-	case !provider.ValidLocation(resp.GetLocation()):
+	case !pb.ValidLocation(resp.GetLocation()):
 		return fmt.Errorf("Stat: invalid location %q", resp.GetLocation())
 	case resp.GetLocation() != put.GetLocation():
 		return fmt.Errorf("Stat: location %q, but Put reported %q", resp.GetLocation(), put.GetLocation())
@@ -202,7 +201,7 @@ func putWithoutHeader(ctx context.Context, e *Env) error {
 
 // putWithoutCommit: a stream that ends without a commit stores nothing.
 func putWithoutCommit(ctx context.Context, e *Env) error {
-	size := provider.ChunkSize + 100
+	size := pb.ChunkSize + 100
 	if err := e.fits(int64(size)); err != nil {
 		return err
 	}
@@ -231,7 +230,7 @@ func putNew(ctx context.Context, e *Env, data []byte) error {
 
 // putCancelled: a Put cancelled mid-stream stores nothing.
 func putCancelled(ctx context.Context, e *Env) error {
-	size := 2*provider.ChunkSize + 100
+	size := 2*pb.ChunkSize + 100
 	if err := e.fits(int64(size)); err != nil {
 		return err
 	}
@@ -335,7 +334,7 @@ func (e *Env) checkInvalid(ctx context.Context, scope *pb.Scope, digest, what st
 	_, err = e.Client.Delete(ctx, &pb.DeleteRequest{Scope: scope, Digest: digest})
 	errs = append(errs, wantCode("Delete of "+what, err, codes.InvalidArgument))
 	_, err = e.put(ctx, putPlan{scope: scope, data: strings.NewReader("x"), commit: func(d string, n int64) *pb.PutCommit {
-		if !provider.ValidDigest(digest) {
+		if !pb.ValidDigest(digest) {
 			d = digest
 		}
 		return &pb.PutCommit{Digest: d, Size: n}
@@ -370,7 +369,7 @@ func scopeIsolation(ctx context.Context, e *Env) error {
 // concurrentPut: Puts of the same blob at once all succeed.
 func concurrentPut(ctx context.Context, e *Env) error {
 	const n = 8
-	size := 2*provider.ChunkSize + 3
+	size := 2*pb.ChunkSize + 3
 	if err := e.fits(int64(size)); err != nil {
 		return err
 	}
@@ -404,7 +403,7 @@ func largeStream(ctx context.Context, e *Env) error {
 		return err
 	}
 	seed := e.seed()
-	sizes := []int{provider.ChunkSize, 1, 64 << 10, provider.ChunkSize - 1, 4093}
+	sizes := []int{pb.ChunkSize, 1, 64 << 10, pb.ChunkSize - 1, 4093}
 	put, err := e.put(ctx, putPlan{scope: e.Scope(), data: generated(seed, size), sizes: sizes})
 	if err != nil {
 		return fmt.Errorf("Put of %d bytes: %w", size, err)
@@ -434,7 +433,7 @@ func largeStream(ctx context.Context, e *Env) error {
 
 // getCancelled: a Get cancelled mid-stream leaves the provider serving.
 func getCancelled(ctx context.Context, e *Env) error {
-	size := 4*provider.ChunkSize + 5
+	size := 4*pb.ChunkSize + 5
 	if err := e.fits(int64(size)); err != nil {
 		return err
 	}

@@ -34,7 +34,6 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/tektoncd/artifacts-csi-driver/internal/unixsock"
-	"github.com/tektoncd/artifacts-csi-driver/pkg/provider"
 	pb "github.com/tektoncd/artifacts-csi-driver/proto/provider/v1alpha1"
 )
 
@@ -78,7 +77,7 @@ func (c Config) withDefaults() (Config, error) {
 	if c.Endpoint == "" {
 		errs = append(errs, errors.New("no provider endpoint"))
 	}
-	if err := provider.CheckScope(c.Namespace, c.Repository); err != nil {
+	if err := pb.CheckScope(c.Namespace, c.Repository); err != nil {
 		errs = append(errs, err)
 	}
 	if c.LargeSize < 0 {

@@ -16,7 +16,6 @@ import (
 	"k8s.io/klog/v2"
 	"k8s.io/klog/v2/ktesting"
 
-	"github.com/tektoncd/artifacts-csi-driver/pkg/provider"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/provider/conformance"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/provider/filesystem"
 	pb "github.com/tektoncd/artifacts-csi-driver/proto/provider/v1alpha1"
@@ -151,7 +150,7 @@ type mergeStream struct {
 
 func (s *mergeStream) Send(r *pb.GetResponse) error {
 	s.buf = append(s.buf, r.GetChunk()...)
-	if len(s.buf) < 2*provider.ChunkSize {
+	if len(s.buf) < 2*pb.ChunkSize {
 		return nil
 	}
 	err := s.Provider_GetServer.Send(&pb.GetResponse{Chunk: s.buf})

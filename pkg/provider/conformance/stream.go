@@ -14,7 +14,6 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/tektoncd/artifacts-csi-driver/pkg/provider"
 	pb "github.com/tektoncd/artifacts-csi-driver/proto/provider/v1alpha1"
 )
 
@@ -23,7 +22,7 @@ type putPlan struct {
 	// scope goes in the PutHeader; noHeader leaves the header out.
 	scope    *pb.Scope
 	noHeader bool
-	// data is sent in chunks of sizes, cycled (default provider.ChunkSize).
+	// data is sent in chunks of sizes, cycled (default pb.ChunkSize).
 	data  io.Reader
 	sizes []int
 	// commit returns the PutCommit for the content's digest and size
@@ -61,7 +60,7 @@ func (e *Env) put(ctx context.Context, plan putPlan) (*pb.PutResponse, error) {
 	if plan.data != nil && ok {
 		sizes := plan.sizes
 		if len(sizes) == 0 {
-			sizes = []int{provider.ChunkSize}
+			sizes = []int{pb.ChunkSize}
 		}
 		for i := 0; ok; i++ {
 			buf := make([]byte, sizes[i%len(sizes)])
@@ -102,7 +101,7 @@ func (e *Env) put(ctx context.Context, plan putPlan) (*pb.PutResponse, error) {
 
 // trackValid tracks a blob when its scope and digest are valid.
 func (e *Env) trackValid(scope *pb.Scope, digest string) {
-	if scope != nil && provider.CheckScope(scope.GetNamespace(), scope.GetRepository()) == nil && provider.ValidDigest(digest) {
+	if scope != nil && pb.CheckScope(scope.GetNamespace(), scope.GetRepository()) == nil && pb.ValidDigest(digest) {
 		e.Track(scope, digest)
 	}
 }
@@ -113,14 +112,14 @@ func (e *Env) putBytes(ctx context.Context, scope *pb.Scope, data []byte) (*pb.P
 	if err != nil {
 		return nil, fmt.Errorf("Put of %d bytes in %s: %w", len(data), scope.GetRepository(), err)
 	}
-	if !provider.ValidLocation(resp.GetLocation()) {
-		return nil, fmt.Errorf("Put of %d bytes: invalid location %q: want at most %d printable characters", len(data), resp.GetLocation(), provider.MaxLocationLength)
+	if !pb.ValidLocation(resp.GetLocation()) {
+		return nil, fmt.Errorf("Put of %d bytes: invalid location %q: want at most %d printable characters", len(data), resp.GetLocation(), pb.MaxLocationLength)
 	}
 	return resp, nil
 }
 
 // get streams a blob into w and returns its size and digest. It fails
-// when a chunk exceeds provider.ChunkSize.
+// when a chunk exceeds pb.ChunkSize.
 func (e *Env) get(ctx context.Context, scope *pb.Scope, digest string, w io.Writer) (int64, string, error) {
 	stream, err := e.Client.Get(ctx, &pb.GetRequest{Scope: scope, Digest: digest})
 	if err != nil {
@@ -139,8 +138,8 @@ func (e *Env) get(ctx context.Context, scope *pb.Scope, digest string, w io.Writ
 			}
 			return n, "", err
 		}
-		if len(resp.GetChunk()) > provider.ChunkSize {
-			return n, "", fmt.Errorf("Get sent a chunk of %d bytes, over the limit of %d", len(resp.GetChunk()), provider.ChunkSize)
+		if len(resp.GetChunk()) > pb.ChunkSize {
+			return n, "", fmt.Errorf("Get sent a chunk of %d bytes, over the limit of %d", len(resp.GetChunk()), pb.ChunkSize)
 		}
 		h.Write(resp.GetChunk())
 		n += int64(len(resp.GetChunk()))

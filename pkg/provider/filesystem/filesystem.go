@@ -29,7 +29,6 @@ import (
 
 	"k8s.io/klog/v2"
 
-	"github.com/tektoncd/artifacts-csi-driver/pkg/provider"
 	pb "github.com/tektoncd/artifacts-csi-driver/proto/provider/v1alpha1"
 )
 
@@ -97,8 +96,8 @@ func New(ctx context.Context, o Options) (*Provider, error) {
 	}
 	p := &Provider{opts: o, base: (&url.URL{Scheme: "file", Path: abs}).String()}
 	// The longest location, for the longest repository, must stay valid.
-	if loc := p.location(strings.Repeat("a", 255), strings.Repeat("0", 64)); !provider.ValidLocation(loc) {
-		return nil, fmt.Errorf("filesystem provider: root %s is too long to give locations of at most %d characters", abs, provider.MaxLocationLength)
+	if loc := p.location(strings.Repeat("a", 255), strings.Repeat("0", 64)); !pb.ValidLocation(loc) {
+		return nil, fmt.Errorf("filesystem provider: root %s is too long to give locations of at most %d characters", abs, pb.MaxLocationLength)
 	}
 	if err := os.MkdirAll(abs, dirMode); err != nil {
 		return nil, fmt.Errorf("filesystem provider: create root: %w", err)
@@ -153,7 +152,7 @@ func (p *Provider) Info(context.Context, *pb.InfoRequest) (*pb.InfoResponse, err
 	return &pb.InfoResponse{
 		Name:             Name,
 		Version:          p.opts.Version,
-		ApiVersions:      []string{provider.APIVersion},
+		ApiVersions:      []string{pb.APIVersion},
 		DigestAlgorithms: []string{"sha256"},
 		MaxBlobSize:      p.opts.MaxBlobSize,
 	}, nil
@@ -244,8 +243,8 @@ func (p *Provider) stage(stream pb.Provider_PutServer, logger klog.Logger) (*sta
 		}
 		switch part := msg.GetPart().(type) {
 		case *pb.PutRequest_Chunk:
-			if len(part.Chunk) > provider.ChunkSize {
-				return st, fmt.Errorf("%w: chunk of %d bytes exceeds the limit of %d", errInvalid, len(part.Chunk), provider.ChunkSize)
+			if len(part.Chunk) > pb.ChunkSize {
+				return st, fmt.Errorf("%w: chunk of %d bytes exceeds the limit of %d", errInvalid, len(part.Chunk), pb.ChunkSize)
 			}
 			st.size += int64(len(part.Chunk))
 			if max := p.opts.MaxBlobSize; max > 0 && st.size > max {
@@ -265,7 +264,7 @@ func (p *Provider) stage(stream pb.Provider_PutServer, logger klog.Logger) (*sta
 	}
 	st.digest = "sha256:" + hex.EncodeToString(h.Sum(nil))
 	switch {
-	case !provider.ValidDigest(commit.GetDigest()):
+	case !pb.ValidDigest(commit.GetDigest()):
 		return st, fmt.Errorf("%w: committed digest %q: want sha256: and 64 lowercase hex digits", errInvalid, commit.GetDigest())
 	case commit.GetSize() != st.size:
 		return st, fmt.Errorf("%w: committed size %d, but %d bytes were sent; nothing stored", errInvalid, commit.GetSize(), st.size)
@@ -355,7 +354,7 @@ func retryIfGone(err error) error {
 }
 
 // Get implements pb.ProviderServer: it streams the file in chunks of at
-// most provider.ChunkSize, hashing them, and ends with DATA_LOSS when the
+// most pb.ChunkSize, hashing them, and ends with DATA_LOSS when the
 // stored bytes do not match their digest.
 func (p *Provider) Get(req *pb.GetRequest, stream pb.Provider_GetServer) (err error) {
 	ctx := stream.Context()
@@ -379,7 +378,7 @@ func (p *Provider) Get(req *pb.GetRequest, stream pb.Provider_GetServer) (err er
 			return err
 		}
 		// A fresh buffer each time: gRPC may keep a sent message.
-		buf := make([]byte, provider.ChunkSize)
+		buf := make([]byte, pb.ChunkSize)
 		m, rerr := io.ReadFull(f, buf)
 		if m > 0 {
 			h.Write(buf[:m])
@@ -482,7 +481,7 @@ func (p *Provider) checkRequest(s *pb.Scope, digest string) (string, error) {
 	if err := p.checkScope(s); err != nil {
 		return "", err
 	}
-	if !provider.ValidDigest(digest) {
+	if !pb.ValidDigest(digest) {
 		return "", fmt.Errorf("%w: digest %q: want sha256: and 64 lowercase hex digits", errInvalid, digest)
 	}
 	return blobPath(s.GetRepository(), digest), nil
@@ -492,7 +491,7 @@ func (p *Provider) checkRequest(s *pb.Scope, digest string) (string, error) {
 // namespace may use its repository.
 func (p *Provider) checkScope(s *pb.Scope) error {
 	ns, repo := s.GetNamespace(), s.GetRepository()
-	if err := provider.CheckScope(ns, repo); err != nil {
+	if err := pb.CheckScope(ns, repo); err != nil {
 		return fmt.Errorf("%w: %w", errInvalid, err)
 	}
 	// A repository ending in .../blobs/sha256/<hex> would be a directory

@@ -21,7 +21,6 @@ import (
 	"k8s.io/klog/v2"
 	"k8s.io/klog/v2/ktesting"
 
-	"github.com/tektoncd/artifacts-csi-driver/pkg/provider"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/provider/conformance"
 	pb "github.com/tektoncd/artifacts-csi-driver/proto/provider/v1alpha1"
 )
@@ -159,7 +158,7 @@ func TestPut(t *testing.T) {
 	c, _, root := startProvider(t, Options{NamespaceScoped: true, MaxBlobSize: 2 << 20})
 	data := []byte("hello, artifacts")
 	d := digestOf(data)
-	big := bytes.Repeat([]byte{'x'}, provider.ChunkSize+1)
+	big := bytes.Repeat([]byte{'x'}, pb.ChunkSize+1)
 	for _, tc := range []struct {
 		name string
 		msgs []*pb.PutRequest
@@ -241,7 +240,7 @@ func TestNamespaceScoped(t *testing.T) {
 func TestGetCorrupt(t *testing.T) {
 	ctx := testContext(t)
 	c, _, root := startProvider(t, Options{})
-	data := bytes.Repeat([]byte("0123456789abcdef"), provider.ChunkSize/8) // two chunks
+	data := bytes.Repeat([]byte("0123456789abcdef"), pb.ChunkSize/8) // two chunks
 	d := digestOf(data)
 	file := filepath.Join(root, "ns", "blobs", "sha256", strings.TrimPrefix(d, "sha256:"))
 	for _, tc := range []struct {
@@ -261,7 +260,7 @@ func TestGetCorrupt(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			os.RemoveAll(file)
-			if _, err := put(ctx, c, header("ns", "ns"), chunk(data[:provider.ChunkSize]), chunk(data[provider.ChunkSize:]), commit(d, len(data))); err != nil {
+			if _, err := put(ctx, c, header("ns", "ns"), chunk(data[:pb.ChunkSize]), chunk(data[pb.ChunkSize:]), commit(d, len(data))); err != nil {
 				t.Fatal(err)
 			}
 			if err := tc.corrupt(); err != nil {
@@ -274,7 +273,7 @@ func TestGetCorrupt(t *testing.T) {
 			if tc.want == codes.OK && !bytes.Equal(got, data) {
 				t.Error("Get returned other bytes")
 			}
-			resp, err := put(ctx, c, header("ns", "ns"), chunk(data[:provider.ChunkSize]), chunk(data[provider.ChunkSize:]), commit(d, len(data)))
+			resp, err := put(ctx, c, header("ns", "ns"), chunk(data[:pb.ChunkSize]), chunk(data[pb.ChunkSize:]), commit(d, len(data)))
 			if err != nil || resp.GetExisted() != tc.existed {
 				t.Errorf("Put again: existed %v, %v; want %v", resp.GetExisted(), err, tc.existed)
 			}
@@ -394,7 +393,7 @@ func TestDiskFull(t *testing.T) {
 	t.Cleanup(func() { unix.Unmount(root, unix.MNT_DETACH) })
 	ctx := testContext(t)
 	c, _, _ := startProvider(t, Options{Root: root})
-	data := bytes.Repeat([]byte{7}, provider.ChunkSize)
+	data := bytes.Repeat([]byte{7}, pb.ChunkSize)
 	_, err := put(ctx, c, header("ns", "ns"), chunk(data), commit(digestOf(data), len(data)))
 	if status.Code(err) != codes.ResourceExhausted {
 		t.Errorf("Put on a full disk: %v, want ResourceExhausted", err)

@@ -14,6 +14,19 @@ const (
 	Output Direction = "Output"
 )
 
+// BackendOCI is the Backend of an artifact in an OCI registry (store.OCI).
+const BackendOCI = "oci"
+
+// StoreBackend returns s.Backend, or BackendOCI when it is empty: the
+// field's default, which the API server applies, applied also for objects
+// that bypassed it (records of earlier versions, fake clients).
+func (s ArtifactRecordSpec) StoreBackend() string {
+	if s.Backend == "" {
+		return BackendOCI
+	}
+	return s.Backend
+}
+
 // Phase of an artifact record. An output is Pending from the publish of its
 // volume until it is Pushed, or Failed when it could not be pushed (its
 // data then stays on the node). An input is Consumed when its volume is
@@ -75,9 +88,11 @@ type ArtifactRecordSpec struct {
 	// BuildOutput marks an output for Tekton Chains.
 	// +optional
 	BuildOutput bool `json:"buildOutput,omitempty"`
-	// Backend stores the artifact: empty for an OCI registry, else the name
-	// of the storage provider (the backend configuration key).
+	// Backend stores the artifact: oci for an OCI registry, else the name
+	// of the storage provider (the backend configuration key). Records
+	// written before the field was always set read as oci.
 	// +optional
+	// +kubebuilder:default=oci
 	Backend string `json:"backend,omitempty"`
 	// Repository is where the artifact is: an OCI repository, e.g.
 	// registry.example/team/artifacts, or a provider's repository, e.g.

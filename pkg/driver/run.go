@@ -34,6 +34,7 @@ import (
 	"github.com/tektoncd/artifacts-csi-driver/pkg/provider"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/record"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/registration"
+	"github.com/tektoncd/artifacts-csi-driver/pkg/store"
 )
 
 // shutdownGrace bounds how long in-flight calls may run after a stop.
@@ -53,69 +54,100 @@ const shutdownGrace = 10 * time.Second
 // +kubebuilder:rbac:groups=artifacts.tekton.dev,resources=artifactrecords/status,verbs=update
 // +kubebuilder:rbac:groups=tekton.dev,resources=taskruns,verbs=list
 
-// Run assembles the node plugin from validated options and serves until
-// ctx is cancelled: it resumes every journal, then serves CSI on the
-// endpoint, uploads outputs, serves /healthz and /metrics, and registers
-// with kubelet. It returns nil after a clean stop.
+// Run assembles the node plugin from validated options (plugin) and
+// serves until ctx is cancelled (serve). It returns nil after a clean
+// stop.
 func Run(ctx context.Context, o *Options, version string) error {
-	logger := klog.FromContext(ctx)
-	c, err := cache.Open(ctx, filepath.Join(o.StateDir, "cache"), o.CacheBytes)
+	p, err := newPlugin(ctx, o, version)
 	if err != nil {
-		return fmt.Errorf("open input cache: %w", err)
+		return err
+	}
+	defer p.close()
+	return p.serve(ctx)
+}
+
+// plugin is the assembled node plugin: the driver and what runs beside it.
+type plugin struct {
+	o         *Options
+	version   string
+	driver    *Driver
+	cache     *cache.Cache
+	outputs   *outputs.Manager
+	view      *cluster.View // nil without an API client
+	metrics   *metrics.Metrics
+	providers *provider.Client
+	events    *record.Events // nil without an API client
+}
+
+// newPlugin opens the state (input cache, digest cache, output journals)
+// and builds the driver's dependencies.
+func newPlugin(ctx context.Context, o *Options, version string) (_ *plugin, err error) {
+	p := &plugin{o: o, version: version}
+	defer func() {
+		if err != nil {
+			p.close()
+		}
+	}()
+	if p.cache, err = cache.Open(ctx, filepath.Join(o.StateDir, "cache"), o.CacheBytes); err != nil {
+		return nil, fmt.Errorf("open input cache: %w", err)
 	}
 	dc, err := digestcache.Open(filepath.Join(o.StateDir, "digests"))
 	if err != nil {
-		return fmt.Errorf("open digest cache: %w", err)
+		return nil, fmt.Errorf("open digest cache: %w", err)
 	}
 	// Pods' own credentials only: never the node's. Inputs are readable by
 	// every uid of every pod that mounts them (docs/design.md, "Inputs").
 	reg := oci.New(oci.Options{Keychain: authn.NewMultiKeychain(), UserAgent: "artifacts-csi/" + version, DigestCache: dc,
 		Modes: archive.ReadOnlyModes})
+	p.providers = provider.NewClient(provider.Options{Dir: o.ProvidersDir, Modes: archive.ReadOnlyModes})
+	stores := store.Stores{Registry: reg, Providers: p.providers}
+
 	var (
 		rec    record.Recorder = record.Log{}
 		kube   kubernetes.Interface
-		view   *cluster.View
-		events *record.Events
 		source = config.Source{Cluster: config.Dir(o.ConfigDir)}
 	)
 	restCfg, err := o.restConfig()
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if restCfg != nil {
-		ctrllog.SetLogger(logger) // the informers of the cluster view log through it
+		ctrllog.SetLogger(klog.FromContext(ctx)) // the informers of the cluster view log through it
 		var live client.Client
-		if kube, live, view, err = apiClients(restCfg, o.NodeID); err != nil {
-			return err
+		if kube, live, p.view, err = apiClients(restCfg, o.NodeID); err != nil {
+			return nil, err
 		}
-		events = record.NewEvents(kube, "artifacts-csi-node", o.NodeID, rec)
-		defer events.Shutdown()
-		rec = &record.Kubernetes{Client: live, Pods: view, Next: events}
-		source.Namespaces = view
+		p.events = record.NewEvents(kube, "artifacts-csi-node", o.NodeID, rec)
+		rec = &record.Kubernetes{Client: live, Pods: p.view, Next: p.events}
+		source.Namespaces = p.view
 	}
-	providers := provider.NewClient(provider.Options{Dir: o.ProvidersDir, Modes: archive.ReadOnlyModes})
-	defer providers.Close()
-	var outs *outputs.Manager
-	m := metrics.New(c.Stats, func() metrics.QueueStats { return outs.Stats() })
-	outs, err = outputs.Open(ctx, outputs.Options{
-		Dir: o.StateDir, Pusher: outputs.OCIPusher{Client: reg}, Providers: providers, Recorder: rec,
-		Deadline: o.UploadDeadline, Workers: o.UploadWorkers, Metrics: m,
+	p.metrics = metrics.New(p.cache.Stats, func() metrics.QueueStats { return p.outputs.Stats() })
+	p.outputs, err = outputs.Open(ctx, outputs.Options{
+		Dir: o.StateDir, Stores: stores, Recorder: rec,
+		Deadline: o.UploadDeadline, Workers: o.UploadWorkers, Metrics: p.metrics,
 	})
 	if err != nil {
-		return fmt.Errorf("open output journal: %w", err)
+		return nil, fmt.Errorf("open output journal: %w", err)
 	}
 	deps := Deps{
-		Mounter: mounter.New(), Registry: OCIRegistry{Client: reg}, Cache: c, Outputs: outs,
-		Providers: providers, Config: source, Recorder: rec, Metrics: m,
+		Mounter: mounter.New(), Stores: stores, Cache: p.cache, Outputs: p.outputs,
+		Config: source, Recorder: rec, Metrics: p.metrics,
 	}
-	if view != nil {
-		deps.Kube, deps.Cluster, deps.Events = kube, view, events
+	if p.view != nil {
+		deps.Kube, deps.Cluster, deps.Events = kube, p.view, p.events
 	}
-	d, err := New(ctx, o, version, deps)
-	if err != nil {
-		return err
+	if p.driver, err = New(ctx, o, version, deps); err != nil {
+		return nil, err
 	}
+	return p, nil
+}
 
+// serve serves CSI on the endpoint, uploads outputs, runs the cluster
+// view, serves /healthz and /metrics and registers with kubelet, until ctx
+// is cancelled or one of them fails.
+func (p *plugin) serve(ctx context.Context) error {
+	logger := klog.FromContext(ctx)
+	o := p.o
 	socket, _ := o.SocketPath()
 	// kubelet (root) is the only client.
 	lis, err := unixsock.Listen(socket, 0o600)
@@ -123,29 +155,29 @@ func Run(ctx context.Context, o *Options, version string) error {
 		return fmt.Errorf("CSI endpoint: %w", err)
 	}
 	srv := grpc.NewServer(grpc.UnaryInterceptor(LogRPC))
-	d.Register(srv)
+	p.driver.Register(srv)
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return serve.GRPC(gctx, srv, lis, shutdownGrace) })
 	g.Go(func() error {
 		<-gctx.Done()
-		d.SetReady(false)
+		p.driver.SetReady(false)
 		return nil
 	})
-	g.Go(func() error { outs.Run(gctx); return nil })
-	if view != nil {
-		g.Go(func() error { return view.Start(gctx) })
+	g.Go(func() error { p.outputs.Run(gctx); return nil })
+	if p.view != nil {
+		g.Go(func() error { return p.view.Start(gctx) })
 		g.Go(func() error {
-			if view.Synced(gctx) {
+			if p.view.Synced(gctx) {
 				logger.V(2).Info("Cluster view synced")
 			}
 			return nil
 		})
 	}
 	if o.HTTPAddress != "" {
-		g.Go(func() error { return serve.HTTP(gctx, o.HTTPAddress, d.httpHandler(m)) })
+		g.Go(func() error { return serve.HTTP(gctx, o.HTTPAddress, p.driver.httpHandler(p.metrics)) })
 	}
-	d.SetReady(true)
+	p.driver.SetReady(true)
 	if o.Registration {
 		endpoint := o.RegistrationPath
 		if endpoint == "" {
@@ -157,14 +189,24 @@ func Run(ctx context.Context, o *Options, version string) error {
 			})
 		})
 	}
-	logger.Info("Serving", "endpoint", o.Endpoint, "nodeID", o.NodeID, "version", version)
+	logger.Info("Serving", "endpoint", o.Endpoint, "nodeID", o.NodeID, "version", p.version)
 	err = g.Wait()
-	c.Wait()
+	p.cache.Wait()
 	if ctx.Err() != nil && (err == nil || errors.Is(err, context.Canceled)) {
 		logger.Info("Stopped")
 		return nil
 	}
 	return err
+}
+
+// close releases what newPlugin made.
+func (p *plugin) close() {
+	if p.events != nil {
+		p.events.Shutdown()
+	}
+	if p.providers != nil {
+		p.providers.Close()
+	}
 }
 
 // apiClients returns, for cfg, a clientset (Events, Secrets), a client
@@ -201,20 +243,4 @@ func (d *Driver) httpHandler(m *metrics.Metrics) http.Handler {
 	})
 	mux.Handle("/metrics", m.Handler())
 	return mux
-}
-
-// OCIRegistry serves Registry with an oci.Client, using each call's
-// keychain.
-type OCIRegistry struct{ Client *oci.Client }
-
-var _ Registry = OCIRegistry{}
-
-// Check implements Registry.
-func (r OCIRegistry) Check(ctx context.Context, kc authn.Keychain, ref oci.Reference) error {
-	return r.Client.With(kc).Check(ctx, ref)
-}
-
-// Pull implements Registry.
-func (r OCIRegistry) Pull(ctx context.Context, kc authn.Keychain, ref oci.Reference, dest string, maxBytes int64) (*oci.PullResult, error) {
-	return r.Client.With(kc).WithLimits(archive.Limits{MaxBytes: maxBytes}).Pull(ctx, ref, dest)
 }

@@ -1,14 +1,12 @@
-// Package provider is the node plugin's side of the storage provider API
-// (proto/provider/v1alpha1): a client that stores artifacts in, and
-// fetches them from, a provider serving a unix socket, and the rules both
-// sides check (digests, scopes, chunk sizes).
-//
-// A provider stores blobs by digest and nothing else. This package keeps
-// the artifact format: an output is the same OCI manifest, config blob and
-// layer it would be in a registry, put as three blobs; an input is fetched
-// manifest first, every blob verified against its digest while it streams,
-// before anything is extracted.
-package provider
+// Package providerv1alpha1 is the storage provider API: the code protoc
+// generates from provider.proto, and beside it the rules that both sides
+// check: the API version, the chunk size,
+// and what a digest, a scope, a provider name and a location may be. They
+// are here, in a package that imports only the generated code's own
+// dependencies, so that a provider (pkg/provider/filesystem, a third
+// party's) and the conformance suite share them with the node plugin's
+// client without compiling any of the node plugin.
+package providerv1alpha1
 
 import (
 	"fmt"
@@ -59,12 +57,6 @@ func ValidLocation(loc string) bool {
 		}
 	}
 	return true
-}
-
-// Ref names an artifact of provider backend for people and logs:
-// backend:repository@digest.
-func Ref(backend, repository, digest string) string {
-	return backend + ":" + repository + "@" + digest
 }
 
 // CheckScope returns an error saying what is wrong with a request's scope.

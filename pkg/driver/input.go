@@ -1,0 +1,219 @@
+package driver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/container-storage-interface/spec/lib/go/csi"
+	"github.com/tektoncd/artifacts-csi-driver/internal/atomicfile"
+	"github.com/tektoncd/artifacts-csi-driver/pkg/archive"
+	"github.com/tektoncd/artifacts-csi-driver/pkg/cache"
+	"github.com/tektoncd/artifacts-csi-driver/pkg/config"
+	"github.com/tektoncd/artifacts-csi-driver/pkg/credentials"
+	"github.com/tektoncd/artifacts-csi-driver/pkg/record"
+	"github.com/tektoncd/artifacts-csi-driver/pkg/store"
+	"github.com/tektoncd/artifacts-csi-driver/pkg/volume"
+	"k8s.io/klog/v2"
+)
+
+// inputVolume is the record of a published input volume, kept in
+// <state>/inputs/<id>.json so that a restarted plugin knows which cache
+// entries are mounted and can tell a repeated publish from a conflict.
+type inputVolume struct {
+	ID          string     `json:"volumeID"`
+	Fingerprint string     `json:"fingerprint"`
+	Target      string     `json:"targetPath"`
+	Ref         string     `json:"ref"`
+	CacheKey    string     `json:"cacheKey"`
+	Pod         volume.Pod `json:"pod"`
+
+	pinned bool // holds a pin on CacheKey
+}
+
+// inputsDir holds one record per published input volume.
+func (d *Driver) inputsDir() string { return filepath.Join(d.o.StateDir, "inputs") }
+
+// loadInputs reads the input volume records and pins the cache entries
+// they mount. A record whose entry is gone (the node rebooted) stays
+// unpinned; a repeated publish fetches it again.
+func (d *Driver) loadInputs(ctx context.Context) error {
+	if err := os.MkdirAll(d.inputsDir(), 0o700); err != nil {
+		return err
+	}
+	entries, err := os.ReadDir(d.inputsDir())
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		p := filepath.Join(d.inputsDir(), e.Name())
+		if atomicfile.IsTemp(e.Name()) {
+			os.Remove(p)
+			continue
+		}
+		in := &inputVolume{}
+		if err := atomicfile.ReadJSON(p, in); err != nil {
+			klog.FromContext(ctx).Error(err, "Ignoring an unreadable input volume record", "path", p)
+			continue
+		}
+		in.pinned = d.deps.Cache.Pin(in.CacheKey)
+		d.inputs[in.ID] = in
+	}
+	klog.FromContext(ctx).V(2).Info("Loaded input volumes", "count", len(d.inputs))
+	return nil
+}
+
+// hasInput reports whether id is a published input volume.
+func (d *Driver) hasInput(id string) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.inputs[id] != nil
+}
+
+// publishInput makes the input artifact of spec appear at the request's
+// target path: from the cache, or fetched into it, and bind-mounted
+// read-only. Its record, in <state>/inputs, pins the cache entry until
+// unpublishInput.
+func (d *Driver) publishInput(ctx context.Context, req *csi.NodePublishVolumeRequest, spec *volume.Spec, fp string) error {
+	id, target := req.GetVolumeId(), req.GetTargetPath()
+	d.mu.Lock()
+	in := d.inputs[id]
+	d.mu.Unlock()
+	if in != nil && in.Fingerprint != fp {
+		return fmt.Errorf("%w: volume %s", volume.ErrConflict, id)
+	}
+	if in != nil && in.pinned {
+		return d.mount(d.deps.Cache.Path(in.CacheKey), target, true)
+	}
+
+	pod, err := d.pod(ctx, spec.Pod)
+	if err != nil {
+		return err
+	}
+	cfg, creds, err := d.settings(ctx, req, spec, pod.Annotations)
+	if err != nil {
+		return err
+	}
+	src, err := d.inputSource(ctx, spec, cfg, creds, pod.Labels)
+	if err != nil {
+		return err
+	}
+	key := src.ref.CacheKey()
+	if cfg.VerifyAccess || !d.deps.Cache.Has(key) || src.ref.Backend != store.OCI {
+		// Also on a cache hit: the cache must never give a pod what its
+		// own credentials (or namespace) cannot read. (A miss is checked
+		// here too, for a clear error before the fetch starts; a
+		// provider, a local call away, is always asked, for the location
+		// the record names.)
+		if src.location, err = src.store.Check(ctx, src.ref); err != nil {
+			return fmt.Errorf("input %q (%s): %w", spec.Artifact, src.ref, err)
+		}
+	}
+	path, hit, err := d.deps.Cache.Acquire(ctx, key, d.fill(src, cfg.MaxArtifactBytes))
+	if err != nil {
+		return fmt.Errorf("input %q (%s): %w", spec.Artifact, src.ref, err)
+	}
+	d.deps.Metrics.CacheLookup(hit)
+	rec := &inputVolume{ID: id, Fingerprint: fp, Target: target, Ref: src.ref.String(), CacheKey: key, Pod: spec.Pod, pinned: true}
+	// Not fsynced: mounts do not survive a node crash either.
+	err = atomicfile.WriteJSON(d.inputPath(id), rec, 0o600, atomicfile.BestEffort)
+	if err == nil {
+		err = d.mount(path, target, true)
+	}
+	if err != nil {
+		os.Remove(d.inputPath(id))
+		d.deps.Cache.Release(key)
+		return err
+	}
+	d.mu.Lock()
+	d.inputs[id] = rec // replacing at most an unpinned record
+	d.mu.Unlock()
+	d.recordInput(ctx, rec, spec, src)
+	klog.FromContext(ctx).V(4).Info("Input ready", "ref", src.ref, "cacheHit", hit)
+	return nil
+}
+
+// unpublishInput forgets input volume id, already unmounted, and unpins
+// its cache entry. It is idempotent.
+func (d *Driver) unpublishInput(id string) error {
+	if err := os.Remove(d.inputPath(id)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	d.mu.Lock()
+	in := d.inputs[id]
+	delete(d.inputs, id)
+	d.mu.Unlock()
+	if in != nil && in.pinned {
+		d.deps.Cache.Release(in.CacheKey)
+	}
+	return nil
+}
+
+// inputPath is where input volume id's record is.
+func (d *Driver) inputPath(id string) string { return filepath.Join(d.inputsDir(), id+".json") }
+
+// source is where an input comes from: an artifact and the store that
+// holds it, opened with the pod's identity.
+type source struct {
+	store    store.Store
+	ref      store.Ref
+	location string // where the store says the artifact is, once checked
+}
+
+// inputSource returns what an input names, in the store it names it in:
+// its ref: in the store the configuration gives, or the artifact its from:
+// resolves to, in the store of the producer's record.
+func (d *Driver) inputSource(ctx context.Context, spec *volume.Spec, cfg config.Config, creds credentials.Snapshot, labels map[string]string) (source, error) {
+	kc, err := creds.Keychain(ctx)
+	if err != nil {
+		return source{}, err
+	}
+	id := store.Identity{Backend: cfg.Backend, Keychain: kc, PlainHTTP: cfg.PlainHTTP, Namespace: spec.Pod.Namespace}
+	raw := spec.Ref
+	wrongRef := volume.ErrInvalid // the Task author's to fix
+	if spec.From != nil {
+		rec, err := d.resolveFrom(ctx, spec, labels)
+		if errors.Is(err, errNotConfigured) {
+			d.warn(spec.Pod, record.ReasonInputFailed, err.Error())
+		}
+		if err != nil {
+			return source{}, err
+		}
+		// The producer's backend, whatever the consumer's namespace says.
+		id.Backend, raw = rec.Spec.StoreBackend(), rec.Spec.Repository+"@"+rec.Status.Digest
+		wrongRef = fmt.Errorf("%w: record %s", errNotConfigured, rec.Name)
+	}
+	st, err := d.deps.Stores.Open(id)
+	if err != nil {
+		return source{}, fmt.Errorf("%w: input %q: %w", errNotConfigured, spec.Artifact, err)
+	}
+	ref, err := st.Parse(raw)
+	if err != nil {
+		return source{}, fmt.Errorf("%w: %s: %w", wrongRef, volume.AttrRef, err)
+	}
+	return source{store: st, ref: ref}, nil
+}
+
+// fill returns what fetches an input into the cache, within maxBytes.
+func (d *Driver) fill(src source, maxBytes int64) cache.FillFunc {
+	return func(ctx context.Context, dest string) (int64, error) {
+		res, err := src.store.Pull(ctx, src.ref, dest, archive.Limits{MaxBytes: maxBytes})
+		if err != nil {
+			return 0, err
+		}
+		d.deps.Metrics.Pulled(res.Layer.Size)
+		return res.Stats.Bytes, nil
+	}
+}
+
+func (d *Driver) recordInput(ctx context.Context, in *inputVolume, spec *volume.Spec, src source) {
+	r := record.Record{VolumeID: in.ID, Direction: volume.Input, Artifact: spec.Artifact, Pod: spec.Pod,
+		Backend: src.ref.Backend, Repository: src.ref.Repository, Digest: src.ref.Digest, Location: src.location,
+		Phase: record.Consumed, Time: time.Now().UTC()}
+	if err := d.deps.Recorder.Record(ctx, r); err != nil {
+		klog.FromContext(ctx).Error(err, "Could not record input")
+	}
+}

@@ -1,0 +1,203 @@
+package outputs
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/tektoncd/artifacts-csi-driver/internal/atomicfile"
+	"github.com/tektoncd/artifacts-csi-driver/pkg/credentials"
+	"github.com/tektoncd/artifacts-csi-driver/pkg/metrics"
+	"github.com/tektoncd/artifacts-csi-driver/pkg/volume"
+	"k8s.io/klog/v2"
+)
+
+// Publish creates the output volume v.ID (v.State and times are set here)
+// with credentials creds and returns the directory to bind-mount for the
+// pod. With gid >= 0 (the pod's fsGroup) the directory belongs to that
+// group, setgid and group-writable; otherwise it is world-writable, which
+// exposes nothing since only this volume's pod mounts it.
+//
+// Publish is idempotent: a volume that exists with the same fingerprint
+// returns its directory. volume.ErrConflict and volume.ErrSealed report
+// the other cases.
+// The volume is durable on disk before Publish returns.
+func (m *Manager) Publish(ctx context.Context, v Volume, creds credentials.Snapshot, gid int) (string, error) {
+	if !volume.ValidID(v.ID) {
+		return "", fmt.Errorf("invalid volume id %q", v.ID)
+	}
+	if dir, found, err := m.Lookup(v.ID, v.Fingerprint); found || err != nil {
+		return dir, err
+	}
+	v.State, v.PublishedAt = Published, time.Now().UTC()
+	tmp, err := os.MkdirTemp(m.outputsDir, ".new-")
+	if err != nil {
+		return "", err
+	}
+	err = m.prepare(tmp, &v, creds, gid)
+	if err == nil {
+		err = os.Rename(tmp, filepath.Join(m.outputsDir, v.ID))
+	}
+	if err == nil {
+		err = atomicfile.SyncDir(m.outputsDir)
+	}
+	if err != nil {
+		os.RemoveAll(tmp)
+		return "", fmt.Errorf("create output volume %s: %w", v.ID, err)
+	}
+	m.mu.Lock()
+	m.published[v.ID] = &v
+	m.mu.Unlock()
+	klog.FromContext(ctx).V(4).Info("Created output volume", "repository", v.Repository, "tag", v.Tag)
+	return m.dataPath(m.outputsDir, v.ID), nil
+}
+
+func (m *Manager) prepare(dir string, v *Volume, creds credentials.Snapshot, gid int) error {
+	data := filepath.Join(dir, dataDir)
+	if err := os.Mkdir(data, 0o700); err != nil {
+		return err
+	}
+	mode := os.FileMode(0o777)
+	if gid >= 0 {
+		if err := os.Lchown(data, 0, gid); err != nil {
+			return err
+		}
+		mode = 0o775 | os.ModeSetgid
+	}
+	if err := os.Chmod(data, mode); err != nil {
+		return err
+	}
+	if err := atomicfile.WriteJSON(filepath.Join(dir, credentialsFile), creds, 0o600, atomicfile.Durable); err != nil {
+		return err
+	}
+	if err := atomicfile.WriteJSON(filepath.Join(dir, journalFile), v, 0o600, atomicfile.Durable); err != nil {
+		return err
+	}
+	return atomicfile.SyncDir(dir)
+}
+
+// Lookup returns the directory of published volume id when its
+// fingerprint matches, volume.ErrConflict when it does not,
+// volume.ErrSealed when the volume is sealed already, and found=false when
+// it does not exist.
+func (m *Manager) Lookup(id, fingerprint string) (dir string, found bool, err error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	v, published := m.published[id]
+	switch {
+	case m.spool[id] != nil:
+		return "", true, fmt.Errorf("%w: output %s is sealed for upload", volume.ErrSealed, id)
+	case !published:
+		return "", false, nil
+	case v.Fingerprint != fingerprint:
+		return "", true, fmt.Errorf("%w: output %s", volume.ErrConflict, id)
+	}
+	return m.dataPath(m.outputsDir, id), true, nil
+}
+
+// Has reports whether id is an output volume in any state.
+func (m *Manager) Has(id string) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.published[id] != nil || m.spool[id] != nil
+}
+
+// Seal hands a published volume, already unmounted, to the uploader: its
+// directory moves into the spool in one rename, made durable before Seal
+// returns. The location is the state: the journal then records the time
+// of the seal, but a volume found in the spool is sealed whatever its
+// journal says. Sealing allocates no disk space, so a full disk cannot make
+// it fail. It returns quickly; the upload runs in Run. found is false for a
+// volume this node does not know. Seal is idempotent.
+func (m *Manager) Seal(ctx context.Context, id string) (found bool, err error) {
+	m.mu.Lock()
+	v, published := m.published[id]
+	_, sealed := m.spool[id]
+	m.mu.Unlock()
+	if sealed {
+		return true, nil
+	}
+	if !published {
+		return false, nil
+	}
+	if err := m.moveToSpool(id); err != nil {
+		return true, fmt.Errorf("seal output %s: %w", id, err)
+	}
+	next := *v
+	next.State, next.SealedAt = Sealed, time.Now().UTC()
+	m.mu.Lock()
+	delete(m.published, id)
+	m.spool[id] = &next
+	m.mu.Unlock()
+	// Not durable: after a crash, Open finds the volume in the spool and
+	// seals it again with the time of the restart.
+	if err := atomicfile.WriteJSON(filepath.Join(m.spoolDir, id, journalFile), &next, 0o600, atomicfile.BestEffort); err != nil {
+		klog.FromContext(ctx).Error(err, "Sealed output, but could not record when", "volumeID", id)
+	}
+	m.poke()
+	klog.FromContext(ctx).V(2).Info("Sealed output for upload", "artifact", v.Metadata.Name, "repository", v.Repository)
+	return true, nil
+}
+
+func (m *Manager) moveToSpool(id string) error {
+	if err := os.Rename(filepath.Join(m.outputsDir, id), filepath.Join(m.spoolDir, id)); err != nil {
+		return err
+	}
+	if err := atomicfile.SyncDir(m.spoolDir); err != nil {
+		return err
+	}
+	return atomicfile.SyncDir(m.outputsDir)
+}
+
+// Stats describes the upload queue.
+func (m *Manager) Stats() metrics.QueueStats {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var q metrics.QueueStats
+	for _, v := range m.spool {
+		if v.State == Failed {
+			q.Failed++
+			continue
+		}
+		q.Pending++
+		if q.Oldest.IsZero() || v.SealedAt.Before(q.Oldest) {
+			q.Oldest = v.SealedAt
+		}
+	}
+	return q
+}
+
+// Get returns a copy of volume id's journal.
+func (m *Manager) Get(id string) (Volume, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	v := m.published[id]
+	if v == nil {
+		v = m.spool[id]
+	}
+	if v == nil {
+		return Volume{}, false
+	}
+	return *v, true
+}
+
+func (m *Manager) poke() {
+	select {
+	case m.wake <- struct{}{}:
+	default:
+	}
+}
+
+// save updates v in memory and in its journal. A failure to write is
+// logged: the journal on disk still holds an earlier state, from which a
+// restart redoes at most idempotent steps.
+func (m *Manager) save(ctx context.Context, v Volume, sync atomicfile.Sync) {
+	if err := atomicfile.WriteJSON(filepath.Join(m.spoolDir, v.ID, journalFile), &v, 0o600, sync); err != nil {
+		klog.FromContext(ctx).Error(err, "Could not update output journal")
+	}
+	m.mu.Lock()
+	m.spool[v.ID] = &v
+	m.mu.Unlock()
+}

@@ -1,0 +1,75 @@
+package outputs
+
+import (
+	"context"
+	"fmt"
+	"io/fs"
+	"path/filepath"
+
+	"github.com/tektoncd/artifacts-csi-driver/internal/atomicfile"
+	"github.com/tektoncd/artifacts-csi-driver/pkg/archive"
+	"github.com/tektoncd/artifacts-csi-driver/pkg/credentials"
+	"github.com/tektoncd/artifacts-csi-driver/pkg/errdefs"
+	"github.com/tektoncd/artifacts-csi-driver/pkg/store"
+)
+
+// errUnpushable marks an output whose journal or credentials on disk
+// cannot be used: no retry can fix it.
+var errUnpushable = errdefs.New("cannot be pushed", errdefs.ErrInvalid)
+
+// push uploads the sealed output in dir to its store, with the
+// credentials its pod had at publish.
+func (m *Manager) push(ctx context.Context, dir string, v Volume) (*Result, error) {
+	data := filepath.Join(dir, dataDir)
+	if n, err := treeSize(data, v.MaxBytes); err != nil {
+		return nil, err
+	} else if n > v.MaxBytes {
+		return nil, fmt.Errorf("%w: the output holds more than maxArtifactBytes (%d bytes)", archive.ErrLimitExceeded, v.MaxBytes)
+	}
+	var creds credentials.Snapshot
+	if err := atomicfile.ReadJSON(filepath.Join(dir, credentialsFile), &creds); err != nil {
+		return nil, fmt.Errorf("%w: read push credentials: %w", errUnpushable, err)
+	}
+	kc, err := creds.Keychain(ctx)
+	if err != nil {
+		return nil, err
+	}
+	st, err := m.o.Stores.Open(store.Identity{Backend: v.Backend, Keychain: kc, PlainHTTP: v.PlainHTTP, Namespace: v.Pod.Namespace})
+	if err != nil {
+		return nil, err
+	}
+	res, err := st.Push(ctx, store.PushRequest{
+		Dir: data, Repository: v.Repository, Tag: v.Tag, Metadata: v.Metadata,
+		Compression: v.Compression, MediaType: v.MediaType, Group: v.Group,
+	})
+	if err != nil {
+		return nil, err
+	}
+	if res.Uploaded {
+		m.o.Metrics.Pushed(res.Layer.Size)
+	}
+	return &Result{Ref: res.Ref.String(), Digest: res.Manifest.Digest.String(), LayerDigest: res.Layer.Digest.String(),
+		Size: res.Layer.Size, MediaType: string(res.Layer.MediaType), Location: res.Location}, nil
+}
+
+// treeSize sums the sizes of the regular files under dir, stopping early
+// once it passes limit. It does not follow symbolic links.
+func treeSize(dir string, limit int64) (int64, error) {
+	var n int64
+	err := filepath.WalkDir(dir, func(_ string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.Type().IsRegular() {
+			info, err := d.Info()
+			if err != nil {
+				return err
+			}
+			if n += info.Size(); n > limit {
+				return filepath.SkipAll
+			}
+		}
+		return nil
+	})
+	return n, err
+}
