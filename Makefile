@@ -7,7 +7,7 @@ LDFLAGS := -s -w -X main.version=$(VERSION)
 TOOLS_DIR ?= $(HOME)/.cache/tekton-artifacts-tools
 export TOOLS_DIR
 
-.PHONY: help build demo test test-unit lint bench bench-node fuzz tools generate proto conformance clean images dev-cluster dev-down e2e
+.PHONY: help build demo test test-unit lint bench bench-node fuzz tools generate proto conformance cover-rootless clean images dev-cluster dev-down e2e
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -23,6 +23,7 @@ tools: ## build the pinned test tools (registry, etcd, kube-apiserver, kubelet, 
 
 test: tools lint ## lint, unit and integration tests, provider conformance, then the e2e tests on the dev cluster (root)
 	REGISTRY_BIN=$(TOOLS_DIR)/registry $(GO) test -race -count=1 ./...
+	$(MAKE) cover-rootless
 	$(MAKE) conformance
 	$(MAKE) e2e
 
@@ -38,6 +39,9 @@ generate: ## regenerate deepcopy code, CRD YAML and RBAC roles from the sources 
 
 proto: ## regenerate the Go code of proto/ (Debian protoc, pinned protoc-gen-go and protoc-gen-go-grpc)
 	hack/proto.sh
+
+cover-rootless: ## run the node service's unit tests as nobody; fail under 80% coverage of the node RPC code (root)
+	hack/rootless-cover.sh
 
 conformance: ## run the storage provider conformance suite against the filesystem reference provider
 	hack/conformance.sh

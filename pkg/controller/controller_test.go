@@ -18,6 +18,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 
 	"github.com/tektoncd/artifacts-csi-driver/internal/testenv"
+	"github.com/tektoncd/artifacts-csi-driver/internal/testkit"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/apis/artifacts/v1alpha1"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/controller"
 )
@@ -33,17 +34,7 @@ var hexA, hexB = strings.Repeat("a", 64), strings.Repeat("b", 64)
 // last error after 30 s.
 func eventually(t *testing.T, what string, cond func() error) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: %v", what, err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	testkit.Eventually(t, what, 30*time.Second, func() (bool, error) { err := cond(); return err == nil, err })
 }
 
 // startController runs the controller in-process against env, with

@@ -27,6 +27,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"k8s.io/klog/v2/ktesting"
 
+	"github.com/tektoncd/artifacts-csi-driver/internal/testkit"
 	"github.com/tektoncd/artifacts-csi-driver/internal/testregistry"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/config"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/driver"
@@ -236,51 +237,26 @@ func (g *gate) wrap(h http.Handler) http.Handler {
 }
 
 // pod is a pod ephemeral volumes are published for.
-type pod struct{ name, uid string }
+type pod struct{ testkit.Pod }
 
 var pods atomic.Int64
 
 func newPod() pod {
-	n := pods.Add(1)
-	return pod{name: fmt.Sprintf("task-%d-pod", n), uid: fmt.Sprintf("0000%04d-aaaa-bbbb-cccc-dddddddddddd", n)}
+	return pod{testkit.NewPod(fmt.Sprintf("task-%d-pod", pods.Add(1)), "team")}
 }
 
 // target is kubelet's mount point for the pod's volume.
-func (p pod) target(volume string) string {
-	return filepath.Join(plugin.kubeletDir, "pods", p.uid, "volumes", "kubernetes.io~csi", volume, "mount")
-}
+func (p pod) target(volume string) string { return p.TargetPath(plugin.kubeletDir, volume) }
 
 // publish is the NodePublishVolume kubelet sends for the pod's ephemeral
 // inline volume with the given attributes.
 func (p pod) publish(vol string, attrs map[string]string) *csi.NodePublishVolumeRequest {
-	vc := map[string]string{
-		volume.KeyPodName:        p.name,
-		volume.KeyPodNamespace:   "team",
-		volume.KeyPodUID:         p.uid,
-		volume.KeyServiceAccount: "default",
-		volume.KeyEphemeral:      "true",
-	}
-	for k, v := range attrs {
-		vc[k] = v
-	}
-	return &csi.NodePublishVolumeRequest{
-		VolumeId:   "csi-" + p.uid + "-" + vol,
-		TargetPath: p.target(vol),
-		VolumeCapability: &csi.VolumeCapability{
-			AccessType: &csi.VolumeCapability_Mount{Mount: &csi.VolumeCapability_MountVolume{}},
-			AccessMode: &csi.VolumeCapability_AccessMode{Mode: csi.VolumeCapability_AccessMode_SINGLE_NODE_WRITER},
-		},
-		VolumeContext: vc,
-	}
+	return p.PublishRequest(plugin.kubeletDir, vol, attrs, testkit.Publish{})
 }
 
-func output() map[string]string {
-	return map[string]string{volume.AttrDirection: "output", volume.AttrArtifact: "report"}
-}
+func output() map[string]string { return testkit.Output("report") }
 
-func unpublish(r *csi.NodePublishVolumeRequest) *csi.NodeUnpublishVolumeRequest {
-	return &csi.NodeUnpublishVolumeRequest{VolumeId: r.GetVolumeId(), TargetPath: r.GetTargetPath()}
-}
+var unpublish = testkit.UnpublishRequest
 
 // unpublishAtEnd unpublishes r when the spec ends, passed or failed, so no
 // mount outlives it.
@@ -318,7 +294,7 @@ var _ = ginkgo.Describe("Ephemeral volumes", func() {
 			r.VolumeContext["colour"] = "blue"
 		}, `"colour"`),
 		ginkgo.Entry("a target path outside kubelet's layout", output(), func(p pod, r *csi.NodePublishVolumeRequest) {
-			r.TargetPath = filepath.Join(plugin.kubeletDir, "pods", p.uid, "volumes", "vol", "mount")
+			r.TargetPath = filepath.Join(plugin.kubeletDir, "pods", p.UID, "volumes", "vol", "mount")
 		}, "layout"),
 		ginkgo.Entry("a target path outside the kubelet directory", output(), func(_ pod, r *csi.NodePublishVolumeRequest) {
 			r.TargetPath = filepath.Join(filepath.Dir(plugin.kubeletDir), "elsewhere", "mount")

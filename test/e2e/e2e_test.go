@@ -26,6 +26,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/tektoncd/artifacts-csi-driver/internal/testkit"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/apis/artifacts/v1alpha1"
 )
 
@@ -150,20 +151,10 @@ func (p podSpec) pod() *corev1.Pod {
 	return pod
 }
 
-// waitFor polls cond every half second for up to timeout.
+// waitFor polls cond for up to timeout (testkit.Eventually).
 func waitFor(t *testing.T, what string, timeout time.Duration, cond func() (bool, error)) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		ok, err := cond()
-		if ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s (last error: %v)", timeout, what, err)
-		}
-		time.Sleep(500 * time.Millisecond)
-	}
+	testkit.Eventually(t, what, timeout, cond)
 }
 
 // waitSucceeded waits for a pod to succeed and returns its log.

@@ -15,6 +15,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
 
+	"github.com/tektoncd/artifacts-csi-driver/internal/testkit"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/apis/artifacts/v1alpha1"
 )
 
@@ -157,21 +158,9 @@ func artifacts(t *testing.T, tr *unstructured.Unstructured, field string, names 
 // artifact, waiting until count of them are in phase.
 func records(t *testing.T, ns, artifact string, dir v1alpha1.Direction, phase v1alpha1.Phase, count int) []v1alpha1.ArtifactRecord {
 	t.Helper()
-	var out []v1alpha1.ArtifactRecord
-	waitFor(t, fmt.Sprintf("%d %s record(s) of %s in %s", count, phase, artifact, ns), 2*time.Minute, func() (bool, error) {
-		list := &v1alpha1.ArtifactRecordList{}
-		if err := c.List(t.Context(), list, client.InNamespace(ns)); err != nil {
-			return false, err
-		}
-		out = out[:0]
-		for _, r := range list.Items {
-			if r.Spec.Artifact == artifact && r.Spec.Direction == dir && r.Status.Phase == phase {
-				out = append(out, r)
-			}
-		}
-		return len(out) >= count, nil
+	return testkit.WaitForRecords(t, c, ns, count, 2*time.Minute, func(r *v1alpha1.ArtifactRecord) bool {
+		return r.Spec.Artifact == artifact && r.Spec.Direction == dir && r.Status.Phase == phase
 	})
-	return out
 }
 
 // diagnose writes what explains a failed test: the namespace's Tekton

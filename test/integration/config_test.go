@@ -6,6 +6,7 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	"google.golang.org/grpc/codes"
@@ -16,6 +17,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/tektoncd/artifacts-csi-driver/internal/testenv"
+	"github.com/tektoncd/artifacts-csi-driver/internal/testkit"
 	"github.com/tektoncd/artifacts-csi-driver/internal/testregistry"
 	"github.com/tektoncd/artifacts-csi-driver/internal/testtree"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/apis/artifacts/v1alpha1"
@@ -168,40 +170,29 @@ func kubePod(t testing.TB, env *testenv.Env, ns, name string, labels, annotation
 	if err := env.Client.Create(t.Context(), obj); err != nil {
 		t.Fatal(err)
 	}
-	return pod{name: name, namespace: ns, uid: string(obj.UID)}
+	return pod{Name: name, Namespace: ns, UID: string(obj.UID)}
 }
 
 // waitForRecord waits for the record of p's only volume to reach phase.
 func waitForRecord(t *testing.T, env *testenv.Env, p pod, phase v1alpha1.Phase) *v1alpha1.ArtifactRecord {
 	t.Helper()
-	var rec *v1alpha1.ArtifactRecord
-	waitFor(t, "the "+string(phase)+" record of "+p.name, func() bool {
-		list := &v1alpha1.ArtifactRecordList{}
-		if err := env.Client.List(t.Context(), list, client.InNamespace(p.namespace)); err != nil {
-			return false
-		}
-		for i, r := range list.Items {
-			if r.Spec.Pod.UID == p.uid && r.Status.Phase == phase {
-				rec = &list.Items[i]
-				return true
-			}
-		}
-		return false
+	recs := testkit.WaitForRecords(t, env.Client, p.Namespace, 1, 20*time.Second, func(r *v1alpha1.ArtifactRecord) bool {
+		return r.Spec.Pod.UID == p.UID && r.Status.Phase == phase
 	})
-	return rec
+	return &recs[0]
 }
 
 // waitForEvent waits for an Event on p with reason whose message holds
 // text.
 func waitForEvent(t *testing.T, env *testenv.Env, p pod, reason, text string) {
 	t.Helper()
-	waitFor(t, reason+" event on "+p.name, func() bool {
+	waitFor(t, reason+" event on "+p.Name, func() bool {
 		events := &corev1.EventList{}
-		if err := env.Client.List(t.Context(), events, client.InNamespace(p.namespace)); err != nil {
+		if err := env.Client.List(t.Context(), events, client.InNamespace(p.Namespace)); err != nil {
 			return false
 		}
 		for _, e := range events.Items {
-			if e.Reason == reason && string(e.InvolvedObject.UID) == p.uid && strings.Contains(e.Message, text) {
+			if e.Reason == reason && string(e.InvolvedObject.UID) == p.UID && strings.Contains(e.Message, text) {
 				return true
 			}
 		}

@@ -58,7 +58,7 @@ func TestTaskRunStatus(t *testing.T) {
 	namespace(t, env, "team-a")
 	build := taskRun(t, env, "team-a", "release-build", labels("build", nil))
 	producer := kubePod(t, env, "team-a", "release-build-pod", labels("build", build), nil)
-	setPodName(t, env, build, producer.name)
+	setPodName(t, env, build, producer.Name)
 	out := output("binary")
 	out["buildOutput"] = "true"
 	mustOK(t, "publish output", pl.publish(ctx, producer, "out", out))

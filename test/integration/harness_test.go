@@ -4,8 +4,6 @@ package integration
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -27,6 +25,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/tektoncd/artifacts-csi-driver/internal/testkit"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/errdefs"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/oci"
 )
@@ -211,67 +210,29 @@ func unmountAll(dir string) {
 }
 
 // pod is what kubelet knows of a pod.
-type pod struct{ name, namespace, uid string }
+type pod = testkit.Pod
 
-func newPod(name string) pod {
-	h := sha256.Sum256([]byte(name + time.Now().String()))
-	u := hex.EncodeToString(h[:16])
-	return pod{name: name, namespace: "team-a", uid: u[:8] + "-" + u[8:12] + "-" + u[12:16] + "-" + u[16:20] + "-" + u[20:]}
-}
+func newPod(name string) pod { return testkit.NewPod(name, "team-a") }
 
-// volumeID is how kubelet names an ephemeral inline volume: csi-<sha256>.
-func (p pod) volumeID(volume string) string {
-	h := sha256.Sum256([]byte(p.uid + "/" + volume))
-	return "csi-" + hex.EncodeToString(h[:])
-}
-
-func (pl *plugin) target(p pod, volume string) string {
-	return filepath.Join(pl.kubeletDir, "pods", p.uid, "volumes", "kubernetes.io~csi", volume, "mount")
-}
+func (pl *plugin) target(p pod, volume string) string { return p.TargetPath(pl.kubeletDir, volume) }
 
 // publish calls NodePublishVolume the way kubelet does for a csi: volume
 // with podInfoOnMount.
 func (pl *plugin) publish(ctx context.Context, p pod, volume string, attrs map[string]string) error {
-	return pl.publishWith(ctx, p, volume, attrs, publishOptions{})
+	return pl.publishWith(ctx, p, volume, attrs, testkit.Publish{})
 }
 
-// publishOptions are what kubelet adds for some pods.
-type publishOptions struct {
-	secrets    map[string]string // data of a nodePublishSecretRef Secret
-	mountGroup string            // the pod's fsGroup
-}
-
-func (pl *plugin) publishWith(ctx context.Context, p pod, volume string, attrs map[string]string, o publishOptions) error {
-	target := pl.target(p, volume)
-	if err := os.MkdirAll(filepath.Dir(target), 0o750); err != nil {
+func (pl *plugin) publishWith(ctx context.Context, p pod, volume string, attrs map[string]string, o testkit.Publish) error {
+	req := p.PublishRequest(pl.kubeletDir, volume, attrs, o)
+	if err := os.MkdirAll(filepath.Dir(req.GetTargetPath()), 0o750); err != nil {
 		return err
 	}
-	vc := map[string]string{
-		"csi.storage.k8s.io/pod.name":            p.name,
-		"csi.storage.k8s.io/pod.namespace":       p.namespace,
-		"csi.storage.k8s.io/pod.uid":             p.uid,
-		"csi.storage.k8s.io/serviceAccount.name": "default",
-		"csi.storage.k8s.io/ephemeral":           "true",
-	}
-	for k, v := range attrs {
-		vc[k] = v
-	}
-	_, err := pl.node.NodePublishVolume(ctx, &csi.NodePublishVolumeRequest{
-		VolumeId:   p.volumeID(volume),
-		TargetPath: target,
-		VolumeCapability: &csi.VolumeCapability{
-			AccessType: &csi.VolumeCapability_Mount{Mount: &csi.VolumeCapability_MountVolume{VolumeMountGroup: o.mountGroup}},
-			AccessMode: &csi.VolumeCapability_AccessMode{Mode: csi.VolumeCapability_AccessMode_SINGLE_NODE_WRITER},
-		},
-		Readonly:      attrs["direction"] == "input",
-		VolumeContext: vc,
-		Secrets:       o.secrets,
-	})
+	_, err := pl.node.NodePublishVolume(ctx, req)
 	return err
 }
 
 func (pl *plugin) unpublish(ctx context.Context, p pod, volume string) error {
-	_, err := pl.node.NodeUnpublishVolume(ctx, &csi.NodeUnpublishVolumeRequest{VolumeId: p.volumeID(volume), TargetPath: pl.target(p, volume)})
+	_, err := pl.node.NodeUnpublishVolume(ctx, testkit.UnpublishRequest(p.PublishRequest(pl.kubeletDir, volume, nil, testkit.Publish{})))
 	return err
 }
 

@@ -21,6 +21,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/tektoncd/artifacts-csi-driver/internal/testkit"
 	"github.com/tektoncd/artifacts-csi-driver/internal/testregistry"
 	"github.com/tektoncd/artifacts-csi-driver/internal/testtree"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/artifact"
@@ -161,7 +162,7 @@ func TestNonRootPods(t *testing.T) {
 
 	plain, grouped := newPod("plain"), newPod("grouped")
 	mustOK(t, "publish output", pl.publish(ctx, plain, "out", output("build")))
-	mustOK(t, "publish output with fsGroup", pl.publishWith(ctx, grouped, "out", output("build"), publishOptions{mountGroup: "4321"}))
+	mustOK(t, "publish output with fsGroup", pl.publishWith(ctx, grouped, "out", output("build"), testkit.Publish{MountGroup: "4321"}))
 	asUser(t, pl.target(plain, "out"), 65534, 65534, nil, "echo plain > result && mkdir sub")
 	asUser(t, pl.target(grouped, "out"), 1000, 1000, []uint32{4321}, "echo grouped > result")
 	st, err := os.Stat(pl.target(grouped, "out") + "/result")
@@ -324,7 +325,7 @@ func TestCacheHitNeedsAccess(t *testing.T) {
 	secret := map[string]string{".dockerconfigjson": fmt.Sprintf(`{"auths":{%q:{"auth":%q}}}`, host,
 		base64.StdEncoding.EncodeToString([]byte(user+":"+pass)))}
 	allowed, denied := newPod("allowed"), newPod("denied")
-	mustOK(t, "publish with credentials", pl.publishWith(t.Context(), allowed, "in", input("src", ref), publishOptions{secrets: secret}))
+	mustOK(t, "publish with credentials", pl.publishWith(t.Context(), allowed, "in", input("src", ref), testkit.Publish{Secrets: secret}))
 	wantCode(t, "cache hit without credentials", pl.publish(t.Context(), denied, "in", input("src", ref)), codes.PermissionDenied)
 	if entries, _ := os.ReadDir(pl.target(denied, "in")); len(entries) != 0 {
 		t.Errorf("denied pod's target holds %d entries", len(entries))
@@ -395,11 +396,7 @@ func basicAuthRegistry(t *testing.T, user, pass string) string {
 // waitFor polls cond for up to 20 s.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	for deadline := time.Now().Add(20 * time.Second); !cond(); time.Sleep(20 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-	}
+	testkit.Eventually(t, what, 20*time.Second, func() (bool, error) { return cond(), nil })
 }
 
 func scrape(t *testing.T, url string) string {

@@ -53,7 +53,7 @@ func TestRecordsAndEvents(t *testing.T) {
 	if err := env.Client.Create(ctx, obj); err != nil {
 		t.Fatal(err)
 	}
-	producer := pod{name: obj.Name, namespace: obj.Namespace, uid: string(obj.UID)}
+	producer := pod{Name: obj.Name, Namespace: obj.Namespace, UID: string(obj.UID)}
 	mustOK(t, "publish output", pl.publish(ctx, producer, "out", output("binary")))
 	testtree.Write(t, pl.target(producer, "out"), 21)
 	mustOK(t, "unpublish output", pl.unpublish(ctx, producer, "out"))
