@@ -16,8 +16,9 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	kauth "github.com/google/go-containerregistry/pkg/authn/kubernetes"
-	"github.com/tektoncd/artifacts-csi-driver/pkg/errdefs"
 	corev1 "k8s.io/api/core/v1"
+
+	"github.com/tektoncd/artifacts-csi-driver/pkg/errdefs"
 )
 
 // ErrInvalid marks secret data that holds no usable registry credentials.

@@ -9,15 +9,14 @@ import (
 	"time"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
+	"k8s.io/klog/v2"
+
 	"github.com/tektoncd/artifacts-csi-driver/internal/atomicfile"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/archive"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/cache"
-	"github.com/tektoncd/artifacts-csi-driver/pkg/config"
-	"github.com/tektoncd/artifacts-csi-driver/pkg/credentials"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/record"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/store"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/volume"
-	"k8s.io/klog/v2"
 )
 
 // inputVolume is the record of a published input volume, kept in
@@ -89,15 +88,12 @@ func (d *Driver) publishInput(ctx context.Context, req *csi.NodePublishVolumeReq
 		return d.mount(d.deps.Cache.Path(in.CacheKey), target, true)
 	}
 
-	pod, err := d.pod(ctx, spec.Pod)
+	s, err := d.settings(ctx, req, spec)
 	if err != nil {
 		return err
 	}
-	cfg, creds, err := d.settings(ctx, req, spec, pod.Annotations)
-	if err != nil {
-		return err
-	}
-	src, err := d.inputSource(ctx, spec, cfg, creds, pod.Labels)
+	cfg := s.cfg
+	src, err := d.inputSource(ctx, spec, s)
 	if err != nil {
 		return err
 	}
@@ -166,16 +162,16 @@ type source struct {
 // inputSource returns what an input names, in the store it names it in:
 // its ref: in the store the configuration gives, or the artifact its from:
 // resolves to, in the store of the producer's record.
-func (d *Driver) inputSource(ctx context.Context, spec *volume.Spec, cfg config.Config, creds credentials.Snapshot, labels map[string]string) (source, error) {
-	kc, err := creds.Keychain(ctx)
+func (d *Driver) inputSource(ctx context.Context, spec *volume.Spec, s settings) (source, error) {
+	kc, err := s.creds.Keychain(ctx)
 	if err != nil {
 		return source{}, err
 	}
-	id := store.Identity{Backend: cfg.Backend, Keychain: kc, PlainHTTP: cfg.PlainHTTP, Namespace: spec.Pod.Namespace}
+	id := store.Identity{Backend: s.cfg.Backend, Keychain: kc, PlainHTTP: s.cfg.PlainHTTP, Namespace: spec.Pod.Namespace}
 	raw := spec.Ref
 	wrongRef := volume.ErrInvalid // the Task author's to fix
 	if spec.From != nil {
-		rec, err := d.resolveFrom(ctx, spec, labels)
+		rec, err := d.resolveFrom(ctx, spec, s.labels)
 		if errors.Is(err, errNotConfigured) {
 			d.warn(spec.Pod, record.ReasonInputFailed, err.Error())
 		}

@@ -13,17 +13,17 @@ import (
 	"strings"
 	"time"
 
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
-
 	"github.com/container-storage-interface/spec/lib/go/csi"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/klog/v2"
+
 	"github.com/tektoncd/artifacts-csi-driver/pkg/config"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/credentials"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/record"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/volume"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
-	corev1 "k8s.io/api/core/v1"
-	"k8s.io/klog/v2"
 )
 
 // NodeGetInfo returns the node id; the driver has no topology and no
@@ -127,30 +127,44 @@ func fingerprint(req *csi.NodePublishVolumeRequest) string {
 	return hex.EncodeToString(h.Sum(nil))
 }
 
-// settings resolves the configuration of a pod with annotations, and its
-// credentials. An invalid value anywhere fails the volume, and is reported
-// on the pod with its level, key and reason.
-func (d *Driver) settings(ctx context.Context, req *csi.NodePublishVolumeRequest, spec *volume.Spec, annotations map[string]string) (config.Config, credentials.Snapshot, error) {
-	cfg, err := d.deps.Config.Config(ctx, spec.Pod.Namespace, annotations)
+// settings is what a publish learns from the cluster about a volume's
+// pod.
+type settings struct {
+	// labels say which TaskRun and PipelineRun the pod runs.
+	labels map[string]string
+	cfg    config.Config
+	creds  credentials.Snapshot
+}
+
+// settings reads the volume's pod, resolves its configuration (with the
+// pod's annotations) and collects its credentials. An invalid value
+// anywhere fails the volume, and is reported on the pod with its level,
+// key and reason.
+func (d *Driver) settings(ctx context.Context, req *csi.NodePublishVolumeRequest, spec *volume.Spec) (settings, error) {
+	pod, err := d.pod(ctx, spec.Pod)
 	if err != nil {
+		return settings{}, err
+	}
+	s := settings{labels: pod.Labels}
+	if s.cfg, err = d.deps.Config.Config(ctx, spec.Pod.Namespace, pod.Annotations); err != nil {
 		var ke *config.KeyError
 		if !errors.As(err, &ke) {
-			return config.Config{}, credentials.Snapshot{}, fmt.Errorf("%w: configuration of namespace %s: %w", errNotYet, spec.Pod.Namespace, err)
+			return settings{}, fmt.Errorf("%w: configuration of namespace %s: %w", errNotYet, spec.Pod.Namespace, err)
 		}
 		err = fmt.Errorf("invalid artifact storage configuration for pod %s/%s: %w", spec.Pod.Namespace, spec.Pod.Name, err)
 		d.warn(spec.Pod, record.ReasonInvalidConfig, err.Error())
-		return config.Config{}, credentials.Snapshot{}, fmt.Errorf("%w: %w", errNotConfigured, err)
+		return settings{}, fmt.Errorf("%w: %w", errNotConfigured, err)
 	}
-	if d.deps.Kube == nil || cfg.IsProvider() {
+	if d.deps.Kube == nil || s.cfg.IsProvider() {
 		// A provider trusts the namespace, not registry credentials: only
 		// the volume's own secrets are kept (for a from: input whose
 		// producer still pushed to a registry).
-		creds, err := credentials.FromPublishSecrets(req.GetSecrets())
-		return cfg, creds, err
+		s.creds, err = credentials.FromPublishSecrets(req.GetSecrets())
+		return s, err
 	}
-	creds, err := credentials.Collect(ctx, d.deps.Kube, credentials.Sources{
+	s.creds, err = credentials.Collect(ctx, d.deps.Kube, credentials.Sources{
 		Publish: req.GetSecrets(), Namespace: spec.Pod.Namespace,
-		CredentialsSecret: cfg.CredentialsSecret, ServiceAccount: spec.Pod.ServiceAccount,
+		CredentialsSecret: s.cfg.CredentialsSecret, ServiceAccount: spec.Pod.ServiceAccount,
 	})
 	switch {
 	case err == nil, errors.Is(err, credentials.ErrInvalid):
@@ -159,7 +173,7 @@ func (d *Driver) settings(ctx context.Context, req *csi.NodePublishVolumeRequest
 	default:
 		err = fmt.Errorf("%w: %w", errNotYet, err) // the API server will answer later
 	}
-	return cfg, creds, err
+	return s, err
 }
 
 // warn reports a Warning on the pod, when the driver has an event sink.

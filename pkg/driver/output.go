@@ -7,12 +7,13 @@ import (
 	"time"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
+	"k8s.io/klog/v2"
+
 	"github.com/tektoncd/artifacts-csi-driver/pkg/artifact"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/config"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/outputs"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/record"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/volume"
-	"k8s.io/klog/v2"
 )
 
 // recordTimeout bounds the record an output's publish writes, so that a
@@ -30,15 +31,11 @@ func (d *Driver) publishOutput(ctx context.Context, req *csi.NodePublishVolumeRe
 		}
 		return d.mount(dir, req.GetTargetPath(), false)
 	}
-	pod, err := d.pod(ctx, spec.Pod)
+	s, err := d.settings(ctx, req, spec)
 	if err != nil {
 		return err
 	}
-	cfg, creds, err := d.settings(ctx, req, spec, pod.Annotations)
-	if err != nil {
-		return err
-	}
-	labels := pod.Labels
+	cfg, labels := s.cfg, s.labels
 	meta := artifact.Metadata{Name: spec.Artifact, Namespace: spec.Pod.Namespace, BuildOutput: spec.BuildOutput,
 		TaskRun: labels[volume.LabelTaskRun], PipelineRun: labels[volume.LabelPipelineRun]}
 	v := outputs.Volume{
@@ -55,7 +52,7 @@ func (d *Driver) publishOutput(ctx context.Context, req *csi.NodePublishVolumeRe
 			return fmt.Errorf("%w: volume mount group %q is not a group id", errInvalidRequest, g)
 		}
 	}
-	dir, err := d.deps.Outputs.Publish(ctx, v, creds, gid)
+	dir, err := d.deps.Outputs.Publish(ctx, v, s.creds, gid)
 	if err != nil {
 		return err
 	}

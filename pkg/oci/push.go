@@ -22,7 +22,6 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/static"
 	"github.com/google/go-containerregistry/pkg/v1/stream"
 	"github.com/google/go-containerregistry/pkg/v1/types"
-
 	"k8s.io/klog/v2"
 
 	"github.com/tektoncd/artifacts-csi-driver/pkg/archive"

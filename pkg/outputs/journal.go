@@ -7,11 +7,12 @@ import (
 	"path/filepath"
 	"time"
 
+	"k8s.io/klog/v2"
+
 	"github.com/tektoncd/artifacts-csi-driver/internal/atomicfile"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/credentials"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/metrics"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/volume"
-	"k8s.io/klog/v2"
 )
 
 // Publish creates the output volume v.ID (v.State and times are set here)

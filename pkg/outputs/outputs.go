@@ -1,5 +1,5 @@
-// Package outputs keeps output volumes from their publication to the
-// registry, losing nothing on the way: a journal on disk says at every
+// Package outputs keeps output volumes from their publication to their
+// store (a registry or a storage provider), losing nothing on the way: a journal on disk says at every
 // moment what each volume needs next, so a plugin restart at any point
 // resumes where it stopped.
 //
@@ -25,6 +25,8 @@ import (
 	"sync"
 	"time"
 
+	"k8s.io/klog/v2"
+
 	"github.com/tektoncd/artifacts-csi-driver/internal/atomicfile"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/archive"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/artifact"
@@ -32,7 +34,6 @@ import (
 	"github.com/tektoncd/artifacts-csi-driver/pkg/record"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/store"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/volume"
-	"k8s.io/klog/v2"
 )
 
 // State of an output volume.

@@ -8,12 +8,13 @@ import (
 	"sync"
 	"time"
 
+	"k8s.io/klog/v2"
+
 	"github.com/tektoncd/artifacts-csi-driver/internal/atomicfile"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/errdefs"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/metrics"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/record"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/volume"
-	"k8s.io/klog/v2"
 )
 
 // Run uploads sealed outputs, Workers at a time, retrying with backoff,
