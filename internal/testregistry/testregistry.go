@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/registry"
+	"golang.org/x/crypto/bcrypt"
 )
 
 // InMemory starts go-containerregistry's in-process registry and returns its
@@ -81,8 +82,10 @@ type Distribution struct {
 }
 
 // StartDistribution starts a registry process with filesystem storage in a
-// test directory, waits until it answers, and stops it at cleanup.
-func StartDistribution(t testing.TB) *Distribution {
+// test directory, waits until it answers, and stops it at cleanup. With
+// users (name → password) it requires their basic authentication
+// (htpasswd); any of them may read and write every repository.
+func StartDistribution(t testing.TB, users ...map[string]string) *Distribution {
 	t.Helper()
 	bin := Binary(t)
 	dir := t.TempDir()
@@ -98,6 +101,23 @@ storage:
 http:
   addr: %s
 `, filepath.Join(dir, "data"), d.Host)
+	if len(users) > 0 {
+		htpasswd := filepath.Join(dir, "htpasswd")
+		var b strings.Builder
+		for _, m := range users {
+			for name, pass := range m {
+				hash, err := bcrypt.GenerateFromPassword([]byte(pass), bcrypt.MinCost)
+				if err != nil {
+					t.Fatal(err)
+				}
+				fmt.Fprintf(&b, "%s:%s\n", name, hash)
+			}
+		}
+		if err := os.WriteFile(htpasswd, []byte(b.String()), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		conf += fmt.Sprintf("auth:\n  htpasswd:\n    realm: test\n    path: %s\n", htpasswd)
+	}
 	if err := os.WriteFile(d.conf, []byte(conf), 0o600); err != nil {
 		t.Fatal(err)
 	}

@@ -80,11 +80,18 @@ type meta struct {
 	Size int64 `json:"size"`
 }
 
-// Open loads the cache in dir (created if missing) bounded to maxBytes.
+// Open loads the cache in dir (created if missing, mode 0700) bounded to
+// maxBytes.
 // Incomplete entries, leftovers of interrupted fills and evictions, and
 // every entry from an earlier boot are removed.
 func Open(ctx context.Context, dir string, maxBytes int64) (*Cache, error) {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	// Only the plugin walks in: pods reach an entry through its bind
+	// mount, and no host user may reach a verified tree to alter it (the
+	// entries themselves are writable by their owner, root).
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	if err := os.Chmod(dir, 0o700); err != nil {
 		return nil, err
 	}
 	c := &Cache{dir: dir, maxBytes: maxBytes, entries: map[string]*entry{}, fills: map[string]*fillCall{}}

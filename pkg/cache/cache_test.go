@@ -200,3 +200,18 @@ func sameSet(a, b []string) bool {
 	}
 	return true
 }
+
+// TestRootIsPrivate: host users cannot reach the verified trees, also in a
+// cache directory an earlier version created open.
+func TestRootIsPrivate(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "cache")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Open(t.Context(), dir, 1<<20); err != nil {
+		t.Fatal(err)
+	}
+	if st, err := os.Stat(dir); err != nil || st.Mode().Perm() != 0o700 {
+		t.Errorf("cache root mode %v, %v; want 0700", st.Mode().Perm(), err)
+	}
+}

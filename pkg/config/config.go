@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"unicode"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -35,11 +36,13 @@ const (
 	KeyVerifyAccess       = "cache.verifyAccess"
 	KeyBackend            = "backend"
 	KeyProviderRepository = "provider.repository"
+	// KeyAllowedRepositories is set at the cluster level only.
+	KeyAllowedRepositories = "oci.allowedRepositories"
 )
 
 // Keys lists every key, in the order the documentation gives them.
 var Keys = []string{KeyBackend, KeyRepository, KeyTagPattern, KeyGroupByPipelineRun, KeyCredentialsSecret,
-	KeyPlainHTTP, KeyProviderRepository, KeyCompression, KeyMaxArtifactBytes, KeyVerifyAccess}
+	KeyPlainHTTP, KeyAllowedRepositories, KeyProviderRepository, KeyCompression, KeyMaxArtifactBytes, KeyVerifyAccess}
 
 // DefaultMaxArtifactBytes is the default of maxArtifactBytes: 10Gi.
 const DefaultMaxArtifactBytes = archive.DefaultMaxBytes
@@ -77,6 +80,10 @@ type Config struct {
 	// VerifyAccess re-checks, on every input cache hit, that the pod's
 	// credentials can read the manifest. Default true.
 	VerifyAccess bool
+	// AllowedRepositories are the repository prefixes (a registry host,
+	// or a host and leading path segments) outputs may go to, at every
+	// level; set at the cluster level only. Default: any.
+	AllowedRepositories []string
 }
 
 // Defaults returns the configuration with every default.
@@ -125,14 +132,26 @@ type Layer struct {
 }
 
 // Resolve applies layers over the defaults, lowest first: each level
-// overrides the keys it sets and inherits the others. Every invalid value
-// is reported as a *KeyError naming its level; that key then keeps the
-// value from the levels below.
+// overrides the keys it sets and inherits the others. The security
+// settings (Ceilings) of a level bound the levels above it, which may
+// tighten them and never relax them; oci.allowedRepositories is the
+// cluster level's alone, and bounds every level's repository. A
+// repository not set by the namespace level may be shared by namespaces,
+// so its tag pattern must contain {{namespace}}. Every invalid or refused
+// value is reported as a *KeyError naming its level; that key then keeps
+// the value from the levels below.
 func Resolve(layers ...Layer) (Config, error) {
 	c := Defaults()
-	var errs []error
-	for _, l := range layers {
+	var (
+		errs      []error
+		repoLevel Level // which level set the repository
+		tagLevel  Level
+	)
+	for i, l := range layers {
 		next, err := c.Apply(l.Data)
+		if i > 0 {
+			next, err = bound(c, next, l.Data, err)
+		}
 		for _, e := range unwrapAll(err) {
 			var ke *KeyError
 			if errors.As(e, &ke) {
@@ -140,9 +159,75 @@ func Resolve(layers ...Layer) (Config, error) {
 			}
 			errs = append(errs, e)
 		}
+		if sets(l.Data, KeyRepository, next.Repository) {
+			repoLevel = l.Level
+		}
+		if sets(l.Data, KeyTagPattern, next.TagPattern) {
+			tagLevel = l.Level
+		}
+		if err := next.allowed(); err != nil {
+			err.Level, next.Repository = l.Level, c.Repository
+			errs = append(errs, err)
+		}
 		c = next
 	}
+	if !c.IsProvider() && c.Repository != "" && repoLevel != LevelNamespace && !strings.Contains(c.TagPattern, "{{namespace}}") {
+		errs = append(errs, &KeyError{Level: tagLevel, Key: KeyTagPattern, Value: c.TagPattern, Reason: fmt.Sprintf(
+			"repository %s is set by the %s and may be shared by namespaces: the tag pattern must contain {{namespace}}", c.Repository, repoLevel)})
+	}
 	return c, errors.Join(errs...)
+}
+
+// sets reports whether data sets key to value.
+func sets(data map[string]string, key, value string) bool {
+	v, ok := data[key]
+	return ok && strings.TrimSpace(v) == value
+}
+
+// Ceilings are the keys whose value at a level bounds the levels above
+// it: they may tighten it, never relax it.
+var Ceilings = []string{KeyVerifyAccess, KeyMaxArtifactBytes, KeyPlainHTTP, KeyAllowedRepositories}
+
+// bound returns next, the configuration of a level above prev's that sets
+// data, with every ceiling it relaxed put back to prev's value, and err
+// (next's errors) with a *KeyError for each.
+func bound(prev, next Config, data map[string]string, err error) (Config, error) {
+	errs := unwrapAll(err)
+	refuse := func(k, reason string) {
+		errs = append(errs, &KeyError{Key: k, Value: strings.TrimSpace(data[k]), Reason: reason})
+	}
+	if _, set := data[KeyAllowedRepositories]; set {
+		refuse(KeyAllowedRepositories, "may be set in the cluster ConfigMap only")
+		next.AllowedRepositories = prev.AllowedRepositories
+	}
+	if prev.VerifyAccess && !next.VerifyAccess {
+		refuse(KeyVerifyAccess, "a level below requires access checks on cache hits: it may not be turned off here")
+		next.VerifyAccess = true
+	}
+	if next.MaxArtifactBytes > prev.MaxArtifactBytes {
+		refuse(KeyMaxArtifactBytes, fmt.Sprintf("may only be lowered here: a level below allows %s", resource.NewQuantity(prev.MaxArtifactBytes, resource.BinarySI)))
+		next.MaxArtifactBytes = prev.MaxArtifactBytes
+	}
+	if !prev.PlainHTTP && next.PlainHTTP {
+		refuse(KeyPlainHTTP, "a level below requires HTTPS: plain HTTP may not be turned on here")
+		next.PlainHTTP = false
+	}
+	return next, errors.Join(errs...)
+}
+
+// allowed checks c's repository against its allowed prefixes.
+func (c Config) allowed() *KeyError {
+	if len(c.AllowedRepositories) == 0 || c.Repository == "" || c.IsProvider() {
+		return nil
+	}
+	repo := strings.ToLower(c.Repository)
+	for _, p := range c.AllowedRepositories {
+		if repo == p || strings.HasPrefix(repo, p+"/") {
+			return nil
+		}
+	}
+	return &KeyError{Key: KeyRepository, Value: c.Repository, Reason: fmt.Sprintf(
+		"not under a repository the cluster allows (%s: %s)", KeyAllowedRepositories, strings.Join(c.AllowedRepositories, ", "))}
 }
 
 func unwrapAll(err error) []error {
@@ -215,6 +300,12 @@ func (c Config) Apply(data map[string]string) (Config, error) {
 			}
 		case KeyVerifyAccess:
 			parseBool(k, v, &c.VerifyAccess)
+		case KeyAllowedRepositories:
+			if prefixes, err := parsePrefixes(v); err != nil {
+				bad(k, v, "%v", err)
+			} else {
+				c.AllowedRepositories = prefixes
+			}
 		case KeyBackend:
 			if !pb.ValidName(v) { // store.OCI is one
 				bad(k, v, "want oci or the name of a storage provider (a DNS-1123 label)")
@@ -249,6 +340,24 @@ func (c Config) RepositoryFor(namespace string) string {
 		return c.ProviderRepository
 	}
 	return namespace
+}
+
+// parsePrefixes parses a list of repository prefixes, separated by commas
+// or white space: each a registry host (with its port) or a repository,
+// lowercase, without a tag, digest or trailing slash.
+func parsePrefixes(v string) ([]string, error) {
+	var out []string
+	for _, p := range strings.FieldsFunc(v, func(r rune) bool { return r == ',' || unicode.IsSpace(r) }) {
+		p = strings.TrimSuffix(p, "/")
+		host, _, _ := strings.Cut(p, "/")
+		_, hostErr := name.NewRegistry(host, name.StrictValidation)
+		_, repoErr := name.NewRepository(p, name.StrictValidation)
+		if p != strings.ToLower(p) || hostErr != nil || strings.Contains(p, "/") && repoErr != nil {
+			return nil, fmt.Errorf("%q: want registry hosts or repositories such as registry.example.com/team, separated by commas", p)
+		}
+		out = append(out, p)
+	}
+	return out, nil
 }
 
 func isDNSSubdomain(s string) bool {

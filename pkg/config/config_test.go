@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"reflect"
 	"testing"
 
 	"github.com/tektoncd/artifacts-csi-driver/pkg/archive"
@@ -16,16 +17,16 @@ func TestApply(t *testing.T) {
 		check   func(Config) bool
 		badKeys []string
 	}{
-		{"defaults", nil, func(c Config) bool { return c == Defaults() }, nil},
+		{"defaults", nil, func(c Config) bool { return reflect.DeepEqual(c, Defaults()) }, nil},
 		{"all keys", map[string]string{
 			KeyRepository: "localhost:5000/team/artifacts", KeyTagPattern: "{{pod}}-{{artifact}}",
 			KeyGroupByPipelineRun: "false", KeyCredentialsSecret: "registry-creds", KeyPlainHTTP: "true",
 			KeyCompression: "zstd\n", KeyMaxArtifactBytes: "500Mi", KeyVerifyAccess: "false",
 			KeyBackend: "filesystem", KeyProviderRepository: "team-a/artifacts",
 		}, func(c Config) bool {
-			return c == Config{Backend: "filesystem", ProviderRepository: "team-a/artifacts",
+			return reflect.DeepEqual(c, Config{Backend: "filesystem", ProviderRepository: "team-a/artifacts",
 				Repository: "localhost:5000/team/artifacts", TagPattern: "{{pod}}-{{artifact}}",
-				CredentialsSecret: "registry-creds", PlainHTTP: true, Compression: archive.Zstd, MaxArtifactBytes: 500 << 20}
+				CredentialsSecret: "registry-creds", PlainHTTP: true, Compression: archive.Zstd, MaxArtifactBytes: 500 << 20})
 		}, nil},
 		{"repository with tag", map[string]string{KeyRepository: "reg.io/a:latest"}, nil, []string{KeyRepository}},
 		{"repository with digest", map[string]string{KeyRepository: "reg.io/a@sha256:" + string(make([]byte, 0))}, nil, []string{KeyRepository}},
@@ -36,7 +37,7 @@ func TestApply(t *testing.T) {
 		}, func(c Config) bool {
 			d := Defaults()
 			d.PlainHTTP = true
-			return c == d
+			return reflect.DeepEqual(c, d)
 		}, []string{KeyCompression, KeyMaxArtifactBytes, KeyVerifyAccess, KeyCredentialsSecret, "oci.repo"}},
 		{"empty compression", map[string]string{KeyCompression: ""}, nil, []string{KeyCompression}},
 		{"backend not a name", map[string]string{KeyBackend: "../fs"}, nil, []string{KeyBackend}},
@@ -122,5 +123,71 @@ func TestReadDir(t *testing.T) {
 	}
 	if got, err := ReadDir(filepath.Join(dir, "missing")); err != nil || len(got) != 0 {
 		t.Errorf("missing dir: %v, %v", got, err)
+	}
+}
+
+// TestCeilings: a level may tighten the security settings of the levels
+// below it, never relax them; the cluster's allowed repositories bound
+// every level; a repository the namespace did not choose keeps the
+// namespace in its tags.
+func TestCeilings(t *testing.T) {
+	cluster := map[string]string{KeyRepository: "reg.example/shared", KeyMaxArtifactBytes: "1Gi",
+		KeyAllowedRepositories: "reg.example/shared, reg.example/teams,other.example:5000"}
+	for _, tc := range []struct {
+		name       string
+		cluster    map[string]string
+		namespace  map[string]string
+		annotation map[string]string
+		check      func(Config) bool
+		refused    map[string]Level // key → level of the refusal
+	}{
+		{"tightened", cluster, map[string]string{KeyMaxArtifactBytes: "100Mi", KeyRepository: "reg.example/teams/a"}, nil,
+			func(c Config) bool { return c.MaxArtifactBytes == 100<<20 && c.Repository == "reg.example/teams/a" }, nil},
+		{"limit raised", cluster, map[string]string{KeyMaxArtifactBytes: "2Gi"}, nil,
+			func(c Config) bool { return c.MaxArtifactBytes == 1<<30 }, map[string]Level{KeyMaxArtifactBytes: LevelNamespace}},
+		{"access checks turned off", cluster, map[string]string{KeyVerifyAccess: "false"}, nil,
+			func(c Config) bool { return c.VerifyAccess }, map[string]Level{KeyVerifyAccess: LevelNamespace}},
+		{"access checks off at the cluster level may stay off", map[string]string{KeyVerifyAccess: "false"}, map[string]string{KeyVerifyAccess: "false"}, nil,
+			func(c Config) bool { return !c.VerifyAccess }, nil},
+		{"plain HTTP turned on", cluster, map[string]string{KeyPlainHTTP: "true"}, nil,
+			func(c Config) bool { return !c.PlainHTTP }, map[string]Level{KeyPlainHTTP: LevelNamespace}},
+		{"allowed repositories set by a namespace", cluster, map[string]string{KeyAllowedRepositories: "evil.example"}, nil,
+			func(c Config) bool { return len(c.AllowedRepositories) == 3 }, map[string]Level{KeyAllowedRepositories: LevelNamespace}},
+		{"annotation redirects outputs", cluster, nil, map[string]string{KeyRepository: "evil.example/loot"},
+			func(c Config) bool { return c.Repository == "reg.example/shared" }, map[string]Level{KeyRepository: LevelAnnotation}},
+		{"a prefix matches whole segments only", cluster, map[string]string{KeyRepository: "reg.example/teamsX/a"}, nil,
+			func(c Config) bool { return c.Repository == "reg.example/shared" }, map[string]Level{KeyRepository: LevelNamespace}},
+		{"a host prefix allows its repositories", cluster, map[string]string{KeyRepository: "other.example:5000/any/repo"}, nil,
+			func(c Config) bool { return c.Repository == "other.example:5000/any/repo" }, nil},
+		{"the cluster's own repository must be allowed", map[string]string{KeyRepository: "reg.example/x", KeyAllowedRepositories: "reg.example/y"}, nil, nil,
+			func(c Config) bool { return c.Repository == "" }, map[string]Level{KeyRepository: LevelCluster}},
+		{"bad prefix", map[string]string{KeyAllowedRepositories: "Reg.example/UPPER"}, nil, nil,
+			func(c Config) bool { return c.AllowedRepositories == nil }, map[string]Level{KeyAllowedRepositories: LevelCluster}},
+		{"shared repository, tags without the namespace", cluster, map[string]string{KeyTagPattern: "{{taskrun}}.{{artifact}}"}, nil,
+			nil, map[string]Level{KeyTagPattern: LevelNamespace}},
+		{"the namespace's own repository, tags without the namespace", cluster,
+			map[string]string{KeyTagPattern: "{{taskrun}}.{{artifact}}", KeyRepository: "reg.example/teams/a"}, nil,
+			func(c Config) bool { return c.TagPattern == "{{taskrun}}.{{artifact}}" }, nil},
+		{"a run's repository, tags without the namespace", cluster,
+			map[string]string{KeyTagPattern: "{{taskrun}}.{{artifact}}", KeyRepository: "reg.example/teams/a"}, map[string]string{KeyRepository: "reg.example/teams/b"},
+			nil, map[string]Level{KeyTagPattern: LevelNamespace}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := Resolve(Layer{LevelCluster, tc.cluster}, Layer{LevelNamespace, tc.namespace}, Layer{LevelAnnotation, tc.annotation})
+			if tc.check != nil && !tc.check(c) {
+				t.Errorf("config = %+v", c)
+			}
+			got := map[string]Level{}
+			for _, e := range unwrap(err) {
+				var ke *KeyError
+				if !errors.As(e, &ke) {
+					t.Fatalf("error %v is not a *KeyError", e)
+				}
+				got[ke.Key] = ke.Level
+			}
+			if !reflect.DeepEqual(got, tc.refused) && (len(got) > 0 || len(tc.refused) > 0) {
+				t.Errorf("refused %v, want %v (err: %v)", got, tc.refused, err)
+			}
+		})
 	}
 }

@@ -11,10 +11,10 @@ import (
 	"fmt"
 	"slices"
 
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
@@ -31,22 +31,21 @@ import (
 
 	"github.com/tektoncd/artifacts-csi-driver/pkg/apis/artifacts/v1alpha1"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/status"
+	"github.com/tektoncd/artifacts-csi-driver/pkg/tekton"
 )
-
-// TaskRunGVK is the kind of Tekton's TaskRuns, which the controller handles
-// as unstructured objects.
-var TaskRunGVK = schema.GroupVersionKind{Group: "tekton.dev", Version: "v1", Kind: "TaskRun"}
 
 // taskRunNameField indexes ArtifactRecords by spec.taskRun.name.
 const taskRunNameField = "spec.taskRun.name"
 
 // The controller's API permissions (make generate writes them to
 // deploy/rbac/controller): TaskRuns read and their status patched, records
-// read, and the leader election Lease and its Events.
+// read, the pods of records read (to check their node), and the leader
+// election Lease and its Events.
 //
 // +kubebuilder:rbac:groups=tekton.dev,resources=taskruns,verbs=get;list;watch
 // +kubebuilder:rbac:groups=tekton.dev,resources=taskruns/status,verbs=patch
 // +kubebuilder:rbac:groups=artifacts.tekton.dev,resources=artifactrecords,verbs=get;list;watch
+// +kubebuilder:rbac:groups="",resources=pods,verbs=get
 // +kubebuilder:rbac:groups=coordination.k8s.io,resources=leases,verbs=get;create;update
 // +kubebuilder:rbac:groups="",resources=events,verbs=create;patch
 
@@ -59,6 +58,10 @@ type Reconciler struct {
 	// the field index SetupWithManager adds, and reads TaskRuns, which are
 	// unstructured, from the API server, so that patches rarely conflict.
 	Client client.Client
+	// Pods reads the pods of records, to check the node they ran on; the
+	// manager's API reader, so that no pod informer is started. Default
+	// Client.
+	Pods client.Reader
 }
 
 // SetupWithManager indexes ArtifactRecords by TaskRun name in mgr's cache
@@ -77,7 +80,7 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 	}
 	const name = "taskrun-artifacts"
 	return ctrl.NewControllerManagedBy(mgr).Named(name).
-		For(newTaskRun(), builder.OnlyMetadata).
+		For(tekton.NewTaskRun(), builder.OnlyMetadata).
 		Watches(&v1alpha1.ArtifactRecord{}, handler.EnqueueRequestsFromMapFunc(taskRunOf)).
 		WithLogConstructor(func(req *reconcile.Request) klog.Logger {
 			log := mgr.GetLogger().WithValues("controller", name)
@@ -105,12 +108,6 @@ func taskRunOf(_ context.Context, o client.Object) []reconcile.Request {
 	return nil
 }
 
-func newTaskRun() *unstructured.Unstructured {
-	tr := &unstructured.Unstructured{}
-	tr.SetGroupVersionKind(TaskRunGVK)
-	return tr
-}
-
 // Reconcile merges the artifacts of the records naming the TaskRun req, by
 // name and UID, into its status.artifacts, and patches its status when
 // that adds anything; a TaskRun without records is not even read. The
@@ -125,16 +122,25 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	if len(list.Items) == 0 {
 		return ctrl.Result{}, nil
 	}
-	tr := newTaskRun()
+	tr := tekton.NewTaskRun()
 	if err := r.Client.Get(ctx, req.NamespacedName, tr); err != nil {
 		if apierrors.IsNotFound(err) {
 			return ctrl.Result{}, nil
 		}
 		return ctrl.Result{}, fmt.Errorf("get TaskRun %s: %w", req.NamespacedName, err)
 	}
-	records := slices.DeleteFunc(list.Items, func(rec v1alpha1.ArtifactRecord) bool {
-		return rec.Spec.TaskRun == nil || rec.Spec.TaskRun.UID != string(tr.GetUID())
-	})
+	var records []v1alpha1.ArtifactRecord
+	for _, rec := range list.Items {
+		ok, why, err := r.belongs(ctx, &rec, tr)
+		if err != nil {
+			return ctrl.Result{}, err
+		}
+		if !ok {
+			log.Info("Not merging an ArtifactRecord into the TaskRun", "record", rec.Name, "reason", why)
+			continue
+		}
+		records = append(records, rec)
+	}
 	if len(records) == 0 {
 		return ctrl.Result{}, nil
 	}
@@ -162,6 +168,43 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	}
 	log.V(2).Info("Added artifacts to TaskRun status", "records", len(records), "inputs", len(want.Inputs), "outputs", len(want.Outputs))
 	return ctrl.Result{}, nil
+}
+
+// belongs reports whether rec is an artifact of TaskRun tr, as Tekton
+// and the API server say: it names tr by UID, its pod is one tr names as
+// its own (status.podName, or a retry's), and that pod, by UID, is bound
+// to the node whose plugin wrote the record (the admission policy let it
+// write records of its own node only). A record of a pod that is gone is
+// not merged: nothing can confirm it.
+func (r *Reconciler) belongs(ctx context.Context, rec *v1alpha1.ArtifactRecord, tr *unstructured.Unstructured) (bool, string, error) {
+	switch {
+	case rec.Spec.TaskRun == nil || rec.Spec.TaskRun.UID != string(tr.GetUID()):
+		return false, "it names another TaskRun of that name", nil
+	case !slices.Contains(tekton.Pods(tr), rec.Spec.Pod.Name):
+		return false, fmt.Sprintf("the TaskRun does not name pod %s as its own", rec.Spec.Pod.Name), nil
+	case rec.Spec.NodeName == "":
+		return false, "it names no node", nil
+	}
+	var p corev1.Pod
+	err := r.pods().Get(ctx, client.ObjectKey{Namespace: rec.Namespace, Name: rec.Spec.Pod.Name}, &p)
+	switch {
+	case apierrors.IsNotFound(err):
+		return false, fmt.Sprintf("pod %s is gone", rec.Spec.Pod.Name), nil
+	case err != nil:
+		return false, "", fmt.Errorf("get pod %s/%s: %w", rec.Namespace, rec.Spec.Pod.Name, err)
+	case string(p.UID) != rec.Spec.Pod.UID:
+		return false, fmt.Sprintf("pod %s is another pod now (uid %s)", rec.Spec.Pod.Name, p.UID), nil
+	case p.Spec.NodeName != rec.Spec.NodeName:
+		return false, fmt.Sprintf("pod %s runs on node %q, not on %q, whose plugin wrote the record", rec.Spec.Pod.Name, p.Spec.NodeName, rec.Spec.NodeName), nil
+	}
+	return true, "", nil
+}
+
+func (r *Reconciler) pods() client.Reader {
+	if r.Pods != nil {
+		return r.Pods
+	}
+	return r.Client
 }
 
 // NewManager returns a manager for cfg configured by o (which Validate
@@ -194,7 +237,7 @@ func NewManager(ctx context.Context, cfg *rest.Config, o *Options, adjust ...fun
 	if err := errors.Join(mgr.AddHealthzCheck("ping", healthz.Ping), mgr.AddReadyzCheck("ping", healthz.Ping)); err != nil {
 		return nil, err
 	}
-	if err := (&Reconciler{Client: mgr.GetClient()}).SetupWithManager(mgr); err != nil {
+	if err := (&Reconciler{Client: mgr.GetClient(), Pods: mgr.GetAPIReader()}).SetupWithManager(mgr); err != nil {
 		return nil, fmt.Errorf("set up controller: %w", err)
 	}
 	return mgr, nil

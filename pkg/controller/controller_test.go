@@ -21,6 +21,7 @@ import (
 	"github.com/tektoncd/artifacts-csi-driver/internal/testkit"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/apis/artifacts/v1alpha1"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/controller"
+	"github.com/tektoncd/artifacts-csi-driver/pkg/tekton"
 )
 
 const (
@@ -75,25 +76,49 @@ func startController(t *testing.T, env *testenv.Env) {
 
 func ptr[T any](v T) *T { return &v }
 
-func createTaskRun(t *testing.T, env *testenv.Env, name string) *unstructured.Unstructured {
+// createTaskRun creates a TaskRun and writes, as Tekton does, the name of
+// its pod in its status.
+func createTaskRun(t *testing.T, env *testenv.Env, name, pod string) *unstructured.Unstructured {
 	tr := &unstructured.Unstructured{Object: map[string]any{"spec": map[string]any{"taskRef": map[string]any{"name": "build"}}}}
-	tr.SetGroupVersionKind(controller.TaskRunGVK)
+	tr.SetGroupVersionKind(tekton.TaskRunGVK)
 	tr.SetNamespace(ns)
 	tr.SetName(name)
 	if err := env.Client.Create(t.Context(), tr); err != nil {
 		t.Fatal(err)
 	}
+	tr.Object["status"] = map[string]any{"podName": pod}
+	if err := env.Client.Status().Update(t.Context(), tr); err != nil {
+		t.Fatal(err)
+	}
 	return tr
 }
 
-// createRecord creates an ArtifactRecord for the TaskRun name/uid, then
-// sets its status through the status subresource, as the node plugin does.
-func createRecord(t *testing.T, env *testenv.Env, name string, dir v1alpha1.Direction, artifact, trName, trUID string, phase v1alpha1.Phase, digest string) {
+// createPod creates a pod bound to node.
+func createPod(t *testing.T, env *testenv.Env, name, node string) *corev1.Pod {
+	p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+		Spec: corev1.PodSpec{NodeName: node, Containers: []corev1.Container{{Name: "c", Image: "busybox"}}}}
+	if err := env.Client.Create(t.Context(), p); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// writer is who a record says it is of: a TaskRun, a pod, and the node
+// whose plugin wrote it.
+type writer struct {
+	taskRun, taskRunUID string
+	pod                 *corev1.Pod
+	node                string
+}
+
+// createRecord creates an ArtifactRecord of w, then sets its status
+// through the status subresource, as the node plugin does.
+func createRecord(t *testing.T, env *testenv.Env, name string, dir v1alpha1.Direction, artifact string, w writer, phase v1alpha1.Phase, digest string) {
 	rec := &v1alpha1.ArtifactRecord{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
 		Spec: v1alpha1.ArtifactRecordSpec{
-			Direction: dir, Artifact: artifact, Pod: v1alpha1.ObjectReference{Name: name + "-pod"}, Repository: repo,
-			TaskRun: &v1alpha1.ObjectReference{Name: trName, UID: trUID}, BuildOutput: dir == v1alpha1.Output,
+			Direction: dir, Artifact: artifact, Pod: v1alpha1.ObjectReference{Name: w.pod.Name, UID: string(w.pod.UID)}, NodeName: w.node,
+			Repository: repo, TaskRun: &v1alpha1.ObjectReference{Name: w.taskRun, UID: w.taskRunUID}, BuildOutput: dir == v1alpha1.Output,
 		},
 	}
 	if err := env.Client.Create(t.Context(), rec); err != nil {
@@ -118,7 +143,7 @@ func value(hex string) map[string]any {
 func waitForStatus(t *testing.T, env *testenv.Env, name string, want map[string]any) *unstructured.Unstructured {
 	t.Helper()
 	tr := &unstructured.Unstructured{}
-	tr.SetGroupVersionKind(controller.TaskRunGVK)
+	tr.SetGroupVersionKind(tekton.TaskRunGVK)
 	eventually(t, "status of TaskRun "+name, func() error {
 		if err := env.Client.Get(t.Context(), client.ObjectKey{Namespace: ns, Name: name}, tr); err != nil {
 			return err
@@ -137,8 +162,8 @@ func waitForStatus(t *testing.T, env *testenv.Env, name string, want map[string]
 // TestController runs the controller against a real API server whose
 // TaskRun CRD prunes status.artifacts like Tekton's: records become
 // TEP-0147 artifacts, only Pushed outputs and Consumed inputs of the
-// TaskRun's UID, and come back next to another writer's after it drops
-// them.
+// TaskRun's UID written for its pod by the plugin of that pod's node, and
+// come back next to another writer's after it drops them.
 func TestController(t *testing.T) {
 	env := testenv.Start(t)
 	if err := env.Client.Create(t.Context(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
@@ -146,14 +171,20 @@ func TestController(t *testing.T) {
 	}
 	startController(t, env)
 
-	build := createTaskRun(t, env, "build")
+	build := createTaskRun(t, env, "build", "build-pod")
 	uid := string(build.GetUID())
+	pod := createPod(t, env, "build-pod", "node-1")
+	forger := createPod(t, env, "forged-pod", "node-1")
+	own := writer{taskRun: "build", taskRunUID: uid, pod: pod, node: "node-1"}
 	// Records left out go first: once the others show, these were seen.
-	createRecord(t, env, "pending", v1alpha1.Output, "pending", "build", uid, v1alpha1.Pending, "sha256:"+hexB)
-	createRecord(t, env, "failed", v1alpha1.Output, "failed", "build", uid, v1alpha1.Failed, "sha256:"+hexB)
-	createRecord(t, env, "old-taskrun", v1alpha1.Output, "old", "build", "uid-of-an-older-build", v1alpha1.Pushed, "sha256:"+hexB)
-	createRecord(t, env, "binary", v1alpha1.Output, "binary", "build", uid, v1alpha1.Pushed, "sha256:"+hexA)
-	createRecord(t, env, "source", v1alpha1.Input, "source", "build", uid, v1alpha1.Consumed, "sha256:"+hexB)
+	createRecord(t, env, "pending", v1alpha1.Output, "pending", own, v1alpha1.Pending, "sha256:"+hexB)
+	createRecord(t, env, "failed", v1alpha1.Output, "failed", own, v1alpha1.Failed, "sha256:"+hexB)
+	createRecord(t, env, "old-taskrun", v1alpha1.Output, "old", writer{"build", "uid-of-an-older-build", pod, "node-1"}, v1alpha1.Pushed, "sha256:"+hexB)
+	createRecord(t, env, "forged-pod", v1alpha1.Output, "forged", writer{"build", uid, forger, "node-1"}, v1alpha1.Pushed, "sha256:"+hexB)
+	createRecord(t, env, "other-node", v1alpha1.Output, "other-node", writer{"build", uid, pod, "node-2"}, v1alpha1.Pushed, "sha256:"+hexB)
+	createRecord(t, env, "no-node", v1alpha1.Output, "no-node", writer{"build", uid, pod, ""}, v1alpha1.Pushed, "sha256:"+hexB)
+	createRecord(t, env, "binary", v1alpha1.Output, "binary", own, v1alpha1.Pushed, "sha256:"+hexA)
+	createRecord(t, env, "source", v1alpha1.Input, "source", own, v1alpha1.Consumed, "sha256:"+hexB)
 
 	ours := map[string]any{"name": "binary", "buildOutput": true, "values": []any{value(hexA)}}
 	inputs := []any{map[string]any{"name": "source", "values": []any{value(hexB)}}}
@@ -167,7 +198,7 @@ func TestController(t *testing.T) {
 	tr := waitForStatus(t, env, "build", nil)
 	tekton := map[string]any{"name": "tekton-own", "values": []any{map[string]any{"uri": "pkg:generic/x", "digest": map[string]any{"sha256": hexB}}}}
 	conditions := []any{map[string]any{"type": "Succeeded", "status": "True", "reason": "Succeeded"}}
-	tr.Object["status"] = map[string]any{"conditions": conditions, "artifacts": map[string]any{"outputs": []any{tekton}}}
+	tr.Object["status"] = map[string]any{"podName": "build-pod", "conditions": conditions, "artifacts": map[string]any{"outputs": []any{tekton}}}
 	if err := env.Client.Status().Update(t.Context(), tr); err != nil {
 		t.Fatal(err)
 	}

@@ -10,12 +10,16 @@ package credentials
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"slices"
 	"strings"
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	kauth "github.com/google/go-containerregistry/pkg/authn/kubernetes"
+	"github.com/google/go-containerregistry/pkg/name"
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/tektoncd/artifacts-csi-driver/pkg/errdefs"
@@ -96,3 +100,59 @@ func (s Secret) secret() corev1.Secret {
 type anonymous struct{}
 
 func (anonymous) Resolve(authn.Resource) (authn.Authenticator, error) { return authn.Anonymous, nil }
+
+// For returns the credentials s gives for repository, as kubelet would
+// match them (host, then path prefixes, then wildcards): a snapshot of
+// that one entry, keyed by the repository, or the zero Snapshot for
+// anonymous access. What is kept for an output's push after its unpublish
+// is this, not every registry's credentials of every secret.
+func (s Snapshot) For(ctx context.Context, repository name.Repository) (Snapshot, error) {
+	cfg, err := s.resolve(ctx, repository)
+	if err != nil || cfg == nil {
+		return Snapshot{}, err
+	}
+	b, err := json.Marshal(map[string]any{"auths": map[string]*authn.AuthConfig{repository.Name(): cfg}})
+	if err != nil {
+		return Snapshot{}, err
+	}
+	return Snapshot{Secrets: []Secret{{Type: corev1.SecretTypeDockerConfigJson, Data: map[string][]byte{corev1.DockerConfigJsonKey: b}}}}, nil
+}
+
+// Fingerprint identifies the credentials s gives for repository without
+// revealing them (a SHA-256 of the entry), or "" for anonymous access:
+// two pods with the same fingerprint present the same credentials.
+func (s Snapshot) Fingerprint(ctx context.Context, repository name.Repository) (string, error) {
+	cfg, err := s.resolve(ctx, repository)
+	if err != nil || cfg == nil {
+		return "", err
+	}
+	b, err := json.Marshal(cfg)
+	if err != nil {
+		return "", err
+	}
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:]), nil
+}
+
+// resolve returns the credentials s gives for repository, nil for none.
+func (s Snapshot) resolve(ctx context.Context, repository name.Repository) (*authn.AuthConfig, error) {
+	kc, err := s.Keychain(ctx)
+	if err != nil {
+		return nil, err
+	}
+	auth, err := kc.Resolve(repository)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	if auth == authn.Anonymous {
+		return nil, nil
+	}
+	cfg, err := auth.Authorization()
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	if *cfg == (authn.AuthConfig{}) {
+		return nil, nil
+	}
+	return cfg, nil
+}

@@ -71,3 +71,70 @@ func TestFromPublishSecrets(t *testing.T) {
 		})
 	}
 }
+
+// TestFor: an output keeps only the credentials of the repository it is
+// pushed to, and they still authenticate to it.
+func TestFor(t *testing.T) {
+	ctx := t.Context()
+	two := `{"auths":{"reg.example.com":{"auth":"` + base64.StdEncoding.EncodeToString([]byte("alice:a")) + `"},` +
+		`"reg.example.com/team-b":{"auth":"` + base64.StdEncoding.EncodeToString([]byte("bob:b")) + `"},` +
+		`"other.example.com":{"auth":"` + base64.StdEncoding.EncodeToString([]byte("carol:c")) + `"}}}`
+	snap, err := FromPublishSecrets(map[string]string{".dockerconfigjson": two})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ repo, wantUser string }{
+		{"reg.example.com/team-a/artifacts", "alice"},
+		{"reg.example.com/team-b/artifacts", "bob"},
+		{"third.example.com/x", ""},
+	} {
+		repo, _ := name.NewRepository(tc.repo)
+		narrow, err := snap.For(ctx, repo)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if tc.wantUser == "" {
+			if len(narrow.Secrets) != 0 {
+				t.Errorf("%s: %d secrets for anonymous access", tc.repo, len(narrow.Secrets))
+			}
+			continue
+		}
+		if n := strings.Count(string(narrow.Secrets[0].Data[".dockerconfigjson"]), `"auth"`); len(narrow.Secrets) != 1 || n != 1 {
+			t.Errorf("%s: %d secrets, %d entries; want one", tc.repo, len(narrow.Secrets), n)
+		}
+		kc, err := narrow.Keychain(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := user(t, kc, repo); got != tc.wantUser {
+			t.Errorf("%s: narrowed credentials authenticate as %q, want %q", tc.repo, got, tc.wantUser)
+		}
+		other, _ := name.NewRepository("other.example.com/x")
+		if got := user(t, kc, other); got != "" {
+			t.Errorf("%s: narrowed credentials still hold another registry's (%q)", tc.repo, got)
+		}
+	}
+
+	a, _ := name.NewRepository("reg.example.com/team-a/artifacts")
+	b, _ := name.NewRepository("reg.example.com/team-b/artifacts")
+	fa, _ := snap.Fingerprint(ctx, a)
+	fa2, _ := snap.Fingerprint(ctx, a)
+	fb, _ := snap.Fingerprint(ctx, b)
+	none, _ := Snapshot{}.Fingerprint(ctx, a)
+	if fa == "" || fa != fa2 || fa == fb || none != "" || strings.Contains(fa, "alice") {
+		t.Errorf("fingerprints: %q %q %q %q", fa, fa2, fb, none)
+	}
+}
+
+func user(t *testing.T, kc authn.Keychain, repo name.Repository) string {
+	t.Helper()
+	auth, err := kc.Resolve(repo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := auth.Authorization()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg.Username
+}

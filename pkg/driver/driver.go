@@ -22,7 +22,6 @@ import (
 
 	artifactsv1alpha1 "github.com/tektoncd/artifacts-csi-driver/pkg/apis/artifacts/v1alpha1"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/cache"
-	"github.com/tektoncd/artifacts-csi-driver/pkg/cluster"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/config"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/credentials"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/metrics"
@@ -30,6 +29,7 @@ import (
 	"github.com/tektoncd/artifacts-csi-driver/pkg/outputs"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/record"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/store"
+	"github.com/tektoncd/artifacts-csi-driver/pkg/tekton"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/volume"
 )
 
@@ -46,12 +46,19 @@ type ConfigSource interface {
 type Cluster interface {
 	// Pod returns a pod, or a NotFound error.
 	Pod(ctx context.Context, namespace, name string) (*corev1.Pod, error)
-	// Outputs returns the Output records of a PipelineRun's task that
-	// name artifact.
-	Outputs(ctx context.Context, namespace, pipelineRun, pipelineTask, artifact string) ([]artifactsv1alpha1.ArtifactRecord, error)
-	// Producer reports what Tekton says of the task's TaskRuns: their
+	// Outputs returns the Output records of a TaskRun (by UID) that name
+	// artifact.
+	Outputs(ctx context.Context, namespace, taskRunUID, artifact string) ([]artifactsv1alpha1.ArtifactRecord, error)
+}
+
+// Tekton says what a pod runs for, from what Tekton's controller wrote
+// (tekton.Resolver).
+type Tekton interface {
+	// Identify says which TaskRun and PipelineRun pod runs for.
+	Identify(ctx context.Context, pod *corev1.Pod) (tekton.Result, error)
+	// Producer reports the TaskRuns run lists for a pipeline task: their
 	// current pods, whether they finished, and when.
-	Producer(ctx context.Context, namespace, pipelineRun, pipelineTask string) (cluster.Producer, error)
+	Producer(ctx context.Context, namespace string, run tekton.Ref, task string) (tekton.Producer, error)
 }
 
 // EventSink reports Warnings on pods (record.Events).
@@ -87,9 +94,9 @@ type OutputManager interface {
 }
 
 // Deps are the driver's collaborators. Mounter, Stores, Cache, Outputs
-// and Config are required. Without Kube and Cluster (a plugin with no API
-// client) credentials come from nodePublishSecretRef only, outputs carry
-// no Tekton provenance and from: inputs fail.
+// and Config are required. Without Kube, Cluster and Tekton (a plugin
+// with no API client) credentials come from nodePublishSecretRef only,
+// every pod is a plain pod and from: inputs fail.
 type Deps struct {
 	Mounter mounter.Interface
 	// Stores opens the store of an input with the pod's identity.
@@ -104,8 +111,11 @@ type Deps struct {
 	// Kube reads oci.credentialsSecret and the pod ServiceAccount's
 	// imagePullSecrets.
 	Kube kubernetes.Interface
-	// Cluster gives pod labels and annotations and resolves from: inputs.
+	// Cluster gives pods and the records of from: producers.
 	Cluster Cluster
+	// Tekton identifies pods and from: producers. Default: every pod is
+	// plain.
+	Tekton Tekton
 	// Events reports invalid configuration and failed from: inputs on the
 	// pod. Default none (kubelet still reports the gRPC error).
 	Events EventSink
@@ -124,6 +134,7 @@ type Driver struct {
 	ready   atomic.Bool
 
 	inflight sync.Map // volume id → struct{}: a call is in progress
+	grants   *grants
 
 	mu     sync.Mutex
 	inputs map[string]*inputVolume
@@ -139,7 +150,7 @@ func New(ctx context.Context, o *Options, version string, deps Deps) (*Driver, e
 	if deps.Recorder == nil {
 		deps.Recorder = record.Log{}
 	}
-	d := &Driver{o: o, version: version, deps: deps, inputs: map[string]*inputVolume{}}
+	d := &Driver{o: o, version: version, deps: deps, inputs: map[string]*inputVolume{}, grants: newGrants(o.CacheGrantTTL)}
 	if err := d.loadInputs(ctx); err != nil {
 		return nil, err
 	}

@@ -7,56 +7,70 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	artifactsv1alpha1 "github.com/tektoncd/artifacts-csi-driver/pkg/apis/artifacts/v1alpha1"
-	"github.com/tektoncd/artifacts-csi-driver/pkg/cluster"
+	"github.com/tektoncd/artifacts-csi-driver/pkg/tekton"
 )
 
 func TestDecideFrom(t *testing.T) {
 	now := time.Date(2026, 12, 2, 12, 0, 0, 0, time.UTC)
-	rec := func(name, pod string, phase artifactsv1alpha1.Phase, age time.Duration) artifactsv1alpha1.ArtifactRecord {
-		r := artifactsv1alpha1.ArtifactRecord{}
+	type R = artifactsv1alpha1.ArtifactRecord
+	// rec is a record of pod, written for TaskRun uid (none when "").
+	rec := func(name, uid, pod string, phase artifactsv1alpha1.Phase, age time.Duration) R {
+		r := R{}
 		r.Name, r.Spec.Pod.Name, r.Status.Phase = name, pod, phase
+		if uid != "" {
+			r.Spec.TaskRun = &artifactsv1alpha1.ObjectReference{Name: "build", UID: uid}
+		}
 		r.Status.LastUpdateTime = metav1.NewTime(now.Add(-age))
 		return r
 	}
-	running := cluster.Producer{TaskRuns: 1, Pods: []string{"build-pod"}}
-	retried := cluster.Producer{TaskRuns: 1, Pods: []string{"build-pod-retry1"}}
-	finished := func(ago time.Duration, pods ...string) cluster.Producer {
-		return cluster.Producer{TaskRuns: 1, Pods: pods, Done: true, FinishedAt: now.Add(-ago)}
+	run := func(uid, pod string, finishedAgo time.Duration) tekton.ProducerRun {
+		r := tekton.ProducerRun{TaskRun: tekton.Ref{Name: "build", UID: uid}, Pod: pod}
+		if finishedAgo >= 0 {
+			r.Done, r.FinishedAt = true, now.Add(-finishedAgo)
+		}
+		return r
 	}
+	producer := func(runs ...tekton.ProducerRun) tekton.Producer { return tekton.Producer{Runs: runs} }
+	const running = -1
+	var (
+		pushed = artifactsv1alpha1.Pushed
+		failed = artifactsv1alpha1.Failed
+	)
 	for _, tc := range []struct {
 		name     string
-		records  []artifactsv1alpha1.ArtifactRecord
-		producer cluster.Producer
+		records  []R
+		producer tekton.Producer
 		want     fromOutcome
 		wantRec  string
 	}{
-		{"no TaskRun yet, no record", nil, cluster.Producer{}, fromWaiting, ""},
-		{"running, no record", nil, running, fromWaiting, ""},
-		{"running, pending", []artifactsv1alpha1.ArtifactRecord{rec("a", "build-pod", artifactsv1alpha1.Pending, 0)}, running, fromWaiting, ""},
-		{"pushed", []artifactsv1alpha1.ArtifactRecord{rec("a", "build-pod", artifactsv1alpha1.Pushed, 0)}, finished(time.Second, "build-pod"), fromPushed, "a"},
-		{"failed", []artifactsv1alpha1.ArtifactRecord{rec("a", "build-pod", artifactsv1alpha1.Failed, 0)}, finished(time.Hour, "build-pod"), fromFailed, "a"},
-		{"finished within the grace period, no record", nil, finished(producerGrace-time.Second, "build-pod"), fromWaiting, ""},
-		{"finished without a record", nil, finished(producerGrace+time.Second, "build-pod"), fromNever, ""},
-		{"pushed wins over failed", []artifactsv1alpha1.ArtifactRecord{
-			rec("f", "build-pod", artifactsv1alpha1.Failed, 0), rec("p", "build-pod", artifactsv1alpha1.Pushed, time.Minute)}, finished(time.Hour, "build-pod"), fromPushed, "p"},
-		{"latest pushed wins", []artifactsv1alpha1.ArtifactRecord{
-			rec("old", "build-pod", artifactsv1alpha1.Pushed, time.Minute), rec("new", "build-pod", artifactsv1alpha1.Pushed, 0),
-			rec("older", "build-pod", artifactsv1alpha1.Pushed, time.Hour)}, finished(time.Hour, "build-pod"), fromPushed, "new"},
-		{"retry running: the failed attempt's output is not the input", []artifactsv1alpha1.ArtifactRecord{
-			rec("first", "build-pod", artifactsv1alpha1.Pushed, time.Minute)}, retried, fromWaiting, ""},
-		{"retry pending: wait for it", []artifactsv1alpha1.ArtifactRecord{
-			rec("first", "build-pod", artifactsv1alpha1.Pushed, time.Minute), rec("retry", "build-pod-retry1", artifactsv1alpha1.Pending, 0)}, finished(time.Second, "build-pod-retry1"), fromWaiting, ""},
-		{"retry pushed, even before the first attempt's", []artifactsv1alpha1.ArtifactRecord{
-			rec("retry", "build-pod-retry1", artifactsv1alpha1.Pushed, time.Minute), rec("first", "build-pod", artifactsv1alpha1.Pushed, 0)}, finished(time.Second, "build-pod-retry1"), fromPushed, "retry"},
-		{"retry finished without the output the first attempt pushed", []artifactsv1alpha1.ArtifactRecord{
-			rec("first", "build-pod", artifactsv1alpha1.Pushed, time.Hour)}, finished(time.Hour, "build-pod-retry1"), fromNever, ""},
-		{"Tekton has not named a pod yet", []artifactsv1alpha1.ArtifactRecord{
-			rec("first", "build-pod", artifactsv1alpha1.Pushed, time.Minute)}, cluster.Producer{TaskRuns: 1}, fromWaiting, ""},
-		{"pods labelled without Tekton: any record counts", []artifactsv1alpha1.ArtifactRecord{
-			rec("a", "by-hand", artifactsv1alpha1.Pushed, 0)}, cluster.Producer{}, fromPushed, "a"},
+		{"task not started, no record", nil, producer(), fromWaiting, ""},
+		{"running, no record", nil, producer(run("u1", "build-pod", running)), fromWaiting, ""},
+		{"running, pending", []R{rec("a", "u1", "build-pod", artifactsv1alpha1.Pending, 0)}, producer(run("u1", "build-pod", running)), fromWaiting, ""},
+		{"pushed", []R{rec("a", "u1", "build-pod", pushed, 0)}, producer(run("u1", "build-pod", time.Second)), fromPushed, "a"},
+		{"failed", []R{rec("a", "u1", "build-pod", failed, 0)}, producer(run("u1", "build-pod", time.Hour)), fromFailed, "a"},
+		{"finished within the grace period, no record", nil, producer(run("u1", "build-pod", producerGrace-time.Second)), fromWaiting, ""},
+		{"finished without a record", nil, producer(run("u1", "build-pod", producerGrace+time.Second)), fromNever, ""},
+		{"PipelineRun finished without running the task", nil, tekton.Producer{PipelineRunDone: true}, fromNever, ""},
+		{"pushed wins over failed", []R{rec("f", "u1", "build-pod", failed, 0), rec("p", "u1", "build-pod", pushed, time.Minute)},
+			producer(run("u1", "build-pod", time.Hour)), fromPushed, "p"},
+		{"latest pushed wins", []R{rec("old", "u1", "build-pod", pushed, time.Minute), rec("new", "u1", "build-pod", pushed, 0),
+			rec("older", "u1", "build-pod", pushed, time.Hour)}, producer(run("u1", "build-pod", time.Hour)), fromPushed, "new"},
+		{"retry running: the failed attempt's output is not the input", []R{rec("first", "u1", "build-pod", pushed, time.Minute)},
+			producer(run("u1", "build-pod-retry1", running)), fromWaiting, ""},
+		{"retry pending: wait for it", []R{rec("first", "u1", "build-pod", pushed, time.Minute), rec("retry", "u1", "build-pod-retry1", artifactsv1alpha1.Pending, 0)},
+			producer(run("u1", "build-pod-retry1", time.Second)), fromWaiting, ""},
+		{"retry pushed, even before the first attempt's", []R{rec("retry", "u1", "build-pod-retry1", pushed, time.Minute), rec("first", "u1", "build-pod", pushed, 0)},
+			producer(run("u1", "build-pod-retry1", time.Second)), fromPushed, "retry"},
+		{"retry finished without the output the first attempt pushed", []R{rec("first", "u1", "build-pod", pushed, time.Hour)},
+			producer(run("u1", "build-pod-retry1", time.Hour)), fromNever, ""},
+		{"Tekton has not named a pod yet", []R{rec("first", "u1", "build-pod", pushed, time.Minute)}, producer(run("u1", "", running)), fromWaiting, ""},
+		{"a plain pod's record never counts", []R{rec("forged", "", "build-pod", pushed, 0)}, producer(run("u1", "build-pod", running)), fromWaiting, ""},
+		{"another TaskRun's record never counts", []R{rec("forged", "u2", "build-pod", pushed, 0)}, producer(run("u1", "build-pod", running)), fromWaiting, ""},
+		{"matrix: one pushed, one still running", []R{rec("a", "u1", "build-0-pod", pushed, 0)},
+			producer(run("u1", "build-0-pod", time.Second), run("u2", "build-1-pod", running)), fromPushed, "a"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			records := append([]artifactsv1alpha1.ArtifactRecord(nil), tc.records...)
+			records := append([]R(nil), tc.records...)
 			got, outcome := decideFrom(tc.records, tc.producer, now)
 			name := ""
 			if got != nil {

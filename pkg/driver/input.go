@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
+	"github.com/google/go-containerregistry/pkg/name"
 	"k8s.io/klog/v2"
 
 	"github.com/tektoncd/artifacts-csi-driver/internal/atomicfile"
@@ -16,6 +17,7 @@ import (
 	"github.com/tektoncd/artifacts-csi-driver/pkg/cache"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/record"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/store"
+	"github.com/tektoncd/artifacts-csi-driver/pkg/tekton"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/volume"
 )
 
@@ -98,7 +100,11 @@ func (d *Driver) publishInput(ctx context.Context, req *csi.NodePublishVolumeReq
 		return err
 	}
 	key := src.ref.CacheKey()
-	if cfg.VerifyAccess || !d.deps.Cache.Has(key) || src.ref.Backend != store.OCI {
+	who, err := d.tenant(ctx, spec, s, src)
+	if err != nil {
+		return err
+	}
+	if cfg.VerifyAccess || !d.grants.allowed(key, who) || !d.deps.Cache.Has(key) || src.ref.Backend != store.OCI {
 		// Also on a cache hit: the cache must never give a pod what its
 		// own credentials (or namespace) cannot read. (A miss is checked
 		// here too, for a clear error before the fetch starts; a
@@ -107,6 +113,7 @@ func (d *Driver) publishInput(ctx context.Context, req *csi.NodePublishVolumeReq
 		if src.location, err = src.store.Check(ctx, src.ref); err != nil {
 			return fmt.Errorf("input %q (%s): %w", spec.Artifact, src.ref, err)
 		}
+		d.grants.grant(key, who)
 	}
 	path, hit, err := d.deps.Cache.Acquire(ctx, key, d.fill(src, cfg.MaxArtifactBytes))
 	if err != nil {
@@ -127,7 +134,7 @@ func (d *Driver) publishInput(ctx context.Context, req *csi.NodePublishVolumeReq
 	d.mu.Lock()
 	d.inputs[id] = rec // replacing at most an unpinned record
 	d.mu.Unlock()
-	d.recordInput(ctx, rec, spec, src)
+	d.recordInput(ctx, rec, spec, s.id, src)
 	klog.FromContext(ctx).V(4).Info("Input ready", "ref", src.ref, "cacheHit", hit)
 	return nil
 }
@@ -171,7 +178,7 @@ func (d *Driver) inputSource(ctx context.Context, spec *volume.Spec, s settings)
 	raw := spec.Ref
 	wrongRef := volume.ErrInvalid // the Task author's to fix
 	if spec.From != nil {
-		rec, err := d.resolveFrom(ctx, spec, s.labels)
+		rec, err := d.resolveFrom(ctx, spec, s.id)
 		if errors.Is(err, errNotConfigured) {
 			d.warn(spec.Pod, record.ReasonInputFailed, err.Error())
 		}
@@ -193,6 +200,24 @@ func (d *Driver) inputSource(ctx context.Context, spec *volume.Spec, s settings)
 	return source{store: st, ref: ref}, nil
 }
 
+// tenant names who reads src for the pod of spec: its repository, the
+// pod's namespace and the credentials it presents there ("" without
+// credentials, or for a provider, which is always asked).
+func (d *Driver) tenant(ctx context.Context, spec *volume.Spec, s settings, src source) (string, error) {
+	if src.ref.Backend != store.OCI {
+		return "", nil
+	}
+	repo, err := name.NewRepository(src.ref.Repository)
+	if err != nil {
+		return "", fmt.Errorf("%w: %s: %w", volume.ErrInvalid, volume.AttrRef, err)
+	}
+	fp, err := s.creds.Fingerprint(ctx, repo)
+	if err != nil {
+		return "", err
+	}
+	return tenant(src.ref.Repository, spec.Pod.Namespace, fp), nil
+}
+
 // fill returns what fetches an input into the cache, within maxBytes.
 func (d *Driver) fill(src source, maxBytes int64) cache.FillFunc {
 	return func(ctx context.Context, dest string) (int64, error) {
@@ -205,8 +230,8 @@ func (d *Driver) fill(src source, maxBytes int64) cache.FillFunc {
 	}
 }
 
-func (d *Driver) recordInput(ctx context.Context, in *inputVolume, spec *volume.Spec, src source) {
-	r := record.Record{VolumeID: in.ID, Direction: volume.Input, Artifact: spec.Artifact, Pod: spec.Pod,
+func (d *Driver) recordInput(ctx context.Context, in *inputVolume, spec *volume.Spec, id tekton.Identity, src source) {
+	r := record.Record{VolumeID: in.ID, Direction: volume.Input, Artifact: spec.Artifact, Pod: spec.Pod, Owner: id,
 		Backend: src.ref.Backend, Repository: src.ref.Repository, Digest: src.ref.Digest, Location: src.location,
 		Phase: record.Consumed, Time: time.Now().UTC()}
 	if err := d.deps.Recorder.Record(ctx, r); err != nil {

@@ -23,6 +23,7 @@ import (
 	"github.com/tektoncd/artifacts-csi-driver/pkg/config"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/credentials"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/record"
+	"github.com/tektoncd/artifacts-csi-driver/pkg/tekton"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/volume"
 )
 
@@ -130,23 +131,27 @@ func fingerprint(req *csi.NodePublishVolumeRequest) string {
 // settings is what a publish learns from the cluster about a volume's
 // pod.
 type settings struct {
-	// labels say which TaskRun and PipelineRun the pod runs.
-	labels map[string]string
-	cfg    config.Config
-	creds  credentials.Snapshot
+	// id is what the pod runs for, as Tekton's state confirms it.
+	id    tekton.Identity
+	cfg   config.Config
+	creds credentials.Snapshot
 }
 
-// settings reads the volume's pod, resolves its configuration (with the
-// pod's annotations) and collects its credentials. An invalid value
-// anywhere fails the volume, and is reported on the pod with its level,
-// key and reason.
+// settings reads the volume's pod, identifies it from Tekton's state,
+// resolves its configuration (with its run's annotations) and collects
+// its credentials. An invalid value anywhere fails the volume, and is
+// reported on the pod with its level, key and reason.
 func (d *Driver) settings(ctx context.Context, req *csi.NodePublishVolumeRequest, spec *volume.Spec) (settings, error) {
 	pod, err := d.pod(ctx, spec.Pod)
 	if err != nil {
 		return settings{}, err
 	}
-	s := settings{labels: pod.Labels}
-	if s.cfg, err = d.deps.Config.Config(ctx, spec.Pod.Namespace, pod.Annotations); err != nil {
+	who, err := d.identify(ctx, spec.Pod, pod)
+	if err != nil {
+		return settings{}, err
+	}
+	s := settings{id: who.Identity}
+	if s.cfg, err = d.deps.Config.Config(ctx, spec.Pod.Namespace, who.Annotations); err != nil {
 		var ke *config.KeyError
 		if !errors.As(err, &ke) {
 			return settings{}, fmt.Errorf("%w: configuration of namespace %s: %w", errNotYet, spec.Pod.Namespace, err)
@@ -176,6 +181,25 @@ func (d *Driver) settings(ctx context.Context, req *csi.NodePublishVolumeRequest
 	return s, err
 }
 
+// identify says what pod runs for, from Tekton's state (never from its
+// labels alone); a claim Tekton's state contradicts is reported on the
+// pod, which is then plain. Without Tekton (no API client), every pod is
+// plain.
+func (d *Driver) identify(ctx context.Context, p volume.Pod, pod *corev1.Pod) (tekton.Result, error) {
+	if d.deps.Tekton == nil || pod.UID == "" {
+		return tekton.Result{Annotations: pod.Annotations}, nil
+	}
+	who, err := d.deps.Tekton.Identify(ctx, pod)
+	if err != nil {
+		return tekton.Result{}, fmt.Errorf("identify pod %s/%s: %w", p.Namespace, p.Name, err)
+	}
+	if who.Refused != "" {
+		klog.FromContext(ctx).Info("Pod's claim refused: it is treated as a plain pod", "reason", who.Refused)
+		d.warn(p, record.ReasonIdentityRefused, who.Refused+": its artifacts are recorded as the pod's own")
+	}
+	return who, nil
+}
+
 // warn reports a Warning on the pod, when the driver has an event sink.
 func (d *Driver) warn(pod volume.Pod, reason, message string) {
 	if d.deps.Events != nil {
@@ -183,10 +207,9 @@ func (d *Driver) warn(pod volume.Pod, reason, message string) {
 	}
 }
 
-// pod returns the pod of a volume from the cluster view: its labels say
-// which TaskRun and PipelineRun it runs, its annotations carry the
-// PipelineRun's configuration. Without an API client, or for a pod gone or
-// replaced by another of the same name, it is empty.
+// pod returns the pod of a volume from the cluster view. Without an API
+// client, or for a pod gone or replaced by another of the same name, it is
+// empty.
 func (d *Driver) pod(ctx context.Context, p volume.Pod) (*corev1.Pod, error) {
 	if d.deps.Cluster == nil {
 		return &corev1.Pod{}, nil

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -26,7 +27,6 @@ import (
 	v1alpha1 "github.com/tektoncd/artifacts-csi-driver/pkg/apis/artifacts/v1alpha1"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/archive"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/cache"
-	"github.com/tektoncd/artifacts-csi-driver/pkg/cluster"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/config"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/credentials"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/errdefs"
@@ -36,6 +36,7 @@ import (
 	"github.com/tektoncd/artifacts-csi-driver/pkg/provider"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/record"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/store"
+	"github.com/tektoncd/artifacts-csi-driver/pkg/tekton"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/volume"
 )
 
@@ -122,13 +123,11 @@ func (f *fakeStore) Push(context.Context, store.PushRequest) (*store.Pushed, err
 
 // fakeCluster is the API server's view.
 type fakeCluster struct {
-	mu          sync.Mutex
-	pods        map[string]*corev1.Pod
-	podErr      error
-	records     []v1alpha1.ArtifactRecord
-	recordsErr  error
-	producer    cluster.Producer
-	producerErr error
+	mu         sync.Mutex
+	pods       map[string]*corev1.Pod
+	podErr     error
+	records    []v1alpha1.ArtifactRecord
+	recordsErr error
 }
 
 func (c *fakeCluster) Pod(_ context.Context, namespace, name string) (*corev1.Pod, error) {
@@ -143,16 +142,32 @@ func (c *fakeCluster) Pod(_ context.Context, namespace, name string) (*corev1.Po
 	return nil, apierrors.NewNotFound(schema.GroupResource{Resource: "pods"}, name)
 }
 
-func (c *fakeCluster) Outputs(context.Context, string, string, string, string) ([]v1alpha1.ArtifactRecord, error) {
+func (c *fakeCluster) Outputs(_ context.Context, _, taskRunUID, _ string) ([]v1alpha1.ArtifactRecord, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.records, c.recordsErr
+	var out []v1alpha1.ArtifactRecord
+	for _, r := range c.records {
+		if r.Spec.TaskRun != nil && r.Spec.TaskRun.UID == taskRunUID {
+			out = append(out, r)
+		}
+	}
+	return out, c.recordsErr
 }
 
-func (c *fakeCluster) Producer(context.Context, string, string, string) (cluster.Producer, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.producer, c.producerErr
+// fakeTekton answers every pod with who, and every producer with producer.
+type fakeTekton struct {
+	who         tekton.Result
+	identifyErr error
+	producer    tekton.Producer
+	producerErr error
+}
+
+func (f *fakeTekton) Identify(context.Context, *corev1.Pod) (tekton.Result, error) {
+	return f.who, f.identifyErr
+}
+
+func (f *fakeTekton) Producer(context.Context, string, tekton.Ref, string) (tekton.Producer, error) {
+	return f.producer, f.producerErr
 }
 
 // fakeConfig answers every namespace with cfg, or err.
@@ -198,6 +213,7 @@ type node struct {
 	mounts  *mounter.Fake
 	stores  *fakeStores
 	cluster *fakeCluster
+	tekton  *fakeTekton
 	config  *fakeConfig
 	rec     *fakeRecorder
 	events  *fakeEvents
@@ -220,13 +236,17 @@ func newNode(t *testing.T) *node {
 			checkErr:  map[string]error{}, pullErr: map[string]error{},
 		},
 		cluster: &fakeCluster{pods: map[string]*corev1.Pod{}},
-		config:  &fakeConfig{cfg: cfg},
-		rec:     &fakeRecorder{}, events: &fakeEvents{},
+		tekton: &fakeTekton{
+			who: tekton.Result{Identity: tekton.Identity{TaskRun: &tekton.Ref{Name: "build", UID: "build-uid"},
+				PipelineRun: &tekton.Ref{Name: "run-1", UID: "run-uid"}, PipelineTask: "consume"}},
+			producer: tekton.Producer{Runs: []tekton.ProducerRun{{TaskRun: tekton.Ref{Name: "run-1-build", UID: "producer-uid"}, Pod: "producer"}}},
+		},
+		config: &fakeConfig{cfg: cfg},
+		rec:    &fakeRecorder{}, events: &fakeEvents{},
 		pod: testkit.NewPod("build-pod", "team"),
 	}
 	n.cluster.pods["team/build-pod"] = &corev1.Pod{ObjectMeta: metav1.ObjectMeta{
 		Name: "build-pod", Namespace: "team", UID: types.UID(n.pod.UID),
-		Labels: map[string]string{volume.LabelTaskRun: "build", volume.LabelPipelineRun: "run-1", volume.LabelPipelineRunUID: "run-uid"},
 	}}
 	n.restart()
 	return n
@@ -245,7 +265,7 @@ func (n *node) restart() {
 	}
 	n.d, err = New(n.ctx, n.o, "test", Deps{
 		Mounter: n.mounts, Stores: n.stores, Cache: n.cache, Outputs: n.outputs, Config: n.config,
-		Recorder: n.rec, Cluster: n.cluster, Events: n.events,
+		Recorder: n.rec, Cluster: n.cluster, Tekton: n.tekton, Events: n.events,
 	})
 	if err != nil {
 		n.t.Fatal(err)
@@ -357,32 +377,67 @@ func TestPublishInput(t *testing.T) {
 	}
 }
 
-// TestVerifyAccessOff: with verifyAccess off, a cache hit of a registry
-// artifact is not checked; a provider's always is (it gives the location).
+// TestVerifyAccessOff: with verifyAccess off, a cache hit skips the live
+// access check only for a pod of a namespace whose credentials for that
+// repository the registry accepted within the grant TTL; anyone else is
+// checked. A provider is always asked (it gives the location).
 func TestVerifyAccessOff(t *testing.T) {
-	n := newNode(t)
-	n.config.cfg.VerifyAccess = false
-	for _, name := range []string{"a", "b"} {
-		if err := n.publish(n.request(name, testkit.Input("source", repo+"@"+digestA))); err != nil {
-			t.Fatal(err)
+	alice := map[string]string{".dockerconfigjson": `{"auths":{"registry.example":{"auth":"YWxpY2U6YQ=="}}}`}
+	bob := map[string]string{".dockerconfigjson": `{"auths":{"registry.example":{"auth":"Ym9iOmI="}}}`}
+	type pub struct {
+		namespace string
+		secrets   map[string]string
+		after     time.Duration // since the first publish
+	}
+	for _, tc := range []struct {
+		name       string
+		verify     bool
+		second     pub
+		wantChecks int
+	}{
+		{"same namespace and credentials", false, pub{"team", alice, 0}, 1},
+		{"verifyAccess on", true, pub{"team", alice, 0}, 2},
+		{"grant expired", false, pub{"team", alice, 11 * time.Minute}, 2},
+		{"other credentials", false, pub{"team", bob, 0}, 2},
+		{"no credentials", false, pub{"team", nil, 0}, 2},
+		{"other namespace, same credentials", false, pub{"team-b", alice, 0}, 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			n := newNode(t)
+			n.config.cfg.VerifyAccess = tc.verify
+			now := time.Now()
+			n.d.grants.now = func() time.Time { return now }
+			first := n.pod.PublishRequest(n.o.KubeletDir, "a", testkit.Input("source", repo+"@"+digestA), testkit.Publish{Secrets: alice})
+			if err := n.publish(first); err != nil {
+				t.Fatal(err)
+			}
+			now = now.Add(tc.second.after)
+			p := testkit.NewPod("second", tc.second.namespace)
+			if err := n.publish(p.PublishRequest(n.o.KubeletDir, "b", testkit.Input("source", repo+"@"+digestA), testkit.Publish{Secrets: tc.second.secrets})); err != nil {
+				t.Fatal(err)
+			}
+			if len(n.stores.checks) != tc.wantChecks {
+				t.Errorf("checks = %d, want %d", len(n.stores.checks), tc.wantChecks)
+			}
+		})
+	}
+	t.Run("provider", func(t *testing.T) {
+		n := newNode(t)
+		n.config.cfg.VerifyAccess = false
+		n.config.cfg.Backend = "filesystem"
+		for _, name := range []string{"c", "d"} {
+			if err := n.publish(n.request(name, testkit.Input("source", "team@"+digestA))); err != nil {
+				t.Fatal(err)
+			}
 		}
-	}
-	if len(n.stores.checks) != 1 {
-		t.Errorf("checks = %v, want only the miss's", n.stores.checks)
-	}
-	n.config.cfg.Backend = "filesystem"
-	for _, name := range []string{"c", "d"} {
-		if err := n.publish(n.request(name, testkit.Input("source", "team@"+digestA))); err != nil {
-			t.Fatal(err)
+		if len(n.stores.checks) != 2 {
+			t.Errorf("checks = %v, want both provider publishes checked", n.stores.checks)
 		}
-	}
-	if len(n.stores.checks) != 3 {
-		t.Errorf("checks = %v, want both provider publishes checked", n.stores.checks)
-	}
-	recs := n.records(volume.Input)
-	if last := recs[len(recs)-1]; last.Backend != "filesystem" || last.Location != "file:///store/"+digestA || last.Repository != "team" {
-		t.Errorf("provider input record = %+v", last)
-	}
+		recs := n.records(volume.Input)
+		if last := recs[len(recs)-1]; last.Backend != "filesystem" || last.Location != "file:///store/"+digestA || last.Repository != "team" {
+			t.Errorf("provider input record = %+v", last)
+		}
+	})
 }
 
 // TestPublishInputErrors: every class of failure gets its code, and
@@ -535,8 +590,11 @@ func TestPublishOutput(t *testing.T) {
 	if len(recs) != 1 || recs[0].Phase != record.Pending || recs[0].Repository != repo || recs[0].Tag != "team.build.report" || recs[0].Backend != store.OCI {
 		t.Errorf("records = %+v", recs)
 	}
+	if recs[0].Owner.TaskRun == nil || recs[0].Owner.TaskRun.UID != "build-uid" || recs[0].Owner.PipelineTask != "consume" {
+		t.Errorf("record owner = %+v, want the identity Tekton confirmed", recs[0].Owner)
+	}
 	v, _ := n.outputs.Get(req.GetVolumeId())
-	if v.Group == nil || v.Group.PipelineRun != "run-1" || v.Metadata.TaskRun != "build" {
+	if v.Group == nil || v.Group.PipelineRun != "run-1" || v.Group.UID != "run-uid" || v.Metadata.TaskRun != "build" || v.Owner.TaskRun == nil {
 		t.Errorf("journal = %+v", v)
 	}
 
@@ -559,6 +617,29 @@ func TestPublishOutput(t *testing.T) {
 		t.Errorf("second unpublish: %v", err)
 	}
 	wantCode(t, "publish after unpublish", n.publish(req), codes.FailedPrecondition, "unpublished")
+}
+
+// TestRefusedIdentity: a pod whose claim Tekton's state refutes gets its
+// volumes as a plain pod, with a Warning saying why: its records name no
+// TaskRun, its tags and manifests no run, and it has no group.
+func TestRefusedIdentity(t *testing.T) {
+	n := newNode(t)
+	n.config.cfg.TagPattern = "{{namespace}}.{{taskrun}}.{{pod}}.{{artifact}}" // {{taskrun}} is the pod for a plain pod
+	n.tekton.who = tekton.Result{Refused: "TaskRun build does not name pod build-pod as its own"}
+	req := n.request("out", testkit.Output("report"))
+	if err := n.publish(req); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(n.events.reasons, record.ReasonIdentityRefused) {
+		t.Errorf("events = %v, want %s", n.events.reasons, record.ReasonIdentityRefused)
+	}
+	v, _ := n.outputs.Get(req.GetVolumeId())
+	if v.Owner.TaskRun != nil || v.Group != nil || v.Metadata.TaskRun != "" || v.Tag != "team.build-pod.build-pod.report" {
+		t.Errorf("journal = %+v (tag %s), want a plain pod's", v, v.Tag)
+	}
+	if recs := n.records(volume.Output); len(recs) != 1 || recs[0].Owner.TaskRun != nil {
+		t.Errorf("records = %+v, want a plain pod's", recs)
+	}
 }
 
 // TestPublishOutputProvider: a provider's output has no tag and no group.
@@ -597,6 +678,9 @@ func TestPublishOutputErrors(t *testing.T) {
 		{"target of another pod", func(n *node, r *csi.NodePublishVolumeRequest) {
 			r.TargetPath = testkit.NewPod("x", "team").TargetPath(n.o.KubeletDir, "out")
 		}, codes.InvalidArgument, "belongs to pod"},
+		{"Tekton has not named the pod yet", func(n *node, _ *csi.NodePublishVolumeRequest) {
+			n.tekton.identifyErr = fmt.Errorf("%w: TaskRun build does not name it", tekton.ErrNotRecorded)
+		}, codes.Unavailable, "TaskRun build"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			n := newNode(t)
@@ -671,6 +755,7 @@ func TestPublishFrom(t *testing.T) {
 	pushed := func(pod, backend, repository, digest string) v1alpha1.ArtifactRecord {
 		r := v1alpha1.ArtifactRecord{ObjectMeta: metav1.ObjectMeta{Name: pod + "-rec"}}
 		r.Spec.Pod.Name, r.Spec.Backend, r.Spec.Repository = pod, backend, repository
+		r.Spec.TaskRun = &v1alpha1.ObjectReference{Name: "run-1-build", UID: "producer-uid"}
 		r.Status.Phase, r.Status.Digest, r.Status.LastUpdateTime = v1alpha1.Pushed, digest, metav1.Now()
 		return r
 	}
@@ -694,11 +779,24 @@ func TestPublishFrom(t *testing.T) {
 			n.cluster.records = []v1alpha1.ArtifactRecord{r}
 		}, codes.FailedPrecondition, "", true},
 		{"never", func(n *node) {
-			n.cluster.producer = cluster.Producer{TaskRuns: 1, Pods: []string{"producer"}, Done: true, FinishedAt: time.Now().Add(-time.Hour)}
+			n.tekton.producer.Runs[0].Done, n.tekton.producer.Runs[0].FinishedAt = true, time.Now().Add(-time.Hour)
 		}, codes.FailedPrecondition, "", true},
+		{"a record of another pod of the producer's TaskRun is not its output", func(n *node) {
+			n.cluster.records = []v1alpha1.ArtifactRecord{pushed("forged", "", repo, digestA)}
+		}, codes.Unavailable, "", false},
+		{"a record of a TaskRun the PipelineRun does not list is not its output", func(n *node) {
+			r := pushed("producer", "", repo, digestA)
+			r.Spec.TaskRun.UID = "standalone-uid"
+			n.cluster.records = []v1alpha1.ArtifactRecord{r}
+		}, codes.Unavailable, "", false},
 		{"records unreadable", func(n *node) { n.cluster.recordsErr = errors.New("timeout") }, codes.Unavailable, "", false},
-		{"producer unreadable", func(n *node) { n.cluster.producerErr = errors.New("timeout") }, codes.Unavailable, "", false},
-		{"not in a PipelineRun", func(n *node) { delete(n.cluster.pods["team/build-pod"].Labels, volume.LabelPipelineRun) }, codes.InvalidArgument, "", false},
+		{"producer unreadable", func(n *node) {
+			n.tekton.producerErr = errdefs.Classify(errors.New("timeout"), errdefs.ErrUnavailable)
+		}, codes.Unavailable, "", false},
+		{"PipelineRun replaced", func(n *node) {
+			n.tekton.producerErr = tekton.ErrRunReplaced
+		}, codes.FailedPrecondition, "", false},
+		{"not in a PipelineRun", func(n *node) { n.tekton.who.PipelineRun = nil }, codes.InvalidArgument, "", false},
 		{"record with a bad repository", func(n *node) {
 			n.cluster.records = []v1alpha1.ArtifactRecord{pushed("producer", "filesystem", "../x", digestA)}
 		}, codes.FailedPrecondition, "", false},

@@ -36,6 +36,11 @@ type Options struct {
 	// CacheBytes bounds the input cache; entries no mount uses are evicted,
 	// least recently used first. Default 10Gi.
 	CacheBytes int64
+	// CacheGrantTTL is how long a registry's yes to a pod's access check
+	// lets pods of the same namespace, presenting the same credentials for
+	// the same repository, skip the check on a cache hit, where
+	// cache.verifyAccess is false. Default 10m.
+	CacheGrantTTL time.Duration
 	// UploadDeadline is how long an output may wait for the registry before
 	// it is marked failed (its data stays on disk). Default 24h.
 	UploadDeadline time.Duration
@@ -75,6 +80,7 @@ func NewOptions() *Options {
 		KubeletDir:     "/var/lib/kubelet",
 		StateDir:       "/var/lib/artifacts-csi",
 		CacheBytes:     10 << 30,
+		CacheGrantTTL:  10 * time.Minute,
 		UploadDeadline: 24 * time.Hour,
 		Registration:   true,
 		HTTPAddress:    ":9809",
@@ -93,6 +99,7 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.KubeletDir, "kubelet-dir", o.KubeletDir, "kubelet root directory")
 	fs.StringVar(&o.StateDir, "state-dir", o.StateDir, "directory for the input cache, output spool and journal; must survive restarts")
 	fs.Var((*command.ByteSize)(&o.CacheBytes), "cache-size", "bound of the input cache, e.g. 512Mi or 10Gi")
+	fs.DurationVar(&o.CacheGrantTTL, "cache-grant-ttl", o.CacheGrantTTL, "how long a registry's yes to an access check spares the same namespace and credentials the check on cache hits (with cache.verifyAccess=false)")
 	fs.DurationVar(&o.UploadDeadline, "upload-deadline", o.UploadDeadline, "how long an output may wait for the registry before it is marked failed")
 	fs.BoolVar(&o.Registration, "plugin-registration", o.Registration, "serve kubelet plugin registration (turn off when running node-driver-registrar)")
 	fs.StringVar(&o.HTTPAddress, "http-address", o.HTTPAddress, "address for /healthz and /metrics (empty: off)")
@@ -121,6 +128,9 @@ func (o *Options) Validate() error {
 	}
 	if o.CacheBytes <= 0 {
 		errs = append(errs, fmt.Errorf("--cache-size must be positive, got %d", o.CacheBytes))
+	}
+	if o.CacheGrantTTL < 0 {
+		errs = append(errs, fmt.Errorf("--cache-grant-ttl must not be negative, got %s", o.CacheGrantTTL))
 	}
 	if o.UploadDeadline <= 0 {
 		errs = append(errs, fmt.Errorf("--upload-deadline must be positive, got %s", o.UploadDeadline))

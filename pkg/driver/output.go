@@ -7,12 +7,15 @@ import (
 	"time"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
+	"github.com/google/go-containerregistry/pkg/name"
 	"k8s.io/klog/v2"
 
 	"github.com/tektoncd/artifacts-csi-driver/pkg/artifact"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/config"
+	"github.com/tektoncd/artifacts-csi-driver/pkg/credentials"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/outputs"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/record"
+	"github.com/tektoncd/artifacts-csi-driver/pkg/store"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/volume"
 )
 
@@ -35,15 +38,15 @@ func (d *Driver) publishOutput(ctx context.Context, req *csi.NodePublishVolumeRe
 	if err != nil {
 		return err
 	}
-	cfg, labels := s.cfg, s.labels
+	cfg := s.cfg
 	meta := artifact.Metadata{Name: spec.Artifact, Namespace: spec.Pod.Namespace, BuildOutput: spec.BuildOutput,
-		TaskRun: labels[volume.LabelTaskRun], PipelineRun: labels[volume.LabelPipelineRun]}
+		TaskRun: s.id.TaskRunName(), PipelineRun: s.id.PipelineRunName()}
 	v := outputs.Volume{
-		ID: req.GetVolumeId(), Fingerprint: fp, Pod: spec.Pod,
+		ID: req.GetVolumeId(), Fingerprint: fp, Pod: spec.Pod, Owner: s.id,
 		Backend: cfg.Backend, Repository: cfg.RepositoryFor(spec.Pod.Namespace), PlainHTTP: cfg.PlainHTTP,
 		Compression: cfg.Compression, MediaType: spec.MediaType, MaxBytes: cfg.MaxArtifactBytes, Metadata: meta,
 	}
-	if err := name(&v, cfg, spec, labels); err != nil {
+	if err := nameOutput(&v, cfg, spec); err != nil {
 		return err
 	}
 	gid := -1
@@ -52,7 +55,11 @@ func (d *Driver) publishOutput(ctx context.Context, req *csi.NodePublishVolumeRe
 			return fmt.Errorf("%w: volume mount group %q is not a group id", errInvalidRequest, g)
 		}
 	}
-	dir, err := d.deps.Outputs.Publish(ctx, v, s.creds, gid)
+	creds, err := pushCredentials(ctx, v, s.creds)
+	if err != nil {
+		return err
+	}
+	dir, err := d.deps.Outputs.Publish(ctx, v, creds, gid)
 	if err != nil {
 		return err
 	}
@@ -60,18 +67,32 @@ func (d *Driver) publishOutput(ctx context.Context, req *csi.NodePublishVolumeRe
 	// effort, and bounded: the seal records it again.
 	rctx, cancel := context.WithTimeout(ctx, recordTimeout)
 	defer cancel()
-	if err := d.deps.Recorder.Record(rctx, record.Record{VolumeID: v.ID, Direction: volume.Output, Artifact: spec.Artifact, Pod: spec.Pod,
+	if err := d.deps.Recorder.Record(rctx, record.Record{VolumeID: v.ID, Direction: volume.Output, Artifact: spec.Artifact, Pod: spec.Pod, Owner: v.Owner,
 		Backend: v.Backend, Repository: v.Repository, Tag: v.Tag, BuildOutput: spec.BuildOutput, Phase: record.Pending, Time: time.Now().UTC()}); err != nil {
 		klog.FromContext(ctx).Error(err, "Could not record output")
 	}
 	return d.mount(dir, req.GetTargetPath(), false)
 }
 
-// name checks that output v has a repository and names it beyond its
+// pushCredentials returns what of creds output v's push needs: for a
+// registry, the one entry that authenticates to its repository (kept on
+// disk until the push, so the less the better); for a provider, nothing.
+func pushCredentials(ctx context.Context, v outputs.Volume, creds credentials.Snapshot) (credentials.Snapshot, error) {
+	if v.Backend != store.OCI {
+		return credentials.Snapshot{}, nil
+	}
+	repo, err := name.NewRepository(v.Repository)
+	if err != nil {
+		return credentials.Snapshot{}, fmt.Errorf("%w: %s: %w", errNotConfigured, config.KeyRepository, err)
+	}
+	return creds.For(ctx, repo)
+}
+
+// nameOutput checks that output v has a repository and names it beyond its
 // digest: the tag and the PipelineRun group its manifest refers to, in a
-// registry. A storage provider is content-addressed only: no tag, no
-// referrers.
-func name(v *outputs.Volume, cfg config.Config, spec *volume.Spec, labels map[string]string) error {
+// registry, both from the verified identity (v.Owner). A storage provider
+// is content-addressed only: no tag, no referrers.
+func nameOutput(v *outputs.Volume, cfg config.Config, spec *volume.Spec) error {
 	if v.Repository == "" {
 		return fmt.Errorf("%w: output %q: no repository for namespace %s: set %s in the config-artifact-storage ConfigMap",
 			errNotConfigured, spec.Artifact, spec.Pod.Namespace, config.KeyRepository)
@@ -85,8 +106,8 @@ func name(v *outputs.Volume, cfg config.Config, spec *volume.Spec, labels map[st
 		return fmt.Errorf("%w: %s: %w", errNotConfigured, config.KeyTagPattern, err)
 	}
 	v.Tag = tag
-	if uid := labels[volume.LabelPipelineRunUID]; cfg.GroupByPipelineRun && v.Metadata.PipelineRun != "" && uid != "" {
-		v.Group = &artifact.Group{Namespace: spec.Pod.Namespace, PipelineRun: v.Metadata.PipelineRun, UID: uid}
+	if run := v.Owner.PipelineRun; cfg.GroupByPipelineRun && run != nil {
+		v.Group = &artifact.Group{Namespace: spec.Pod.Namespace, PipelineRun: run.Name, UID: run.UID}
 	}
 	return nil
 }

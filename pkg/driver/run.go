@@ -35,6 +35,7 @@ import (
 	"github.com/tektoncd/artifacts-csi-driver/pkg/record"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/registration"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/store"
+	"github.com/tektoncd/artifacts-csi-driver/pkg/tekton"
 )
 
 // shutdownGrace bounds how long in-flight calls may run after a stop.
@@ -43,8 +44,8 @@ const shutdownGrace = 10 * time.Second
 // The node plugin's API permissions (make generate writes them to
 // deploy/rbac/node): its pods, labelled ConfigMaps and records through
 // informers; Secrets and ServiceAccounts of the pods' namespaces for
-// credentials; TaskRuns to tell a finished producer; records and Events
-// written.
+// credentials; TaskRuns and PipelineRuns to identify pods and from:
+// producers; records and Events written.
 //
 // +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch
 // +kubebuilder:rbac:groups="",resources=configmaps,verbs=list;watch
@@ -52,7 +53,7 @@ const shutdownGrace = 10 * time.Second
 // +kubebuilder:rbac:groups="",resources=events,verbs=create;patch;update
 // +kubebuilder:rbac:groups=artifacts.tekton.dev,resources=artifactrecords,verbs=get;list;watch;create
 // +kubebuilder:rbac:groups=artifacts.tekton.dev,resources=artifactrecords/status,verbs=update
-// +kubebuilder:rbac:groups=tekton.dev,resources=taskruns,verbs=list
+// +kubebuilder:rbac:groups=tekton.dev,resources=taskruns;pipelineruns,verbs=get
 
 // Run assembles the node plugin from validated options (plugin) and
 // serves until ctx is cancelled (serve). It returns nil after a clean
@@ -74,6 +75,7 @@ type plugin struct {
 	cache     *cache.Cache
 	outputs   *outputs.Manager
 	view      *cluster.View // nil without an API client
+	tekton    *tekton.Resolver
 	metrics   *metrics.Metrics
 	providers *provider.Client
 	events    *record.Events // nil without an API client
@@ -118,8 +120,9 @@ func newPlugin(ctx context.Context, o *Options, version string) (_ *plugin, err 
 			return nil, err
 		}
 		p.events = record.NewEvents(kube, "artifacts-csi-node", o.NodeID, rec)
-		rec = &record.Kubernetes{Client: live, Pods: p.view, Next: p.events}
+		rec = &record.Kubernetes{Client: live, Node: o.NodeID, Next: p.events}
 		source.Namespaces = p.view
+		p.tekton = &tekton.Resolver{Reader: live}
 	}
 	p.metrics = metrics.New(p.cache.Stats, func() metrics.QueueStats { return p.outputs.Stats() })
 	p.outputs, err = outputs.Open(ctx, outputs.Options{
@@ -134,7 +137,7 @@ func newPlugin(ctx context.Context, o *Options, version string) (_ *plugin, err 
 		Config: source, Recorder: rec, Metrics: p.metrics,
 	}
 	if p.view != nil {
-		deps.Kube, deps.Cluster, deps.Events = kube, p.view, p.events
+		deps.Kube, deps.Cluster, deps.Tekton, deps.Events = kube, p.view, p.tekton, p.events
 	}
 	if p.driver, err = New(ctx, o, version, deps); err != nil {
 		return nil, err

@@ -33,6 +33,7 @@ import (
 	"github.com/tektoncd/artifacts-csi-driver/pkg/metrics"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/record"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/store"
+	"github.com/tektoncd/artifacts-csi-driver/pkg/tekton"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/volume"
 )
 
@@ -55,6 +56,10 @@ type Volume struct {
 	// another one a conflict.
 	Fingerprint string     `json:"fingerprint"`
 	Pod         volume.Pod `json:"pod"`
+	// Owner is what the pod runs for, as Tekton's state confirmed it at
+	// publish (journals of earlier versions have none: their records are
+	// the pod's).
+	Owner tekton.Identity `json:"owner,omitzero"`
 	// Where and how to push: Backend is store.OCI or a storage provider's
 	// name (a journal of an earlier version without one is OCI's);
 	// Repository is the registry's or the provider's.

@@ -147,7 +147,7 @@ func (m *Manager) fail(ctx context.Context, v Volume, cause error) {
 
 func (m *Manager) record(ctx context.Context, v Volume, phase record.Phase, msg string) error {
 	r := record.Record{
-		VolumeID: v.ID, Direction: volume.Output, Artifact: v.Metadata.Name, Pod: v.Pod,
+		VolumeID: v.ID, Direction: volume.Output, Artifact: v.Metadata.Name, Pod: v.Pod, Owner: v.Owner,
 		Backend: v.Backend, Repository: v.Repository, Tag: v.Tag, BuildOutput: v.Metadata.BuildOutput,
 		Phase: phase, Message: msg, Time: time.Now().UTC(),
 	}

@@ -24,6 +24,10 @@ const (
 	// ReasonInputFailed: a from: input cannot be resolved, and will not be
 	// without a change.
 	ReasonInputFailed = "ArtifactInputFailed"
+	// ReasonIdentityRefused: the pod's labels or owner claim a TaskRun
+	// (or its TaskRun a PipelineRun) that Tekton's state says it is not
+	// part of; the pod's artifacts are recorded as a plain pod's.
+	ReasonIdentityRefused = "ArtifactIdentityRefused"
 )
 
 // Events is a Recorder that reports outputs on their pod as Kubernetes

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"strings"
 
-	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -18,21 +17,18 @@ import (
 )
 
 // Kubernetes is a Recorder that keeps one ArtifactRecord per volume in the
-// pod's namespace, owned by the pod's TaskRun (from Tekton's labels) or else
-// by the pod, then passes the record on to Next. Recording again updates
-// the same object, so Record is idempotent. The client's scheme must know
-// v1alpha1.
+// pod's namespace, owned by the TaskRun the record's Owner names (which
+// Tekton's state confirmed) or else by the pod, then passes the record on
+// to Next. Recording again updates the same object, so Record is
+// idempotent. The client's scheme must know v1alpha1.
 type Kubernetes struct {
 	Client client.Client
-	// Pods reads the pod of a new record (its labels name the TaskRun).
-	// Default: Client.
-	Pods PodGetter
+	// Node is the node the plugin runs on, written in every record: the
+	// admission policy of deploy/ lets a node plugin write only records of
+	// its own node, and the controller merges a record only if its pod was
+	// bound to that node. Required.
+	Node string
 	Next Recorder
-}
-
-// PodGetter reads a pod (cluster.View, from its informer cache).
-type PodGetter interface {
-	Pod(ctx context.Context, namespace, name string) (*corev1.Pod, error)
 }
 
 var _ Recorder = (*Kubernetes)(nil)
@@ -53,9 +49,7 @@ func RecordName(r Record) string {
 // then status), an update three.
 func (k *Kubernetes) Record(ctx context.Context, r Record) error {
 	obj := &v1alpha1.ArtifactRecord{ObjectMeta: metav1.ObjectMeta{Name: RecordName(r), Namespace: r.Pod.Namespace}}
-	if err := k.spec(ctx, obj, r); err != nil {
-		return err
-	}
+	k.spec(obj, r)
 	err := k.Client.Create(ctx, obj)
 	if apierrors.IsAlreadyExists(err) {
 		err = k.Client.Get(ctx, client.ObjectKeyFromObject(obj), obj)
@@ -76,49 +70,24 @@ func (k *Kubernetes) Record(ctx context.Context, r Record) error {
 	return k.Next.Record(ctx, r)
 }
 
-// spec fills a new record from r and the pod's labels; the owner is the
-// TaskRun when the pod has one, else the pod.
-func (k *Kubernetes) spec(ctx context.Context, obj *v1alpha1.ArtifactRecord, r Record) error {
+// spec fills a new record from r; the owner is the TaskRun when the pod
+// has one, else the pod.
+func (k *Kubernetes) spec(obj *v1alpha1.ArtifactRecord, r Record) {
 	dir := v1alpha1.Output
 	if r.Direction == volume.Input {
 		dir = v1alpha1.Input
 	}
 	obj.Spec = v1alpha1.ArtifactRecordSpec{
 		Direction: dir, Artifact: r.Artifact, Pod: v1alpha1.ObjectReference{Name: r.Pod.Name, UID: r.Pod.UID},
-		BuildOutput: r.BuildOutput, Backend: r.Backend, Repository: r.Repository, Tag: r.Tag,
-	}
-	pod, err := k.pod(ctx, r.Pod)
-	if err != nil {
-		return fmt.Errorf("get pod %s/%s: %w", r.Pod.Namespace, r.Pod.Name, err)
+		NodeName: k.Node, BuildOutput: r.BuildOutput, Backend: r.Backend, Repository: r.Repository, Tag: r.Tag,
 	}
 	owner := metav1.OwnerReference{APIVersion: "v1", Kind: "Pod", Name: r.Pod.Name, UID: types.UID(r.Pod.UID)}
-	if tr, uid := pod.Labels[volume.LabelTaskRun], pod.Labels[volume.LabelTaskRunUID]; tr != "" && uid != "" {
-		obj.Spec.TaskRun = &v1alpha1.ObjectReference{Name: tr, UID: uid}
-		owner = metav1.OwnerReference{APIVersion: "tekton.dev/v1", Kind: "TaskRun", Name: tr, UID: types.UID(uid)}
+	if tr := r.Owner.TaskRun; tr != nil {
+		obj.Spec.TaskRun = &v1alpha1.ObjectReference{Name: tr.Name, UID: tr.UID}
+		owner = metav1.OwnerReference{APIVersion: "tekton.dev/v1", Kind: "TaskRun", Name: tr.Name, UID: types.UID(tr.UID)}
 	}
-	obj.Spec.PipelineRun, obj.Spec.PipelineTask = pod.Labels[volume.LabelPipelineRun], pod.Labels[volume.LabelPipelineTask]
+	if pr := r.Owner.PipelineRun; pr != nil {
+		obj.Spec.PipelineRun, obj.Spec.PipelineRunUID, obj.Spec.PipelineTask = pr.Name, pr.UID, r.Owner.PipelineTask
+	}
 	obj.OwnerReferences = []metav1.OwnerReference{owner}
-	return nil
-}
-
-// pod returns the pod of a record, empty when it is gone or replaced.
-func (k *Kubernetes) pod(ctx context.Context, p volume.Pod) (*corev1.Pod, error) {
-	var (
-		pod = &corev1.Pod{}
-		err error
-	)
-	if k.Pods != nil {
-		pod, err = k.Pods.Pod(ctx, p.Namespace, p.Name)
-	} else {
-		err = k.Client.Get(ctx, types.NamespacedName{Namespace: p.Namespace, Name: p.Name}, pod)
-	}
-	switch {
-	case apierrors.IsNotFound(err):
-		return &corev1.Pod{}, nil
-	case err != nil:
-		return nil, err
-	case p.UID != "" && string(pod.UID) != p.UID:
-		return &corev1.Pod{}, nil
-	}
-	return pod, nil
 }

@@ -1,6 +1,7 @@
 package record_test
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -12,6 +13,7 @@ import (
 	"github.com/tektoncd/artifacts-csi-driver/internal/testenv"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/apis/artifacts/v1alpha1"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/record"
+	"github.com/tektoncd/artifacts-csi-driver/pkg/tekton"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/volume"
 )
 
@@ -19,10 +21,10 @@ import (
 func TestKubernetes(t *testing.T) {
 	env := testenv.Start(t)
 	_, ctx := ktesting.NewTestContext(t)
-	mkPod := func(name string, labels map[string]string) volume.Pod {
+	mkPod := func(name string) volume.Pod {
 		t.Helper()
 		p := &corev1.Pod{
-			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "default", Labels: labels},
+			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "default"},
 			Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: "busybox"}}},
 		}
 		if err := env.Client.Create(ctx, p); err != nil {
@@ -30,12 +32,15 @@ func TestKubernetes(t *testing.T) {
 		}
 		return volume.Pod{Name: name, Namespace: "default", UID: string(p.UID)}
 	}
-	tekton := mkPod("build-pod", map[string]string{volume.LabelTaskRun: "build", volume.LabelTaskRunUID: "tr-uid",
-		volume.LabelPipelineRun: "release", volume.LabelPipelineTask: "compile"})
-	plain := mkPod("plain-pod", nil)
-	k := &record.Kubernetes{Client: env.Client, Next: record.Log{}}
+	// Labels a pod author could set say nothing: the record's Owner is
+	// what the node plugin checked against Tekton's state.
+	build := mkPod("build-pod")
+	plain := mkPod("plain-pod")
+	k := &record.Kubernetes{Client: env.Client, Node: "node-1", Next: record.Log{}}
 
-	out := record.Record{VolumeID: "csi-1", Direction: volume.Output, Artifact: "binary", Pod: tekton,
+	owner := tekton.Identity{TaskRun: &tekton.Ref{Name: "build", UID: "tr-uid"},
+		PipelineRun: &tekton.Ref{Name: "release", UID: "pr-uid"}, PipelineTask: "compile"}
+	out := record.Record{VolumeID: "csi-1", Direction: volume.Output, Artifact: "binary", Pod: build, Owner: owner,
 		Repository: "reg.example/team/artifacts", Tag: "default.build.binary", BuildOutput: true, Phase: record.Pending, Time: time.Now()}
 	for _, r := range []record.Record{out, out} { // recording twice is fine
 		if err := k.Record(ctx, r); err != nil {
@@ -52,7 +57,7 @@ func TestKubernetes(t *testing.T) {
 	}
 	if got.Status.Phase != v1alpha1.Pushed || got.Status.Digest != "sha256:aa" || got.Status.Size != 42 ||
 		got.Spec.Direction != v1alpha1.Output || !got.Spec.BuildOutput || got.Spec.TaskRun == nil || got.Spec.TaskRun.UID != "tr-uid" ||
-		got.Spec.PipelineRun != "release" || got.Spec.PipelineTask != "compile" {
+		got.Spec.PipelineRun != "release" || got.Spec.PipelineRunUID != "pr-uid" || got.Spec.PipelineTask != "compile" || got.Spec.NodeName != "node-1" {
 		t.Errorf("record = %+v", got)
 	}
 	if o := got.OwnerReferences; len(o) != 1 || o[0].Kind != "TaskRun" || o[0].Name != "build" || o[0].UID != "tr-uid" {
@@ -69,6 +74,11 @@ func TestKubernetes(t *testing.T) {
 	}
 	if o := got.OwnerReferences; len(o) != 1 || o[0].Kind != "Pod" || string(o[0].UID) != plain.UID || got.Spec.TaskRun != nil || got.Status.Phase != v1alpha1.Consumed {
 		t.Errorf("plain pod's record = %+v (owner %+v)", got, o)
+	}
+	// The spec is written once: the API server refuses a change.
+	got.Spec.Repository = "elsewhere.example/x"
+	if err := env.Client.Update(ctx, got); err == nil || !strings.Contains(err.Error(), "spec is immutable") {
+		t.Errorf("spec update: %v, want refused as immutable", err)
 	}
 	list := &v1alpha1.ArtifactRecordList{}
 	if err := env.Client.List(ctx, list, client.InNamespace("default")); err != nil || len(list.Items) != 2 {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/tektoncd/artifacts-csi-driver/pkg/apis/artifacts/v1alpha1"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/store"
+	"github.com/tektoncd/artifacts-csi-driver/pkg/tekton"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/volume"
 )
 
@@ -37,6 +38,9 @@ type Record struct {
 	Direction volume.Direction
 	Artifact  string
 	Pod       volume.Pod
+	// Owner is what the pod runs for, as Tekton's state confirmed it when
+	// the volume was published; zero for a plain pod.
+	Owner tekton.Identity
 	// Backend is store.OCI or the storage provider's name.
 	Backend string
 	// Repository, Tag and Digest (the manifest digest) locate the artifact;

@@ -17,7 +17,6 @@ import (
 	"github.com/tektoncd/artifacts-csi-driver/pkg/digestcache"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/mounter"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/oci"
-	"github.com/tektoncd/artifacts-csi-driver/pkg/volume"
 )
 
 // The node plugin benchmarks run against the plugin process over its
@@ -230,8 +229,9 @@ func pushDir(b testing.TB, host, tree, name string, comp archive.Compression) st
 
 // BenchmarkPublishOutputAPI publishes an output with and without an API
 // client, alternating in each iteration: with one, the publish reads the
-// pod from the informer cache (its labels and annotations) and the
-// namespace's ConfigMap, and writes the Pending record (four API calls);
+// pod from the informer cache, its TaskRun and PipelineRun from the API
+// server (to confirm what the pod claims) and the namespace's ConfigMap
+// from the cache, and writes the Pending record (four API calls);
 // without one, it reads the mounted cluster ConfigMap only. It reports
 // both medians; the difference is what the records cost a pod's start.
 // The client's rate limit is lifted: a loop of back-to-back publishes is
@@ -241,11 +241,11 @@ func BenchmarkPublishOutputAPI(b *testing.B) {
 	config := registryConfig("127.0.0.1:1") // uploads fail fast, off the CPU
 	api := benchPlugin(b, config, "--kubeconfig="+nodeKubeconfig(b, env), "--kube-api-qps=1000", "--kube-api-burst=1000")
 	local := benchPlugin(b, config)
-	namespace(b, env, "team-a")
+	run := newPipelineRun(b, env, "team-a", "bench", nil)
 	var withAPI, without timings
 	for i := 0; b.Loop(); i++ {
 		b.StopTimer()
-		p := kubePod(b, env, "team-a", fmt.Sprintf("bench-%d", i), map[string]string{volume.LabelTaskRun: "bench"}, nil)
+		_, p := run.task(fmt.Sprintf("t%d", i))
 		b.StartTimer()
 		order := []*plugin{api, local}
 		if i%2 == 1 {

@@ -15,7 +15,6 @@ import (
 	"github.com/tektoncd/artifacts-csi-driver/internal/testregistry"
 	"github.com/tektoncd/artifacts-csi-driver/internal/testtree"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/apis/artifacts/v1alpha1"
-	"github.com/tektoncd/artifacts-csi-driver/pkg/volume"
 )
 
 // startController runs the controller binary against env as a user bound
@@ -48,17 +47,8 @@ func TestTaskRunStatus(t *testing.T) {
 	pl.start()
 	startController(t, env)
 
-	labels := func(task string, tr *unstructured.Unstructured) map[string]string {
-		l := map[string]string{volume.LabelPipelineRun: "release", volume.LabelPipelineRunUID: "uid-release", volume.LabelPipelineTask: task}
-		if tr != nil {
-			l[volume.LabelTaskRun], l[volume.LabelTaskRunUID] = tr.GetName(), string(tr.GetUID())
-		}
-		return l
-	}
-	namespace(t, env, "team-a")
-	build := taskRun(t, env, "team-a", "release-build", labels("build", nil))
-	producer := kubePod(t, env, "team-a", "release-build-pod", labels("build", build), nil)
-	setPodName(t, env, build, producer.Name)
+	run := newPipelineRun(t, env, "team-a", "release", nil)
+	build, producer := run.task("build")
 	out := output("binary")
 	out["buildOutput"] = "true"
 	mustOK(t, "publish output", pl.publish(ctx, producer, "out", out))
@@ -74,8 +64,7 @@ func TestTaskRunStatus(t *testing.T) {
 	wantOutputs := []any{map[string]any{"name": "binary", "buildOutput": true, "values": []any{value}}}
 	waitForArtifacts(t, env, build, "outputs", wantOutputs)
 
-	test := taskRun(t, env, "team-a", "release-test", labels("test", nil))
-	consumer := kubePod(t, env, "team-a", "release-test-pod", labels("test", test), nil)
+	test, consumer := run.task("test")
 	mustOK(t, "publish from: input", pl.publish(ctx, consumer, "in",
 		map[string]string{"direction": "input", "artifact": "bin", "from": "tasks.build.outputs.binary"}))
 	waitForArtifacts(t, env, test, "inputs", []any{map[string]any{"name": "bin", "values": []any{value}}})
@@ -89,6 +78,7 @@ func TestTaskRunStatus(t *testing.T) {
 	}
 	tekton := map[string]any{"name": "tekton-own", "values": []any{map[string]any{"uri": "pkg:generic/x", "digest": map[string]any{"sha256": strings.Repeat("0", 64)}}}}
 	got.Object["status"] = map[string]any{
+		"podName":    producer.Name,
 		"conditions": []any{map[string]any{"type": "Succeeded", "status": "True", "reason": "Succeeded"}},
 		"artifacts":  map[string]any{"outputs": []any{tekton}},
 	}

@@ -305,12 +305,15 @@ func TestConcurrentPublishesFetchOnce(t *testing.T) {
 }
 
 // TestCacheHitNeedsAccess: a pod whose credentials cannot read an artifact
-// never gets it from the cache another pod filled.
+// never gets it from the cache another pod filled, against a registry with
+// authentication (distribution with htpasswd). With cache.verifyAccess off,
+// only a pod of the same namespace presenting the same credentials skips
+// the check; a pod of another namespace is checked with its own.
 func TestCacheHitNeedsAccess(t *testing.T) {
-	const user, pass = "builder", "s3cret"
-	host := basicAuthRegistry(t, user, pass)
-	repo := host + "/team-a/private"
-	c := oci.New(oci.Options{Keychain: staticKeychain{&authn.Basic{Username: user, Password: pass}}})
+	users := map[string]string{"team-a": "a-s3cret", "team-b": "b-s3cret"}
+	dist := testregistry.StartDistribution(t, users)
+	repo := dist.Host + "/team-a/private"
+	c := oci.New(oci.Options{Keychain: staticKeychain{&authn.Basic{Username: "team-a", Password: users["team-a"]}}})
 	r, _, _ := oci.ParseRepositoryTag(repo, oci.PlainHTTP)
 	dir := t.TempDir()
 	testtree.Write(t, dir, 15)
@@ -319,23 +322,30 @@ func TestCacheHitNeedsAccess(t *testing.T) {
 		t.Fatal(err)
 	}
 	ref := res.Ref.Name()
+	secret := func(user, pass string) testkit.Publish {
+		return testkit.Publish{Secrets: map[string]string{".dockerconfigjson": fmt.Sprintf(`{"auths":{%q:{"auth":%q}}}`, dist.Host,
+			base64.StdEncoding.EncodeToString([]byte(user+":"+pass)))}}
+	}
+	teamA, teamB, wrong := secret("team-a", users["team-a"]), secret("team-b", users["team-b"]), secret("team-b", "guess")
 
 	pl := newPlugin(t, map[string]string{"oci.repository": repo, "oci.plainHTTP": "true"})
 	pl.start()
-	secret := map[string]string{".dockerconfigjson": fmt.Sprintf(`{"auths":{%q:{"auth":%q}}}`, host,
-		base64.StdEncoding.EncodeToString([]byte(user+":"+pass)))}
-	allowed, denied := newPod("allowed"), newPod("denied")
-	mustOK(t, "publish with credentials", pl.publishWith(t.Context(), allowed, "in", input("src", ref), testkit.Publish{Secrets: secret}))
+	mustOK(t, "publish with credentials", pl.publishWith(t.Context(), newPod("allowed"), "in", input("src", ref), teamA))
+	denied := testkit.NewPod("denied", "team-b")
 	wantCode(t, "cache hit without credentials", pl.publish(t.Context(), denied, "in", input("src", ref)), codes.PermissionDenied)
 	if entries, _ := os.ReadDir(pl.target(denied, "in")); len(entries) != 0 {
 		t.Errorf("denied pod's target holds %d entries", len(entries))
 	}
 
-	// An administrator who opts out (read at the next publish) trusts hits.
+	// An administrator who opts out (read at the next publish) spares the
+	// check to the tenant the registry just authorised, and to no one else.
 	if err := os.WriteFile(filepath.Join(pl.configDir, "cache.verifyAccess"), []byte("false"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	mustOK(t, "cache hit with cache.verifyAccess=false", pl.publish(t.Context(), denied, "in", input("src", ref)))
+	mustOK(t, "same namespace and credentials", pl.publishWith(t.Context(), newPod("allowed-2"), "in", input("src", ref), teamA))
+	wantCode(t, "another namespace without credentials", pl.publish(t.Context(), denied, "in", input("src", ref)), codes.PermissionDenied)
+	wantCode(t, "another namespace with wrong credentials", pl.publishWith(t.Context(), testkit.NewPod("guesser", "team-b"), "in", input("src", ref), wrong), codes.PermissionDenied)
+	mustOK(t, "another namespace with its own valid credentials", pl.publishWith(t.Context(), testkit.NewPod("reader", "team-b"), "in", input("src", ref), teamB))
 	wantCode(t, "a miss is still authorised by the fetch", pl.publish(t.Context(), newPod("denied-2"), "in",
 		input("src", repo+"@sha256:"+strings.Repeat("1", 64))), codes.PermissionDenied)
 }

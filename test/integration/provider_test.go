@@ -10,14 +10,12 @@ import (
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
 	"github.com/tektoncd/artifacts-csi-driver/internal/testenv"
 	"github.com/tektoncd/artifacts-csi-driver/internal/testregistry"
 	"github.com/tektoncd/artifacts-csi-driver/internal/testtree"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/apis/artifacts/v1alpha1"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/config"
-	"github.com/tektoncd/artifacts-csi-driver/pkg/volume"
 )
 
 // startFilesystemProvider runs the reference provider binary serving
@@ -52,12 +50,8 @@ func TestProviderBackend(t *testing.T) {
 	pl.start()
 	startController(t, env)
 
-	labels := func(task string, tr *unstructured.Unstructured) map[string]string {
-		return map[string]string{volume.LabelPipelineRun: "run", volume.LabelPipelineRunUID: "uid-run", volume.LabelPipelineTask: task,
-			volume.LabelTaskRun: tr.GetName(), volume.LabelTaskRunUID: string(tr.GetUID())}
-	}
-	build := taskRun(t, env, "team-p", "run-build", nil)
-	producer := kubePod(t, env, "team-p", "run-build-pod", labels("build", build), nil)
+	run := newPipelineRun(t, env, "team-p", "run", nil)
+	build, producer := run.task("build")
 	mustOK(t, "publish output", pl.publish(ctx, producer, "out", output("dist")))
 	testtree.Write(t, pl.target(producer, "out"), 21)
 	mustOK(t, "unpublish output", pl.unpublish(ctx, producer, "out"))
@@ -90,8 +84,7 @@ func TestProviderBackend(t *testing.T) {
 	if err := os.WriteFile(layer, bad, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	test := taskRun(t, env, "team-p", "run-test", nil)
-	consumer := kubePod(t, env, "team-p", "run-test-pod", labels("test", test), nil)
+	test, consumer := run.task("test")
 	from := map[string]string{"direction": "input", "artifact": "dist", "from": "tasks.build.outputs.dist"}
 	err = pl.publish(ctx, consumer, "in", from)
 	wantCode(t, "publish from a corrupted blob", err, codes.DataLoss)

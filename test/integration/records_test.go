@@ -1,7 +1,6 @@
 package integration
 
 import (
-	"maps"
 	"os"
 	"path/filepath"
 	"strings"
@@ -13,7 +12,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -25,7 +23,6 @@ import (
 	"github.com/tektoncd/artifacts-csi-driver/pkg/apis/artifacts/v1alpha1"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/oci"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/record"
-	"github.com/tektoncd/artifacts-csi-driver/pkg/volume"
 )
 
 // TestRecordsAndEvents gives the plugin an API client (a real
@@ -40,20 +37,8 @@ func TestRecordsAndEvents(t *testing.T) {
 	pl := newPlugin(t, registryConfig(dist.Host), "--kubeconfig="+kubeconfig)
 	pl.start()
 
-	if err := env.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "team-a"}}); err != nil {
-		t.Fatal(err)
-	}
-	obj := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: "build-pod", Namespace: "team-a", Labels: map[string]string{
-			volume.LabelTaskRun: "build", volume.LabelTaskRunUID: "0f6a1c2e-0000-4000-8000-000000000001",
-			volume.LabelPipelineRun: "release", volume.LabelPipelineRunUID: "0f6a1c2e-0000-4000-8000-000000000002",
-			volume.LabelPipelineTask: "compile"}},
-		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "step", Image: "busybox"}}},
-	}
-	if err := env.Client.Create(ctx, obj); err != nil {
-		t.Fatal(err)
-	}
-	producer := pod{Name: obj.Name, Namespace: obj.Namespace, UID: string(obj.UID)}
+	run := newPipelineRun(t, env, "team-a", "release", nil)
+	build, producer := run.task("compile")
 	mustOK(t, "publish output", pl.publish(ctx, producer, "out", output("binary")))
 	testtree.Write(t, pl.target(producer, "out"), 21)
 	mustOK(t, "unpublish output", pl.unpublish(ctx, producer, "out"))
@@ -67,19 +52,21 @@ func TestRecordsAndEvents(t *testing.T) {
 		rec = &list.Items[0]
 		return rec.Status.Phase == v1alpha1.Pushed
 	})
-	if rec.Spec.Artifact != "binary" || rec.Spec.TaskRun == nil || rec.Spec.TaskRun.Name != "build" ||
-		rec.OwnerReferences[0].Kind != "TaskRun" || rec.Status.Digest == "" || rec.Status.Size == 0 {
+	if rec.Spec.Artifact != "binary" || rec.Spec.TaskRun == nil || rec.Spec.TaskRun.UID != string(build.GetUID()) ||
+		rec.OwnerReferences[0].Kind != "TaskRun" || rec.Status.Digest == "" || rec.Status.Size == 0 || rec.Spec.NodeName != "node-1" {
 		t.Errorf("record = %+v", rec)
 	}
-	// The pod's Tekton labels name the tag, the provenance and the group.
-	if rec.Spec.Tag != "team-a.build.binary" || rec.Spec.PipelineRun != "release" {
-		t.Errorf("tag %q, pipelineRun %q", rec.Spec.Tag, rec.Spec.PipelineRun)
+	// The runs Tekton's state confirms name the tag, the provenance and
+	// the group.
+	if rec.Spec.Tag != "team-a.release-compile.binary" || rec.Spec.PipelineRun != "release" ||
+		rec.Spec.PipelineRunUID != run.ref().UID || rec.Spec.PipelineTask != "compile" {
+		t.Errorf("tag %q, pipelineRun %q %q, task %q", rec.Spec.Tag, rec.Spec.PipelineRun, rec.Spec.PipelineRunUID, rec.Spec.PipelineTask)
 	}
 	desc, err := oci.New(oci.Options{}).Inspect(ctx, mustRef(t, dist.Host+"/team-a/artifacts@"+rec.Status.Digest))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if desc.Subject == nil || desc.Artifact == nil || desc.Artifact.TaskRun != "build" || desc.Artifact.PipelineRun != "release" {
+	if desc.Subject == nil || desc.Artifact == nil || desc.Artifact.TaskRun != "release-compile" || desc.Artifact.PipelineRun != "release" {
 		t.Errorf("manifest: subject %v, metadata %+v; want the PipelineRun group and the TaskRun", desc.Subject, desc.Artifact)
 	}
 
@@ -89,7 +76,7 @@ func TestRecordsAndEvents(t *testing.T) {
 			return false
 		}
 		for _, e := range events.Items {
-			if e.Reason == record.ReasonPushed && e.InvolvedObject.UID == obj.UID {
+			if e.Reason == record.ReasonPushed && string(e.InvolvedObject.UID) == producer.UID {
 				return true
 			}
 		}
@@ -124,16 +111,8 @@ func nodeKubeconfig(t testing.TB, env *testenv.Env) string { return roleKubeconf
 // ClusterRole in deploy/rbac/<component>/role.yaml.
 func roleKubeconfig(t testing.TB, env *testenv.Env, component string) string {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join("..", "..", "deploy", "rbac", component, "role.yaml"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	role := &rbacv1.ClusterRole{}
-	if err := yaml.UnmarshalStrict(b, role); err != nil {
-		t.Fatal(err)
-	}
+	role := createClusterRole(t, env, component)
 	user := role.Name
-	mustCreate(t, env, role)
 	mustCreate(t, env, &rbacv1.ClusterRoleBinding{
 		ObjectMeta: metav1.ObjectMeta{Name: user},
 		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: role.Name},
@@ -152,6 +131,22 @@ func roleKubeconfig(t testing.TB, env *testenv.Env, component string) string {
 	return p
 }
 
+// createClusterRole creates the generated ClusterRole of component (node or
+// controller) from deploy/rbac, and returns it.
+func createClusterRole(t testing.TB, env *testenv.Env, component string) *rbacv1.ClusterRole {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("..", "..", "deploy", "rbac", component, "role.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	role := &rbacv1.ClusterRole{}
+	if err := yaml.UnmarshalStrict(b, role); err != nil {
+		t.Fatal(err)
+	}
+	mustCreate(t, env, role)
+	return role
+}
+
 // TestFromWaitsForProducer follows the order a real kubelet showed: the
 // consumer's publish arrives before the producer's unpublish. The consumer
 // waits (Unavailable) while the producer's record is Pending, then gets
@@ -164,18 +159,12 @@ func TestFromWaitsForProducer(t *testing.T) {
 	pl := newPlugin(t, registryConfig(dist.Host), "--kubeconfig="+nodeKubeconfig(t, env))
 	pl.start()
 
-	run := map[string]string{volume.LabelPipelineRun: "release", volume.LabelPipelineRunUID: "6a7f7c39-0000-4000-8000-000000000001"}
-	task := func(name string) map[string]string {
-		l := map[string]string{volume.LabelPipelineTask: name, volume.LabelTaskRun: "release-" + name,
-			volume.LabelTaskRunUID: "uid-release-" + name}
-		maps.Copy(l, run)
-		return l
-	}
+	run := newPipelineRun(t, env, "team-a", "release", nil)
 	from := func(ref string) map[string]string {
 		return map[string]string{"direction": "input", "artifact": "bin", "from": ref}
 	}
-	producer := kubePod(t, env, "team-a", "release-compile-pod", task("compile"), nil)
-	consumer := kubePod(t, env, "team-a", "release-test-pod", task("test"), nil)
+	_, producer := run.task("compile")
+	_, consumer := run.task("test")
 
 	mustOK(t, "publish the producer's output", pl.publish(ctx, producer, "out", output("binary")))
 	waitForRecord(t, env, producer, v1alpha1.Pending)
@@ -191,18 +180,9 @@ func TestFromWaitsForProducer(t *testing.T) {
 
 	// A producer that is still running keeps the consumer waiting; once it
 	// has finished without that output, the consumer fails.
-	lint := taskRun(t, env, "team-a", "release-lint", task("lint"))
+	lint := run.taskRun("lint")
 	wantCode(t, "from: a running producer", pl.publish(ctx, consumer, "report", from("tasks.lint.outputs.report")), codes.Unavailable)
-	finished := metav1.NewTime(time.Now().Add(-5 * time.Minute)).UTC().Format(time.RFC3339)
-	if err := unstructured.SetNestedField(lint.Object, map[string]any{
-		"completionTime": finished,
-		"conditions":     []any{map[string]any{"type": "Succeeded", "status": "True", "lastTransitionTime": finished}},
-	}, "status"); err != nil {
-		t.Fatal(err)
-	}
-	if err := env.Client.Status().Update(ctx, lint); err != nil {
-		t.Fatal(err)
-	}
+	run.finish(lint, 5*time.Minute)
 	err := pl.publish(ctx, consumer, "report", from("tasks.lint.outputs.report"))
 	wantCode(t, "from: an output its finished producer never wrote", err, codes.FailedPrecondition)
 	const text = `without producing output "report"`
@@ -210,30 +190,4 @@ func TestFromWaitsForProducer(t *testing.T) {
 		t.Errorf("message %q does not say %q", status.Convert(err).Message(), text)
 	}
 	waitForEvent(t, env, consumer, record.ReasonInputFailed, text)
-}
-
-// setPodName records pod as the TaskRun's pod, as Tekton does.
-func setPodName(t *testing.T, env *testenv.Env, tr *unstructured.Unstructured, pod string) {
-	t.Helper()
-	if err := unstructured.SetNestedField(tr.Object, pod, "status", "podName"); err != nil {
-		t.Fatal(err)
-	}
-	if err := env.Client.Status().Update(t.Context(), tr); err != nil {
-		t.Fatal(err)
-	}
-}
-
-// taskRun creates a tekton.dev/v1 TaskRun (the test fixture's CRD).
-func taskRun(t *testing.T, env *testenv.Env, ns, name string, labels map[string]string) *unstructured.Unstructured {
-	t.Helper()
-	tr := &unstructured.Unstructured{}
-	tr.SetAPIVersion("tekton.dev/v1")
-	tr.SetKind("TaskRun")
-	tr.SetNamespace(ns)
-	tr.SetName(name)
-	tr.SetLabels(labels)
-	if err := env.Client.Create(t.Context(), tr); err != nil {
-		t.Fatal(err)
-	}
-	return tr
 }

@@ -63,12 +63,13 @@ type ArtifactRecord struct {
 	metav1.TypeMeta   `json:",inline"`
 	metav1.ObjectMeta `json:"metadata,omitempty"`
 
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="spec is immutable"
 	Spec   ArtifactRecordSpec   `json:"spec"`
 	Status ArtifactRecordStatus `json:"status,omitempty"`
 }
 
 // ArtifactRecordSpec says which artifact of which pod the record is about.
-// It does not change once written.
+// It cannot change once written (the API server refuses it).
 type ArtifactRecordSpec struct {
 	// Direction is Input or Output.
 	Direction Direction `json:"direction"`
@@ -77,12 +78,23 @@ type ArtifactRecordSpec struct {
 	Artifact string `json:"artifact"`
 	// Pod is the pod whose volume it was.
 	Pod ObjectReference `json:"pod"`
-	// TaskRun, PipelineRun and PipelineTask come from the pod's Tekton
-	// labels; they are empty for a plain pod.
+	// NodeName is the node whose plugin wrote the record, where the pod
+	// ran. The admission policy of deploy/ admits a node plugin's record
+	// only for its own node.
+	// +optional
+	NodeName string `json:"nodeName,omitempty"`
+	// TaskRun is the TaskRun that names the pod in status.podName; empty
+	// for a plain pod. Labels never set it: the node plugin checks
+	// Tekton's state.
 	// +optional
 	TaskRun *ObjectReference `json:"taskRun,omitempty"`
+	// PipelineRun (name and UID) lists the TaskRun in
+	// status.childReferences, as PipelineTask; empty for a plain pod or a
+	// standalone TaskRun.
 	// +optional
 	PipelineRun string `json:"pipelineRun,omitempty"`
+	// +optional
+	PipelineRunUID string `json:"pipelineRunUID,omitempty"`
 	// +optional
 	PipelineTask string `json:"pipelineTask,omitempty"`
 	// BuildOutput marks an output for Tekton Chains.
