@@ -43,13 +43,19 @@ func HTTP(ctx context.Context, addr string, h http.Handler) error {
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", addr, err)
 	}
+	return Listener(ctx, lis, h)
+}
+
+// Listener serves h on lis (which may be a TLS listener) until ctx ends,
+// as HTTP does, and closes lis.
+func Listener(ctx context.Context, lis net.Listener, h http.Handler) error {
 	hs := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
 	go func() {
 		<-ctx.Done()
 		hs.Close()
 	}()
 	if err := hs.Serve(lis); !errors.Is(err, http.ErrServerClosed) {
-		return fmt.Errorf("serve %s: %w", addr, err)
+		return fmt.Errorf("serve %s: %w", lis.Addr(), err)
 	}
 	return nil
 }

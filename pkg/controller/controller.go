@@ -7,8 +7,10 @@ package controller
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
+	"net"
 	"slices"
 
 	corev1 "k8s.io/api/core/v1"
@@ -16,6 +18,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"k8s.io/klog/v2"
@@ -29,7 +32,10 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
+	"github.com/tektoncd/artifacts-csi-driver/internal/serve"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/apis/artifacts/v1alpha1"
+	"github.com/tektoncd/artifacts-csi-driver/pkg/broker"
+	artifactconfig "github.com/tektoncd/artifacts-csi-driver/pkg/config"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/status"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/tekton"
 )
@@ -40,12 +46,18 @@ const taskRunNameField = "spec.taskRun.name"
 // The controller's API permissions (make generate writes them to
 // deploy/rbac/controller): TaskRuns read and their status patched, records
 // read, the pods of records read (to check their node), and the leader
-// election Lease and its Events.
+// election Lease and its Events. The credentials broker reviews tokens,
+// reads (GET only, never lists) the pods, ServiceAccounts, Secrets and
+// configuration ConfigMaps of the pods it answers for, and keeps its
+// certificate in the driver's namespace.
 //
 // +kubebuilder:rbac:groups=tekton.dev,resources=taskruns,verbs=get;list;watch
 // +kubebuilder:rbac:groups=tekton.dev,resources=taskruns/status,verbs=patch
 // +kubebuilder:rbac:groups=artifacts.tekton.dev,resources=artifactrecords,verbs=get;list;watch
-// +kubebuilder:rbac:groups="",resources=pods,verbs=get
+// +kubebuilder:rbac:groups="",resources=pods;serviceaccounts;secrets;configmaps,verbs=get
+// +kubebuilder:rbac:groups=authentication.k8s.io,resources=tokenreviews,verbs=create
+// +kubebuilder:rbac:groups="",namespace=artifacts-csi,resources=secrets,verbs=create
+// +kubebuilder:rbac:groups="",namespace=artifacts-csi,resources=configmaps,verbs=create;update
 // +kubebuilder:rbac:groups=coordination.k8s.io,resources=leases,verbs=get;create;update
 // +kubebuilder:rbac:groups="",resources=events,verbs=create;patch
 
@@ -240,8 +252,40 @@ func NewManager(ctx context.Context, cfg *rest.Config, o *Options, adjust ...fun
 	if err := (&Reconciler{Client: mgr.GetClient(), Pods: mgr.GetAPIReader()}).SetupWithManager(mgr); err != nil {
 		return nil, fmt.Errorf("set up controller: %w", err)
 	}
+	if o.BrokerAddress != "0" {
+		kube, err := kubernetes.NewForConfig(cfg)
+		if err != nil {
+			return nil, err
+		}
+		cert, err := broker.EnsureCertificate(ctx, kube, o.Namespace, o.brokerHosts())
+		if err != nil {
+			return nil, err
+		}
+		srv := &broker.Server{
+			Tokens: kube.AuthenticationV1().TokenReviews(), Reader: mgr.GetAPIReader(),
+			NodeUser:      "system:serviceaccount:" + o.Namespace + ":" + o.NodeServiceAccount,
+			ClusterConfig: client.ObjectKey{Namespace: o.Namespace, Name: artifactconfig.ConfigMapName},
+		}
+		// Listening now, not when the manager starts: once the controller
+		// answers its probes, the broker accepts connections.
+		lis, err := net.Listen("tcp", o.BrokerAddress)
+		if err != nil {
+			return nil, fmt.Errorf("broker: listen on %s: %w", o.BrokerAddress, err)
+		}
+		lis = tls.NewListener(lis, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS13})
+		if err := mgr.Add(everyReplica(func(ctx context.Context) error { return serve.Listener(ctx, lis, srv) })); err != nil {
+			lis.Close()
+			return nil, err
+		}
+	}
 	return mgr, nil
 }
+
+// everyReplica is a runnable that runs on every replica, leader or not.
+type everyReplica func(ctx context.Context) error
+
+func (f everyReplica) Start(ctx context.Context) error { return f(ctx) }
+func (everyReplica) NeedLeaderElection() bool          { return false }
 
 // Run runs the controller configured by o (which Validate accepted) until
 // ctx is done, logging with ctx's logger; version goes in the user agent

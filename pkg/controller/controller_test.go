@@ -43,7 +43,7 @@ func eventually(t *testing.T, what string, cond func() error) {
 func startController(t *testing.T, env *testenv.Env) {
 	ctrl.SetLogger(klog.Background())
 	o := controller.NewOptions()
-	o.MetricsBindAddress, o.HealthProbeBindAddress, o.LeaderElectionNamespace = "0", "127.0.0.1:0", "default"
+	o.MetricsBindAddress, o.HealthProbeBindAddress, o.LeaderElectionNamespace, o.BrokerAddress = "0", "127.0.0.1:0", "default", "0"
 	if err := o.Validate(); err != nil {
 		t.Fatal(err)
 	}

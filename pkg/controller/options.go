@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 
 	"github.com/spf13/pflag"
 	"k8s.io/client-go/rest"
@@ -34,6 +35,21 @@ type Options struct {
 	// Concurrency bounds the TaskRuns reconciled at once; one TaskRun is
 	// never reconciled by two workers at once. Default 2, at least 1.
 	Concurrency int
+	// Namespace is the driver's: where the cluster configuration, the
+	// broker's certificate and the node plugin's ServiceAccount are.
+	// Default: $POD_NAMESPACE, else artifacts-csi.
+	Namespace string
+	// BrokerAddress serves the credentials broker (HTTPS) on every
+	// replica, leader or not. Default :9443; "0" turns it off.
+	BrokerAddress string
+	// BrokerHosts are the names and addresses the broker's certificate is
+	// made for. Default: the Service artifacts-controller in Namespace,
+	// 127.0.0.1 and localhost.
+	BrokerHosts []string
+	// NodeServiceAccount is the node plugin's ServiceAccount, in
+	// Namespace: the only user the broker answers. Default
+	// artifacts-csi-node.
+	NodeServiceAccount string
 }
 
 // NewOptions returns Options with their defaults.
@@ -44,7 +60,27 @@ func NewOptions() *Options {
 		LeaderElect:            true,
 		LeaderElectionID:       "artifacts-controller.artifacts.tekton.dev",
 		Concurrency:            2,
+		Namespace:              namespaceDefault(),
+		BrokerAddress:          ":9443",
+		NodeServiceAccount:     "artifacts-csi-node",
 	}
+}
+
+// namespaceDefault is $POD_NAMESPACE, else artifacts-csi.
+func namespaceDefault() string {
+	if ns := os.Getenv("POD_NAMESPACE"); ns != "" {
+		return ns
+	}
+	return "artifacts-csi"
+}
+
+// brokerHosts returns BrokerHosts, or the default for Namespace.
+func (o *Options) brokerHosts() []string {
+	if len(o.BrokerHosts) > 0 {
+		return o.BrokerHosts
+	}
+	svc := "artifacts-controller"
+	return []string{svc, svc + "." + o.Namespace, svc + "." + o.Namespace + ".svc", svc + "." + o.Namespace + ".svc.cluster.local", "127.0.0.1", "localhost"}
 }
 
 // AddFlags registers a flag for every option.
@@ -56,18 +92,26 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.LeaderElectionNamespace, "leader-election-namespace", o.LeaderElectionNamespace, "namespace of the leader election Lease (default: the pod's)")
 	fs.StringVar(&o.LeaderElectionID, "leader-election-id", o.LeaderElectionID, "name of the leader election Lease")
 	fs.IntVar(&o.Concurrency, "concurrency", o.Concurrency, "TaskRuns reconciled at once")
+	fs.StringVar(&o.Namespace, "namespace", o.Namespace, "the driver's namespace (default: $POD_NAMESPACE, else artifacts-csi)")
+	fs.StringVar(&o.BrokerAddress, "broker-address", o.BrokerAddress, `address of the credentials broker, HTTPS ("0": off)`)
+	fs.StringSliceVar(&o.BrokerHosts, "broker-hosts", o.BrokerHosts, "names and addresses of the broker's certificate (default: the Service artifacts-controller, 127.0.0.1, localhost)")
+	fs.StringVar(&o.NodeServiceAccount, "node-service-account", o.NodeServiceAccount, "the node plugin's ServiceAccount in --namespace, whom the broker answers")
 }
 
 // Validate reports every invalid option at once.
 func (o *Options) Validate() error {
 	var errs []error
-	for flag, addr := range map[string]string{"--metrics-bind-address": o.MetricsBindAddress, "--health-probe-bind-address": o.HealthProbeBindAddress} {
+	for flag, addr := range map[string]string{"--metrics-bind-address": o.MetricsBindAddress, "--health-probe-bind-address": o.HealthProbeBindAddress,
+		"--broker-address": o.BrokerAddress} {
 		if _, _, err := net.SplitHostPort(addr); err != nil && addr != "0" {
 			errs = append(errs, fmt.Errorf(`%s must be host:port or "0", got %q`, flag, addr))
 		}
 	}
 	if o.LeaderElect && o.LeaderElectionID == "" {
 		errs = append(errs, errors.New("--leader-election-id must not be empty with --leader-elect"))
+	}
+	if o.Namespace == "" || o.NodeServiceAccount == "" {
+		errs = append(errs, errors.New("--namespace and --node-service-account must not be empty"))
 	}
 	if o.Concurrency < 1 {
 		errs = append(errs, fmt.Errorf("--concurrency must be at least 1, got %d", o.Concurrency))

@@ -93,6 +93,23 @@ func (s Snapshot) Keychain(ctx context.Context) (authn.Keychain, error) {
 	return kc, nil
 }
 
+// Add appends the data of a pull Secret to s, after the secrets it holds.
+// Only kubernetes.io/dockerconfigjson and kubernetes.io/dockercfg Secrets
+// are accepted; others are refused with ErrInvalid.
+func (s *Snapshot) Add(sec *corev1.Secret) error {
+	if sec.Type != corev1.SecretTypeDockerConfigJson && sec.Type != corev1.SecretTypeDockercfg {
+		return fmt.Errorf("%w: Secret %s/%s is of type %s; want %s", ErrInvalid, sec.Namespace, sec.Name, sec.Type, corev1.SecretTypeDockerConfigJson)
+	}
+	s.Secrets = append(s.Secrets, Secret{Type: sec.Type, Data: sec.Data})
+	return nil
+}
+
+// Join returns s followed by the secrets of more: s's credentials win
+// for a registry both have.
+func (s Snapshot) Join(more Snapshot) Snapshot {
+	return Snapshot{Secrets: append(slices.Clip(s.Secrets), more.Secrets...)}
+}
+
 func (s Secret) secret() corev1.Secret {
 	return corev1.Secret{Type: s.Type, Data: s.Data}
 }

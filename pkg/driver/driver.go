@@ -18,7 +18,6 @@ import (
 	"github.com/container-storage-interface/spec/lib/go/csi"
 	"google.golang.org/grpc"
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/client-go/kubernetes"
 
 	artifactsv1alpha1 "github.com/tektoncd/artifacts-csi-driver/pkg/apis/artifacts/v1alpha1"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/cache"
@@ -93,10 +92,17 @@ type OutputManager interface {
 	Seal(ctx context.Context, id string) (found bool, err error)
 }
 
+// CredentialSource gives the registry credentials of a pod bound to this
+// node: oci.credentialsSecret and its ServiceAccount's imagePullSecrets
+// (broker.Client).
+type CredentialSource interface {
+	Credentials(ctx context.Context, pod volume.Pod) (credentials.Snapshot, error)
+}
+
 // Deps are the driver's collaborators. Mounter, Stores, Cache, Outputs
-// and Config are required. Without Kube, Cluster and Tekton (a plugin
-// with no API client) credentials come from nodePublishSecretRef only,
-// every pod is a plain pod and from: inputs fail.
+// and Config are required. Without Credentials, credentials come from
+// nodePublishSecretRef only; without Cluster and Tekton (a plugin with no
+// API client) every pod is a plain pod and from: inputs fail.
 type Deps struct {
 	Mounter mounter.Interface
 	// Stores opens the store of an input with the pod's identity.
@@ -108,9 +114,9 @@ type Deps struct {
 	Recorder record.Recorder
 	// Metrics defaults to none.
 	Metrics *metrics.Metrics
-	// Kube reads oci.credentialsSecret and the pod ServiceAccount's
-	// imagePullSecrets.
-	Kube kubernetes.Interface
+	// Credentials adds to a volume's nodePublishSecretRef the credentials
+	// the cluster gives its pod.
+	Credentials CredentialSource
 	// Cluster gives pods and the records of from: producers.
 	Cluster Cluster
 	// Tekton identifies pods and from: producers. Default: every pod is

@@ -2,6 +2,7 @@ package driver
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"time"
@@ -36,6 +37,9 @@ func (d *Driver) resolveFrom(ctx context.Context, spec *volume.Spec, id tekton.I
 	}
 	ns, task := spec.Pod.Namespace, spec.From.PipelineTask
 	producer, err := d.deps.Tekton.Producer(ctx, ns, *run, task)
+	if errors.Is(err, tekton.ErrAmbiguous) || errors.Is(err, tekton.ErrRunReplaced) {
+		return nil, fmt.Errorf("%w: input %q: %w", errNotConfigured, spec.Artifact, err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("input %q: %w", spec.Artifact, err)
 	}

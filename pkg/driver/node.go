@@ -160,25 +160,18 @@ func (d *Driver) settings(ctx context.Context, req *csi.NodePublishVolumeRequest
 		d.warn(spec.Pod, record.ReasonInvalidConfig, err.Error())
 		return settings{}, fmt.Errorf("%w: %w", errNotConfigured, err)
 	}
-	if d.deps.Kube == nil || s.cfg.IsProvider() {
+	if s.creds, err = credentials.FromPublishSecrets(req.GetSecrets()); err != nil || d.deps.Credentials == nil || s.cfg.IsProvider() {
 		// A provider trusts the namespace, not registry credentials: only
 		// the volume's own secrets are kept (for a from: input whose
 		// producer still pushed to a registry).
-		s.creds, err = credentials.FromPublishSecrets(req.GetSecrets())
 		return s, err
 	}
-	s.creds, err = credentials.Collect(ctx, d.deps.Kube, credentials.Sources{
-		Publish: req.GetSecrets(), Namespace: spec.Pod.Namespace,
-		CredentialsSecret: s.cfg.CredentialsSecret, ServiceAccount: spec.Pod.ServiceAccount,
-	})
-	switch {
-	case err == nil, errors.Is(err, credentials.ErrInvalid):
-	case apierrors.IsNotFound(err):
-		err = fmt.Errorf("%w: %w", errNotConfigured, err)
-	default:
-		err = fmt.Errorf("%w: %w", errNotYet, err) // the API server will answer later
+	more, err := d.deps.Credentials.Credentials(ctx, spec.Pod)
+	if err != nil {
+		return settings{}, fmt.Errorf("credentials of pod %s/%s: %w", spec.Pod.Namespace, spec.Pod.Name, err)
 	}
-	return s, err
+	s.creds = s.creds.Join(more)
+	return s, nil
 }
 
 // identify says what pod runs for, from Tekton's state (never from its

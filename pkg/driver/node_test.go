@@ -2,6 +2,7 @@ package driver
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
+	"github.com/google/go-containerregistry/pkg/name"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	corev1 "k8s.io/api/core/v1"
@@ -795,7 +797,10 @@ func TestPublishFrom(t *testing.T) {
 		}, codes.Unavailable, "", false},
 		{"PipelineRun replaced", func(n *node) {
 			n.tekton.producerErr = tekton.ErrRunReplaced
-		}, codes.FailedPrecondition, "", false},
+		}, codes.FailedPrecondition, "", true},
+		{"a TaskRun not created by Tekton joined the PipelineRun", func(n *node) {
+			n.tekton.producerErr = tekton.ErrAmbiguous
+		}, codes.FailedPrecondition, "", true},
 		{"not in a PipelineRun", func(n *node) { n.tekton.who.PipelineRun = nil }, codes.InvalidArgument, "", false},
 		{"record with a bad repository", func(n *node) {
 			n.cluster.records = []v1alpha1.ArtifactRecord{pushed("producer", "filesystem", "../x", digestA)}
@@ -851,4 +856,67 @@ type failingOutputs struct {
 
 func (f failingOutputs) Publish(context.Context, outputs.Volume, credentials.Snapshot, int) (string, error) {
 	return "", f.err
+}
+
+// fakeCredentials answers every pod with snap, or err, and counts calls.
+type fakeCredentials struct {
+	snap  credentials.Snapshot
+	err   error
+	calls int
+}
+
+func (f *fakeCredentials) Credentials(context.Context, volume.Pod) (credentials.Snapshot, error) {
+	f.calls++
+	return f.snap, f.err
+}
+
+// TestBrokeredCredentials: the broker's credentials come after the
+// volume's own; its failures keep their class; a provider never asks.
+func TestBrokeredCredentials(t *testing.T) {
+	own := map[string]string{".dockerconfigjson": `{"auths":{"registry.example":{"auth":"b3duOm8="}}}`}
+	brokered := credentials.Snapshot{Secrets: []credentials.Secret{{Type: corev1.SecretTypeDockerConfigJson,
+		Data: map[string][]byte{corev1.DockerConfigJsonKey: []byte(`{"auths":{"registry.example":{"auth":"YnJva2VyOmI="}}}`)}}}}
+	for _, tc := range []struct {
+		name      string
+		backend   string
+		err       error
+		code      codes.Code
+		wantCalls int
+		wantUser  string
+	}{
+		{"the volume's own secret wins", "oci", nil, codes.OK, 1, "own"},
+		{"broker unreachable", "oci", errdefs.New("credentials broker: connection refused", errdefs.ErrUnavailable), codes.Unavailable, 1, ""},
+		{"configured secret missing", "oci", errdefs.New("credentials broker: 404: registry-creds not found", errdefs.ErrPrecondition), codes.FailedPrecondition, 1, ""},
+		{"provider", "filesystem", nil, codes.OK, 0, "own"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			n := newNode(t)
+			n.config.cfg.Backend = tc.backend
+			f := &fakeCredentials{snap: brokered, err: tc.err}
+			n.d.deps.Credentials = f
+			req := n.pod.PublishRequest(n.o.KubeletDir, "out", testkit.Output("report"), testkit.Publish{Secrets: own})
+			wantCode(t, tc.name, n.publish(req), tc.code)
+			if f.calls != tc.wantCalls {
+				t.Errorf("broker asked %d times, want %d", f.calls, tc.wantCalls)
+			}
+			if tc.code != codes.OK || tc.backend != "oci" {
+				return
+			}
+			b, err := os.ReadFile(filepath.Join(n.o.StateDir, "outputs", req.GetVolumeId(), "credentials.json"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var snap credentials.Snapshot
+			if err := json.Unmarshal(b, &snap); err != nil {
+				t.Fatal(err)
+			}
+			kc, _ := snap.Keychain(n.ctx)
+			r, _ := name.NewRepository(repo)
+			auth, _ := kc.Resolve(r)
+			cfg, _ := auth.Authorization()
+			if cfg.Username != tc.wantUser || len(snap.Secrets) != 1 {
+				t.Errorf("push credentials: user %q in %d secrets, want %q in one", cfg.Username, len(snap.Secrets), tc.wantUser)
+			}
+		})
+	}
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/spf13/pflag"
@@ -60,8 +61,22 @@ type Options struct {
 	ProvidersDir string
 	// UploadWorkers bounds concurrent output uploads. Default 2.
 	UploadWorkers int
+	// BrokerURL is the controller's credentials broker, which answers the
+	// registry credentials of this node's pods (oci.credentialsSecret, the
+	// ServiceAccount's imagePullSecrets); the plugin reads no Secret
+	// itself. Default none: credentials come from nodePublishSecretRef
+	// only.
+	BrokerURL string
+	// BrokerTokenFile holds the plugin's ServiceAccount token of audience
+	// broker.Audience, bound to its pod (a projected volume). Default
+	// /var/run/secrets/artifacts.tekton.dev/broker/token.
+	BrokerTokenFile string
+	// BrokerCAFile holds the broker's certificate (the ConfigMap
+	// artifacts-broker-ca, mounted). Default
+	// /etc/artifacts-csi/broker/ca.crt.
+	BrokerCAFile string
 	// Kubeconfig, when set, is the API client configuration (records,
-	// Events, namespace configuration, credentials from Secrets, from:).
+	// Events, namespace configuration, Tekton's runs, from:).
 	// Default: the in-cluster configuration when running in a pod, else no
 	// API client (records go to the log only).
 	Kubeconfig string
@@ -76,19 +91,21 @@ type Options struct {
 // NewOptions returns Options with their defaults.
 func NewOptions() *Options {
 	return &Options{
-		Endpoint:       "unix:///var/lib/kubelet/plugins/" + DriverName + "/csi.sock",
-		KubeletDir:     "/var/lib/kubelet",
-		StateDir:       "/var/lib/artifacts-csi",
-		CacheBytes:     10 << 30,
-		CacheGrantTTL:  10 * time.Minute,
-		UploadDeadline: 24 * time.Hour,
-		Registration:   true,
-		HTTPAddress:    ":9809",
-		ConfigDir:      "/etc/artifacts-csi/config",
-		UploadWorkers:  2,
-		ProvidersDir:   "/var/run/artifacts-csi/providers",
-		KubeAPIQPS:     20,
-		KubeAPIBurst:   40,
+		Endpoint:        "unix:///var/lib/kubelet/plugins/" + DriverName + "/csi.sock",
+		KubeletDir:      "/var/lib/kubelet",
+		StateDir:        "/var/lib/artifacts-csi",
+		CacheBytes:      10 << 30,
+		CacheGrantTTL:   10 * time.Minute,
+		BrokerTokenFile: "/var/run/secrets/artifacts.tekton.dev/broker/token",
+		BrokerCAFile:    "/etc/artifacts-csi/broker/ca.crt",
+		UploadDeadline:  24 * time.Hour,
+		Registration:    true,
+		HTTPAddress:     ":9809",
+		ConfigDir:       "/etc/artifacts-csi/config",
+		UploadWorkers:   2,
+		ProvidersDir:    "/var/run/artifacts-csi/providers",
+		KubeAPIQPS:      20,
+		KubeAPIBurst:    40,
 	}
 }
 
@@ -107,6 +124,9 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.ConfigDir, "config-dir", o.ConfigDir, "cluster config-artifact-storage ConfigMap mounted as a directory")
 	fs.StringVar(&o.ProvidersDir, "providers-dir", o.ProvidersDir, "directory of the storage providers' sockets, <name>.sock")
 	fs.IntVar(&o.UploadWorkers, "upload-workers", o.UploadWorkers, "concurrent output uploads")
+	fs.StringVar(&o.BrokerURL, "broker-url", o.BrokerURL, "the controller's credentials broker, https://host:port (empty: nodePublishSecretRef credentials only)")
+	fs.StringVar(&o.BrokerTokenFile, "broker-token-file", o.BrokerTokenFile, "the plugin's pod-bound token for the broker's audience")
+	fs.StringVar(&o.BrokerCAFile, "broker-ca-file", o.BrokerCAFile, "the broker's certificate, PEM")
 	fs.StringVar(&o.Kubeconfig, "kubeconfig", o.Kubeconfig, "kubeconfig of the API client (default: in-cluster when in a pod, else none)")
 	fs.Float32Var(&o.KubeAPIQPS, "kube-api-qps", o.KubeAPIQPS, "API client requests per second")
 	fs.IntVar(&o.KubeAPIBurst, "kube-api-burst", o.KubeAPIBurst, "API client request burst")
@@ -137,6 +157,9 @@ func (o *Options) Validate() error {
 	}
 	if o.RegistrationPath != "" && !filepath.IsAbs(o.RegistrationPath) {
 		errs = append(errs, fmt.Errorf("--kubelet-registration-path must be an absolute path, got %q", o.RegistrationPath))
+	}
+	if o.BrokerURL != "" && !strings.HasPrefix(o.BrokerURL, "https://") {
+		errs = append(errs, fmt.Errorf("--broker-url must be an https:// URL, got %q", o.BrokerURL))
 	}
 	if o.UploadWorkers <= 0 {
 		errs = append(errs, fmt.Errorf("--upload-workers must be positive, got %d", o.UploadWorkers))

@@ -23,6 +23,7 @@ import (
 	"github.com/tektoncd/artifacts-csi-driver/internal/unixsock"
 	artifactsv1alpha1 "github.com/tektoncd/artifacts-csi-driver/pkg/apis/artifacts/v1alpha1"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/archive"
+	"github.com/tektoncd/artifacts-csi-driver/pkg/broker"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/cache"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/cluster"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/config"
@@ -43,13 +44,12 @@ const shutdownGrace = 10 * time.Second
 
 // The node plugin's API permissions (make generate writes them to
 // deploy/rbac/node): its pods, labelled ConfigMaps and records through
-// informers; Secrets and ServiceAccounts of the pods' namespaces for
-// credentials; TaskRuns and PipelineRuns to identify pods and from:
-// producers; records and Events written.
+// informers; TaskRuns and PipelineRuns to identify pods and from:
+// producers; records and Events written. No Secret and no ServiceAccount:
+// the controller's broker answers the credentials of this node's pods.
 //
 // +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch
 // +kubebuilder:rbac:groups="",resources=configmaps,verbs=list;watch
-// +kubebuilder:rbac:groups="",resources=secrets;serviceaccounts,verbs=get
 // +kubebuilder:rbac:groups="",resources=events,verbs=create;patch;update
 // +kubebuilder:rbac:groups=artifacts.tekton.dev,resources=artifactrecords,verbs=get;list;watch;create
 // +kubebuilder:rbac:groups=artifacts.tekton.dev,resources=artifactrecords/status,verbs=update
@@ -108,7 +108,13 @@ func newPlugin(ctx context.Context, o *Options, version string) (_ *plugin, err 
 		rec    record.Recorder = record.Log{}
 		kube   kubernetes.Interface
 		source = config.Source{Cluster: config.Dir(o.ConfigDir)}
+		creds  CredentialSource
 	)
+	if o.BrokerURL != "" {
+		if creds, err = broker.NewClient(broker.ClientOptions{URL: o.BrokerURL, TokenFile: o.BrokerTokenFile, CAFile: o.BrokerCAFile}); err != nil {
+			return nil, err
+		}
+	}
 	restCfg, err := o.restConfig()
 	if err != nil {
 		return nil, err
@@ -134,10 +140,10 @@ func newPlugin(ctx context.Context, o *Options, version string) (_ *plugin, err 
 	}
 	deps := Deps{
 		Mounter: mounter.New(), Stores: stores, Cache: p.cache, Outputs: p.outputs,
-		Config: source, Recorder: rec, Metrics: p.metrics,
+		Config: source, Recorder: rec, Metrics: p.metrics, Credentials: creds,
 	}
 	if p.view != nil {
-		deps.Kube, deps.Cluster, deps.Tekton, deps.Events = kube, p.view, p.tekton, p.events
+		deps.Cluster, deps.Tekton, deps.Events = p.view, p.tekton, p.events
 	}
 	if p.driver, err = New(ctx, o, version, deps); err != nil {
 		return nil, err
@@ -212,7 +218,7 @@ func (p *plugin) close() {
 	}
 }
 
-// apiClients returns, for cfg, a clientset (Events, Secrets), a client
+// apiClients returns, for cfg, a clientset (Events), a client
 // that also knows ArtifactRecords, and the cluster view of node.
 func apiClients(cfg *rest.Config, node string) (kubernetes.Interface, client.Client, *cluster.View, error) {
 	kube, err := kubernetes.NewForConfig(cfg)

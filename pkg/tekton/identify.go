@@ -64,14 +64,15 @@ type Result struct {
 // reference (else its tekton.dev/taskRun label) and of the same UID when
 // the reference gives one, names the pod in its status; the TaskRun is a
 // PipelineRun's only when that PipelineRun, found the same way from the
-// TaskRun, lists it in status.childReferences. A claim that Tekton's state
-// does not confirm yet, while the run is young and still running, gets
-// ErrNotRecorded; one it contradicts is refused (Result.Refused) and
-// leaves the pod plain or the TaskRun standalone. Without Tekton's CRDs
-// every pod is plain.
+// TaskRun, lists it in status.childReferences. A claim by owner reference
+// (Tekton always sets one) that Tekton's state does not confirm yet, while
+// the run is young and still running, gets ErrNotRecorded; a claim by
+// label alone, or one Tekton's state contradicts, is refused
+// (Result.Refused) and leaves the pod plain or the TaskRun standalone.
+// Without Tekton's CRDs every pod is plain.
 func (r *Resolver) Identify(ctx context.Context, pod *corev1.Pod) (Result, error) {
 	res := Result{Annotations: pod.Annotations}
-	name, uid := claim(pod, "TaskRun", LabelTaskRun)
+	name, uid, owned := claim(pod, "TaskRun", LabelTaskRun)
 	if name == "" {
 		return res, nil
 	}
@@ -87,7 +88,7 @@ func (r *Resolver) Identify(ctx context.Context, pod *corev1.Pod) (Result, error
 	if !slices.Contains(Pods(tr), pod.Name) {
 		// Tekton clears status.podName when it retries, and names the new
 		// pod in the reconcile that creates it.
-		if done, _ := Done(tr); !done && CurrentPod(tr) == "" && r.young(pod.CreationTimestamp) {
+		if done, _ := Done(tr); owned && !done && CurrentPod(tr) == "" && r.young(pod.CreationTimestamp) {
 			return Result{}, fmt.Errorf("%w: TaskRun %s does not name pod %s in status.podName", ErrNotRecorded, name, pod.Name)
 		}
 		res.Refused = fmt.Sprintf("TaskRun %s does not name pod %s as its own (status.podName)", name, pod.Name)
@@ -96,7 +97,7 @@ func (r *Resolver) Identify(ctx context.Context, pod *corev1.Pod) (Result, error
 	res.TaskRun = &Ref{Name: tr.GetName(), UID: string(tr.GetUID())}
 	res.Annotations = tr.GetAnnotations()
 
-	name, uid = claim(tr, "PipelineRun", LabelPipelineRun)
+	name, uid, owned = claim(tr, "PipelineRun", LabelPipelineRun)
 	if name == "" {
 		return res, nil
 	}
@@ -109,10 +110,14 @@ func (r *Resolver) Identify(ctx context.Context, pod *corev1.Pod) (Result, error
 		i = slices.IndexFunc(Children(pr), func(c Child) bool { return c.Name == tr.GetName() })
 	}
 	if i < 0 {
-		if done, _ := Done(pr); found && !done && r.young(tr.GetCreationTimestamp()) {
+		if done, _ := Done(pr); owned && found && !done && r.young(tr.GetCreationTimestamp()) {
 			return Result{}, fmt.Errorf("%w: PipelineRun %s does not list TaskRun %s in status.childReferences", ErrNotRecorded, name, tr.GetName())
 		}
 		res.Refused = fmt.Sprintf("TaskRun %s claims PipelineRun %s, which does not list it (status.childReferences)", tr.GetName(), describe(name, uid))
+		return res, nil
+	}
+	if task := Children(pr)[i].PipelineTask; Ambiguous(pr, task) {
+		res.Refused = fmt.Sprintf("PipelineRun %s lists several TaskRuns for task %q, which has no matrix: one was not created by Tekton", name, task)
 		return res, nil
 	}
 	res.PipelineRun = &Ref{Name: pr.GetName(), UID: string(pr.GetUID())}
@@ -122,12 +127,12 @@ func (r *Resolver) Identify(ctx context.Context, pod *corev1.Pod) (Result, error
 }
 
 // claim returns the run o says it belongs to: its controller owner
-// reference of kind (with the UID), else its label.
-func claim(o metav1.Object, kind, label string) (name, uid string) {
+// reference of kind (with the UID; owned), else its label.
+func claim(o metav1.Object, kind, label string) (name, uid string, owned bool) {
 	if ref, ok := ownerRun(o, kind); ok {
-		return ref.Name, string(ref.UID)
+		return ref.Name, string(ref.UID), true
 	}
-	return o.GetLabels()[label], ""
+	return o.GetLabels()[label], "", false
 }
 
 // get reads run namespace/name into obj, and reports whether it exists

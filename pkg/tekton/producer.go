@@ -8,6 +8,10 @@ import (
 	"github.com/tektoncd/artifacts-csi-driver/pkg/errdefs"
 )
 
+// ErrAmbiguous says a PipelineRun lists a TaskRun for a task that only
+// Tekton should have created (see Ambiguous).
+var ErrAmbiguous = errdefs.New("a TaskRun not created by Tekton joined the PipelineRun", errdefs.ErrPrecondition)
+
 // ErrRunReplaced says a PipelineRun no longer exists as the object a pod
 // was verified against: deleted, or replaced by another of the same name.
 var ErrRunReplaced = errdefs.New("the PipelineRun is gone or was replaced", errdefs.ErrPrecondition)
@@ -56,7 +60,7 @@ func (p Producer) Done() (bool, time.Time) {
 // Producer reads, from the API server, the TaskRuns that PipelineRun run
 // (checked by UID) lists for task in status.childReferences. A TaskRun
 // that is not controlled by that PipelineRun (the name was reused) is
-// left out.
+// left out; several for a task without a matrix are ErrAmbiguous.
 func (r *Resolver) Producer(ctx context.Context, namespace string, run Ref, task string) (Producer, error) {
 	pr := NewPipelineRun()
 	found, err := r.get(ctx, namespace, run.Name, run.UID, pr)
@@ -65,6 +69,9 @@ func (r *Resolver) Producer(ctx context.Context, namespace string, run Ref, task
 		return Producer{}, err
 	case !found:
 		return Producer{}, fmt.Errorf("%w: PipelineRun %s/%s", ErrRunReplaced, namespace, describe(run.Name, run.UID))
+	}
+	if Ambiguous(pr, task) {
+		return Producer{}, fmt.Errorf("%w: PipelineRun %s lists several TaskRuns for task %q, which has no matrix", ErrAmbiguous, run.Name, task)
 	}
 	p := Producer{}
 	p.PipelineRunDone, _ = Done(pr)

@@ -145,6 +145,35 @@ func Children(pr *unstructured.Unstructured) []Child {
 	return out
 }
 
+// Ambiguous reports whether a PipelineRun lists more than one TaskRun for
+// a pipeline task that has no matrix (its status.pipelineSpec says so):
+// Tekton creates one TaskRun per such task, but adopts into
+// childReferences any TaskRun labelled with the run's name and UID and
+// owned by it (its recovery of lost status updates), so a second one was
+// created by someone else to join the run. Without a pipelineSpec in the
+// status it cannot tell, and answers false.
+func Ambiguous(pr *unstructured.Unstructured, task string) bool {
+	n := 0
+	for _, c := range Children(pr) {
+		if c.PipelineTask == task {
+			n++
+		}
+	}
+	if n < 2 {
+		return false
+	}
+	for _, list := range []string{"tasks", "finally"} {
+		tasks, _, _ := unstructured.NestedSlice(pr.Object, "status", "pipelineSpec", list)
+		for _, t := range tasks {
+			m, _ := t.(map[string]any)
+			if m["name"] == task {
+				return m["matrix"] == nil
+			}
+		}
+	}
+	return false
+}
+
 // ownerRun returns the controller owner reference of o of kind (a Tekton
 // kind), if any: where Tekton's objects say their run is, to be checked.
 func ownerRun(o metav1.Object, kind string) (metav1.OwnerReference, bool) {

@@ -94,7 +94,15 @@ func TestIdentify(t *testing.T) {
 		map[string]any{"kind": "CustomRun", "name": "release-approve", "pipelineTaskName": "approve"}}
 	pr := run(PipelineRunGVK, "release", "pr-uid", time.Minute, map[string]any{"childReferences": children})
 	inPR := controllerRef("PipelineRun", "release", "pr-uid")
-	objects := []*unstructured.Unstructured{pr,
+	// Tekton adopts a TaskRun labelled and owned as the run's: two for a
+	// task without a matrix.
+	adopted := run(PipelineRunGVK, "adopted", "ad-uid", time.Minute, map[string]any{
+		"childReferences": []any{map[string]any{"kind": "TaskRun", "name": "adopted-build", "pipelineTaskName": "build"},
+			map[string]any{"kind": "TaskRun", "name": "adopted-intruder", "pipelineTaskName": "build"}},
+		"pipelineSpec": map[string]any{"tasks": []any{map[string]any{"name": "build"}}}})
+	inAdopted := controllerRef("PipelineRun", "adopted", "ad-uid")
+	objects := []*unstructured.Unstructured{pr, adopted,
+		run(TaskRunGVK, "adopted-build", "ab-uid", time.Minute, map[string]any{"podName": "adopted-build-pod"}, inAdopted),
 		run(TaskRunGVK, "release-build", "tr-uid", time.Minute, map[string]any{"podName": "release-build-pod-retry1",
 			"retriesStatus": []any{map[string]any{"podName": "release-build-pod"}}}, inPR),
 		run(TaskRunGVK, "standalone", "st-uid", time.Minute, map[string]any{"podName": "standalone-pod"}),
@@ -133,6 +141,8 @@ func TestIdentify(t *testing.T) {
 		{"TaskRun never named it", pod("starting-pod", "starting", "starting-uid", DefaultWait+time.Second), plain, "pod", true, nil},
 		{"TaskRun claims a PipelineRun that does not list it", pod("intruder-pod", "intruder", "in-uid", 0), intruder, "intruder", true, nil},
 		{"PipelineRun has not listed its TaskRun yet", pod("young-child-pod", "young-child", "yc-uid", 0), Identity{}, "", false, ErrNotRecorded},
+		{"PipelineRun adopted a second TaskRun for the task", pod("adopted-build-pod", "adopted-build", "ab-uid", 0),
+			Identity{TaskRun: &Ref{"adopted-build", "ab-uid"}}, "adopted-build", true, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			f := &fakeReader{objects: map[string]*unstructured.Unstructured{}}
@@ -177,7 +187,16 @@ func TestProducer(t *testing.T) {
 	}
 	inPR := controllerRef("PipelineRun", "release", "pr-uid")
 	f := &fakeReader{objects: map[string]*unstructured.Unstructured{}}
-	f.add(run(PipelineRunGVK, "release", "pr-uid", time.Hour, map[string]any{"childReferences": children}),
+	spec := map[string]any{"tasks": []any{
+		map[string]any{"name": "build", "matrix": map[string]any{"params": []any{}}},
+		map[string]any{"name": "test"},
+	}}
+	adopted := []any{
+		map[string]any{"kind": "TaskRun", "name": "adopted-test", "pipelineTaskName": "test"},
+		map[string]any{"kind": "TaskRun", "name": "intruder", "pipelineTaskName": "test"},
+	}
+	f.add(run(PipelineRunGVK, "release", "pr-uid", time.Hour, map[string]any{"childReferences": children, "pipelineSpec": spec}),
+		run(PipelineRunGVK, "adopted", "ad-uid", time.Hour, map[string]any{"childReferences": adopted, "pipelineSpec": spec}),
 		run(TaskRunGVK, "release-build-0", "b0", time.Hour, map[string]any{"podName": "b0-pod", "conditions": succeeded()}, inPR),
 		run(TaskRunGVK, "release-build-1", "b1", time.Hour, map[string]any{"podName": "b1-pod"}, inPR),
 		run(TaskRunGVK, "release-test", "t", time.Hour, nil, inPR),
@@ -204,6 +223,11 @@ func TestProducer(t *testing.T) {
 	}
 	if _, err := r.Producer(t.Context(), "team", Ref{"release", "other-uid"}, "build"); !errors.Is(err, ErrRunReplaced) {
 		t.Errorf("a replaced PipelineRun: %v, want ErrRunReplaced", err)
+	}
+	// Tekton adopted a TaskRun someone else created, labelled and owned as
+	// the run's: two TaskRuns for a task without a matrix.
+	if _, err := r.Producer(t.Context(), "team", Ref{"adopted", "ad-uid"}, "test"); !errors.Is(err, ErrAmbiguous) {
+		t.Errorf("an adopted intruder: %v, want ErrAmbiguous", err)
 	}
 }
 

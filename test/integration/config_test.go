@@ -124,7 +124,8 @@ func TestCredentialsPerNamespace(t *testing.T) {
 		ImagePullSecrets: []corev1.LocalObjectReference{{Name: "pull"}}})
 	namespace(t, env, "without")
 
-	pl := newPlugin(t, map[string]string{config.KeyPlainHTTP: "true"}, "--kubeconfig="+nodeKubeconfig(t, env))
+	// The plugin may read no Secret: the controller's broker answers.
+	pl := newPlugin(t, map[string]string{config.KeyPlainHTTP: "true"}, append(brokerArgs(t, env), "--kubeconfig="+nodeKubeconfig(t, env))...)
 	pl.start()
 	first := kubePod(t, env, "with-secret", "first", nil, nil)
 	mustOK(t, "publish with oci.credentialsSecret (fills the cache)", pl.publish(ctx, first, "in", input("src", ref)))

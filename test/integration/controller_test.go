@@ -4,26 +4,36 @@ import (
 	"encoding/json"
 	"maps"
 	"net/http"
+	"os"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
 
+	authenticationv1 "k8s.io/api/authentication/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/client-go/kubernetes"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/tektoncd/artifacts-csi-driver/internal/testenv"
 	"github.com/tektoncd/artifacts-csi-driver/internal/testregistry"
 	"github.com/tektoncd/artifacts-csi-driver/internal/testtree"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/apis/artifacts/v1alpha1"
+	"github.com/tektoncd/artifacts-csi-driver/pkg/broker"
 )
 
 // startController runs the controller binary against env as a user bound
-// only to its generated ClusterRole, and waits for /healthz.
-func startController(t *testing.T, env *testenv.Env) {
+// only to its generated roles, with its credentials broker on a free
+// port, and waits for /healthz. It returns the broker's URL.
+func startController(t *testing.T, env *testenv.Env) string {
 	t.Helper()
-	health := freeAddr(t)
+	namespace(t, env, driverNamespace)
+	health, brokerAddr := freeAddr(t), freeAddr(t)
 	startProcess(t, "controller", controllerBin, "--kubeconfig="+roleKubeconfig(t, env, "controller"), "--metrics-bind-address=0",
-		"--health-probe-bind-address="+health, "--leader-elect=true", "--leader-election-namespace=default", "-v=4")
+		"--health-probe-bind-address="+health, "--leader-elect=true", "--leader-election-namespace=default", "-v=4",
+		"--namespace="+driverNamespace, "--broker-address="+brokerAddr, "--broker-hosts=127.0.0.1")
 	waitFor(t, "the controller's /healthz", func() bool {
 		resp, err := http.Get("http://" + health + "/healthz")
 		if err != nil {
@@ -32,6 +42,43 @@ func startController(t *testing.T, env *testenv.Env) {
 		resp.Body.Close()
 		return resp.StatusCode == http.StatusOK
 	})
+	return "https://" + brokerAddr
+}
+
+// driverNamespace is where the controller keeps the broker's certificate
+// and looks for the node plugin's ServiceAccount.
+const driverNamespace = "artifacts-csi"
+
+// brokerArgs starts the controller and returns the node plugin's flags
+// for its broker: a token of the broker's audience for the plugin's
+// ServiceAccount, bound to a pod on node-1 as kubelet would mount it, and
+// the certificate the controller published.
+func brokerArgs(t *testing.T, env *testenv.Env) []string {
+	t.Helper()
+	url := startController(t, env)
+	const sa = "artifacts-csi-node"
+	mustCreate(t, env, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: driverNamespace, Name: sa}})
+	mustCreate(t, env, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "node-1"}})
+	p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: driverNamespace, Name: "plugin"},
+		Spec: corev1.PodSpec{NodeName: "node-1", ServiceAccountName: sa, Containers: []corev1.Container{{Name: "c", Image: "plugin"}}}}
+	mustCreate(t, env, p)
+	kube := kubernetes.NewForConfigOrDie(env.Config)
+	tok, err := kube.CoreV1().ServiceAccounts(driverNamespace).CreateToken(t.Context(), sa, &authenticationv1.TokenRequest{
+		Spec: authenticationv1.TokenRequestSpec{Audiences: []string{broker.Audience},
+			BoundObjectRef: &authenticationv1.BoundObjectReference{Kind: "Pod", APIVersion: "v1", Name: p.Name, UID: p.UID}}}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	token, ca := filepath.Join(dir, "token"), filepath.Join(dir, "ca.crt")
+	if err := os.WriteFile(token, []byte(tok.Status.Token), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the broker's certificate", func() bool {
+		cm, err := kube.CoreV1().ConfigMaps(driverNamespace).Get(t.Context(), broker.CAConfigMap, metav1.GetOptions{})
+		return err == nil && os.WriteFile(ca, []byte(cm.Data[broker.CAKey]), 0o644) == nil
+	})
+	return []string{"--broker-url=" + url, "--broker-token-file=" + token, "--broker-ca-file=" + ca}
 }
 
 // TestTaskRunStatus runs the node plugin and the controller as processes

@@ -108,7 +108,7 @@ func TestRecordsAndEvents(t *testing.T) {
 func nodeKubeconfig(t testing.TB, env *testenv.Env) string { return roleKubeconfig(t, env, "node") }
 
 // roleKubeconfig writes a kubeconfig for a user bound only to the
-// ClusterRole in deploy/rbac/<component>/role.yaml.
+// roles of deploy/rbac/<component>/role.yaml.
 func roleKubeconfig(t testing.TB, env *testenv.Env, component string) string {
 	t.Helper()
 	role := createClusterRole(t, env, component)
@@ -131,19 +131,42 @@ func roleKubeconfig(t testing.TB, env *testenv.Env, component string) string {
 	return p
 }
 
-// createClusterRole creates the generated ClusterRole of component (node or
-// controller) from deploy/rbac, and returns it.
+// createClusterRole creates the generated roles of component (node or
+// controller) from deploy/rbac, bound to the user named as the
+// ClusterRole, and returns the ClusterRole.
 func createClusterRole(t testing.TB, env *testenv.Env, component string) *rbacv1.ClusterRole {
 	t.Helper()
 	b, err := os.ReadFile(filepath.Join("..", "..", "deploy", "rbac", component, "role.yaml"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	role := &rbacv1.ClusterRole{}
-	if err := yaml.UnmarshalStrict(b, role); err != nil {
-		t.Fatal(err)
+	var role *rbacv1.ClusterRole
+	var roles []*rbacv1.Role
+	for doc := range strings.SplitSeq(string(b), "\n---\n") {
+		var meta metav1.TypeMeta
+		if err := yaml.Unmarshal([]byte(doc), &meta); err != nil {
+			t.Fatal(err)
+		}
+		switch meta.Kind {
+		case "ClusterRole":
+			role = &rbacv1.ClusterRole{}
+			err = yaml.UnmarshalStrict([]byte(doc), role)
+		case "Role":
+			r := &rbacv1.Role{}
+			err, roles = yaml.UnmarshalStrict([]byte(doc), r), append(roles, r)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
 	}
 	mustCreate(t, env, role)
+	for _, r := range roles {
+		namespace(t, env, r.Namespace)
+		mustCreate(t, env, r)
+		mustCreate(t, env, &rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Namespace: r.Namespace, Name: role.Name},
+			RoleRef:  rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: r.Name},
+			Subjects: []rbacv1.Subject{{APIGroup: rbacv1.GroupName, Kind: rbacv1.UserKind, Name: role.Name}}})
+	}
 	return role
 }
 

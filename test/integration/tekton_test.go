@@ -8,7 +8,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/tektoncd/artifacts-csi-driver/internal/testenv"
@@ -158,9 +157,8 @@ func controlledBy(o *unstructured.Unstructured) metav1.OwnerReference {
 // create a pod or a TaskRun sets give nothing. A plain pod labelled as a
 // finished TaskRun's pod gets a plain pod's record, with an Event, and the
 // controller leaves it out of the TaskRun's status; a standalone TaskRun
-// that claims a running PipelineRun (labels and owner reference) cannot
-// supply a from: input of that run, even when it pushes after the real
-// producer.
+// labelled as a task of a running PipelineRun cannot supply a from: input
+// of that run, even when it pushes after the real producer.
 func TestForgedIdentity(t *testing.T) {
 	env := testenv.Start(t)
 	ctx := t.Context()
@@ -182,12 +180,11 @@ func TestForgedIdentity(t *testing.T) {
 	}
 	waitForEvent(t, env, forger, record.ReasonIdentityRefused, "does not name pod forger")
 
-	// A standalone TaskRun claiming the running PipelineRun, as a pipeline
-	// task of it, pushes after the real producer.
-	yes := true
+	// A standalone TaskRun labelled as a task of the running PipelineRun
+	// pushes after the real producer. (One also owned by the run, which
+	// Tekton itself would adopt, is TestAdoptedIntruder's, in e2e.)
 	_, intruder := standaloneTaskRun(t, env, "team-a", "intruder",
-		map[string]string{tekton.LabelPipelineRun: "release", "tekton.dev/pipelineRunUID": run.ref().UID, "tekton.dev/pipelineTask": "build"},
-		metav1.OwnerReference{APIVersion: "tekton.dev/v1", Kind: "PipelineRun", Name: "release", UID: types.UID(run.ref().UID), Controller: &yes})
+		map[string]string{tekton.LabelPipelineRun: "release", "tekton.dev/pipelineRunUID": run.ref().UID, "tekton.dev/pipelineTask": "build"})
 	poisoned := produceIn(t, env, pl, intruder, "binary", 5)
 	if poisoned.Spec.PipelineRun != "" || poisoned.Spec.TaskRun == nil {
 		t.Errorf("intruder's record: %+v; want its own TaskRun's, in no PipelineRun", poisoned.Spec)
