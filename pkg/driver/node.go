@@ -175,9 +175,8 @@ func (d *Driver) settings(ctx context.Context, req *csi.NodePublishVolumeRequest
 }
 
 // identify says what pod runs for, from Tekton's state (never from its
-// labels alone); a claim Tekton's state contradicts is reported on the
-// pod, which is then plain. Without Tekton (no API client), every pod is
-// plain.
+// labels alone); a claim Tekton's state refutes is reported on the pod and
+// ignored. Without Tekton (no API client), every pod is plain.
 func (d *Driver) identify(ctx context.Context, p volume.Pod, pod *corev1.Pod) (tekton.Result, error) {
 	if d.deps.Tekton == nil || pod.UID == "" {
 		return tekton.Result{Annotations: pod.Annotations}, nil
@@ -187,8 +186,8 @@ func (d *Driver) identify(ctx context.Context, p volume.Pod, pod *corev1.Pod) (t
 		return tekton.Result{}, fmt.Errorf("identify pod %s/%s: %w", p.Namespace, p.Name, err)
 	}
 	if who.Refused != "" {
-		klog.FromContext(ctx).Info("Pod's claim refused: it is treated as a plain pod", "reason", who.Refused)
-		d.warn(p, record.ReasonIdentityRefused, who.Refused+": its artifacts are recorded as the pod's own")
+		klog.FromContext(ctx).Info("Ignoring what the pod claims to run for", "reason", who.Refused)
+		d.warn(p, record.ReasonIdentityRefused, who.Refused+"; the claim is ignored")
 	}
 	return who, nil
 }

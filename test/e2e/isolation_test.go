@@ -40,7 +40,7 @@ func TestForgedLabels(t *testing.T) {
 	pr := create(t, ns, pipelineRun("victim", ""))[0]
 	wantSucceeded(t, pr)
 	build := taskRun(t, pr, "build")
-	real := records(t, ns, "out", v1alpha1.Output, v1alpha1.Pushed, 1)[0]
+	genuine := records(t, ns, "out", v1alpha1.Output, v1alpha1.Pushed, 1)[0]
 	artifacts(t, build, "outputs", "out")
 
 	tektonPod := &corev1.Pod{}
@@ -64,18 +64,18 @@ func TestForgedLabels(t *testing.T) {
 		return len(events(t, forger, record.ReasonIdentityRefused)) > 0, nil
 	})
 	// The controller had the forged record in its watch before this:
-	// a few seconds more, and the status must still hold the real one only.
+	// a few seconds more, and the status must still hold the genuine one only.
 	time.Sleep(5 * time.Second)
 	outs := fmt.Sprint(artifacts(t, get(t, build), "outputs", "out"))
-	if !strings.Contains(outs, strings.TrimPrefix(real.Status.Digest, "sha256:")) || strings.Contains(outs, strings.TrimPrefix(forged.Status.Digest, "sha256:")) {
-		t.Errorf("status.artifacts.outputs of %s = %s; want %s only", build.GetName(), outs, real.Status.Digest)
+	if !strings.Contains(outs, strings.TrimPrefix(genuine.Status.Digest, "sha256:")) || strings.Contains(outs, strings.TrimPrefix(forged.Status.Digest, "sha256:")) {
+		t.Errorf("status.artifacts.outputs of %s = %s; want %s only", build.GetName(), outs, genuine.Status.Digest)
 	}
 }
 
 // TestPoisonedFrom: while a PipelineRun's build task runs (30 s), a
 // standalone TaskRun labelled as that run's build task produces the same
 // output and pushes it first; the run's test task (no runAfter: it waits
-// on from:) still reads what the real build wrote.
+// on from:) still reads what the genuine build wrote.
 func TestPoisonedFrom(t *testing.T) {
 	t.Parallel()
 	ns := newNamespace(t)
@@ -91,33 +91,34 @@ func TestPoisonedFrom(t *testing.T) {
 // PipelineRun's build task is adopted by Tekton itself into the run's
 // status.childReferences (its recovery of lost status updates). The
 // driver then sees two TaskRuns for a task without a matrix, and refuses
-// the test task's from: with an Event rather than guess which is real.
+// the test task's from: with an Event rather than guess which is genuine.
 func TestAdoptedIntruder(t *testing.T) {
 	t.Parallel()
 	ns := newNamespace(t)
 	create(t, ns, tasks+"---"+pipeline("victim", "    params: [{name: sleep, value: \"30\"}]", ""))
 	pr := create(t, ns, pipelineRun("victim", "  timeouts: {pipeline: 3m}"))[0]
 	create(t, ns, intruderTaskRun(pr, true))
-	waitFor(t, "the test task's refusal", 3*time.Minute, func() (bool, error) {
+	waitForTaskEvent(t, pr, "test", record.ReasonInputFailed, "not created by Tekton", 3*time.Minute)
+}
+
+// waitForTaskEvent waits until the pod of pr's pipeline task has an Event
+// of reason whose message holds text.
+func waitForTaskEvent(t *testing.T, pr *unstructured.Unstructured, task, reason, text string, timeout time.Duration) {
+	t.Helper()
+	waitFor(t, fmt.Sprintf("a %s Event on the pod of task %s", reason, task), timeout, func() (bool, error) {
 		children, _, _ := unstructured.NestedSlice(get(t, pr).Object, "status", "childReferences")
-		for _, ch := range children {
-			m, _ := ch.(map[string]any)
-			if m["pipelineTaskName"] != "test" {
-				continue
-			}
-			tr := taskRun(t, pr, "test")
-			if podName(tr) == "" {
-				return false, nil
-			}
-			pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: podName(tr)}}
-			if err := c.Get(t.Context(), client.ObjectKeyFromObject(pod), pod); err != nil {
-				return false, err
-			}
-			return slices.ContainsFunc(events(t, pod, record.ReasonInputFailed), func(m string) bool {
-				return strings.Contains(m, "not created by Tekton")
-			}), nil
+		if !slices.ContainsFunc(children, func(ch any) bool { m, _ := ch.(map[string]any); return m["pipelineTaskName"] == task }) {
+			return false, nil
 		}
-		return false, nil
+		name := podName(taskRun(t, pr, task))
+		if name == "" {
+			return false, nil
+		}
+		pod := &corev1.Pod{}
+		if err := c.Get(t.Context(), client.ObjectKey{Namespace: pr.GetNamespace(), Name: name}, pod); err != nil {
+			return false, err
+		}
+		return slices.ContainsFunc(events(t, pod, reason), func(m string) bool { return strings.Contains(m, text) }), nil
 	})
 }
 
@@ -152,23 +153,8 @@ func TestAnnotationRedirect(t *testing.T) {
 	create(t, ns, tasks+"---"+pipeline("victim", "", "    runAfter: [build]"))
 	pr := create(t, ns, strings.Replace(pipelineRun("victim", "  timeouts: {pipeline: 2m}"), "metadata: {generateName: victim-}",
 		"metadata: {generateName: victim-, annotations: {'"+config.AnnotationRepository+"': 'localhost:5000/loot'}}", 1))[0]
-	waitFor(t, "the InvalidArtifactConfig Warning on the build pod", 2*time.Minute, func() (bool, error) {
-		children, _, _ := unstructured.NestedSlice(get(t, pr).Object, "status", "childReferences")
-		if len(children) == 0 {
-			return false, nil
-		}
-		tr := taskRun(t, pr, "build")
-		if podName(tr) == "" {
-			return false, nil
-		}
-		pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: podName(tr)}}
-		if err := c.Get(t.Context(), client.ObjectKeyFromObject(pod), pod); err != nil {
-			return false, err
-		}
-		return slices.ContainsFunc(events(t, pod, record.ReasonInvalidConfig), func(m string) bool {
-			return strings.Contains(m, string(config.LevelAnnotation)) && strings.Contains(m, config.KeyAllowedRepositories)
-		}), nil
-	})
+	waitForTaskEvent(t, pr, "build", record.ReasonInvalidConfig, string(config.LevelAnnotation)+": "+config.KeyRepository+
+		`="localhost:5000/loot": not under a repository the cluster allows (`+config.KeyAllowedRepositories, 2*time.Minute)
 	list := &v1alpha1.ArtifactRecordList{}
 	if err := c.List(t.Context(), list, client.InNamespace(ns)); err != nil || len(list.Items) != 0 {
 		t.Errorf("records: %d, %v; want none", len(list.Items), err)
@@ -264,17 +250,17 @@ func TestSecondPluginIdentity(t *testing.T) {
 		}
 		return cl
 	}
-	real, other := as(&plugin), as(impostor)
+	genuine, other := as(&plugin), as(impostor)
 	rec := func(name, node string) *v1alpha1.ArtifactRecord {
 		return &v1alpha1.ArtifactRecord{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
 			Spec: v1alpha1.ArtifactRecordSpec{Direction: v1alpha1.Output, Artifact: "bin", NodeName: node,
 				Pod: v1alpha1.ObjectReference{Name: "p", UID: "u"}, Repository: registry + "/x"}}
 	}
-	if err := real.Create(t.Context(), rec("own", realNode)); err != nil {
+	if err := genuine.Create(t.Context(), rec("own", realNode)); err != nil {
 		t.Errorf("the node plugin writing a record of its node: %v", err)
 	}
 	for what, err := range map[string]error{
-		"the node plugin writing another node's record":     real.Create(t.Context(), rec("theirs", fake.Name)),
+		"the node plugin writing another node's record":     genuine.Create(t.Context(), rec("theirs", fake.Name)),
 		"another node's plugin writing this node's record":  other.Create(t.Context(), rec("forged", realNode)),
 		"another node's plugin updating this node's record": other.Status().Update(t.Context(), rec("own", realNode)),
 	} {

@@ -8,6 +8,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/client-go/util/retry"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/tektoncd/artifacts-csi-driver/internal/testenv"
@@ -88,15 +89,20 @@ func (r *pipelineRun) setStatus(run *unstructured.Unstructured, field string, va
 	setStatus(r.t, r.env, run, field, value)
 }
 
+// setStatus writes status.<field> of run, again on a conflict: the
+// artifacts controller writes the status of TaskRuns too.
 func setStatus(t testing.TB, env *testenv.Env, run *unstructured.Unstructured, field string, value any) {
 	t.Helper()
-	if err := env.Client.Get(t.Context(), client.ObjectKeyFromObject(run), run); err != nil {
-		t.Fatal(err)
-	}
-	if err := unstructured.SetNestedField(run.Object, value, "status", field); err != nil {
-		t.Fatal(err)
-	}
-	if err := env.Client.Status().Update(t.Context(), run); err != nil {
+	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		if err := env.Client.Get(t.Context(), client.ObjectKeyFromObject(run), run); err != nil {
+			return err
+		}
+		if err := unstructured.SetNestedField(run.Object, value, "status", field); err != nil {
+			return err
+		}
+		return env.Client.Status().Update(t.Context(), run)
+	})
+	if err != nil {
 		t.Fatal(err)
 	}
 }
@@ -169,7 +175,7 @@ func TestForgedIdentity(t *testing.T) {
 
 	run := newPipelineRun(t, env, "team-a", "release", nil)
 	build, producer := run.task("build")
-	real := produceIn(t, env, pl, producer, "binary", 3)
+	genuine := produceIn(t, env, pl, producer, "binary", 3)
 	run.finish(build, 0)
 
 	// A plain pod with the finished TaskRun's labels.
@@ -199,8 +205,8 @@ func TestForgedIdentity(t *testing.T) {
 
 	// The TaskRun's status lists its own output only.
 	waitForArtifacts(t, env, build, "outputs", []any{map[string]any{"name": "binary", "values": []any{map[string]any{
-		"uri":    "pkg:oci/artifacts@" + real.Status.Digest + "?repository_url=" + dist.Host + "/team-a/artifacts",
-		"digest": map[string]any{"sha256": strings.TrimPrefix(real.Status.Digest, "sha256:")},
+		"uri":    "pkg:oci/artifacts@" + genuine.Status.Digest + "?repository_url=" + dist.Host + "/team-a/artifacts",
+		"digest": map[string]any{"sha256": strings.TrimPrefix(genuine.Status.Digest, "sha256:")},
 	}}}})
 }
 
