@@ -141,6 +141,7 @@ type Driver struct {
 
 	inflight sync.Map // volume id → struct{}: a call is in progress
 	grants   *grants
+	fills    chan struct{} // a slot per cache fill running
 
 	mu     sync.Mutex
 	inputs map[string]*inputVolume
@@ -156,7 +157,8 @@ func New(ctx context.Context, o *Options, version string, deps Deps) (*Driver, e
 	if deps.Recorder == nil {
 		deps.Recorder = record.Log{}
 	}
-	d := &Driver{o: o, version: version, deps: deps, inputs: map[string]*inputVolume{}, grants: newGrants(o.CacheGrantTTL)}
+	d := &Driver{o: o, version: version, deps: deps, inputs: map[string]*inputVolume{}, grants: newGrants(o.CacheGrantTTL),
+		fills: make(chan struct{}, max(o.FillWorkers, 1))}
 	if err := d.loadInputs(ctx); err != nil {
 		return nil, err
 	}

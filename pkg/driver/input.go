@@ -218,9 +218,18 @@ func (d *Driver) tenant(ctx context.Context, spec *volume.Spec, s settings, src 
 	return tenant(src.ref.Repository, spec.Pod.Namespace, fp), nil
 }
 
-// fill returns what fetches an input into the cache, within maxBytes.
+// fill returns what fetches an input into the cache, within maxBytes,
+// once one of the FillWorkers slots is free.
 func (d *Driver) fill(src source, maxBytes int64) cache.FillFunc {
 	return func(ctx context.Context, dest string) (int64, error) {
+		// At most FillWorkers at once: each holds a stream, a decompressor
+		// and extraction buffers.
+		select {
+		case d.fills <- struct{}{}:
+			defer func() { <-d.fills }()
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		}
 		res, err := src.store.Pull(ctx, src.ref, dest, archive.Limits{MaxBytes: maxBytes})
 		if err != nil {
 			return 0, err

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -62,6 +63,10 @@ type fakeStores struct {
 	checks    []store.Ref
 	pulls     []store.Ref
 	ids       []store.Identity
+	// pullGate, when set, holds every Pull until it is closed; pulling
+	// and mostPulling count Pulls running.
+	pullGate             chan struct{}
+	pulling, mostPulling atomic.Int32
 }
 
 func (s *fakeStores) Open(id store.Identity) (store.Store, error) {
@@ -96,6 +101,13 @@ func (f *fakeStore) Check(_ context.Context, ref store.Ref) (string, error) {
 }
 
 func (f *fakeStore) Pull(_ context.Context, ref store.Ref, dest string, _ archive.Limits) (*store.Pulled, error) {
+	running := f.s.pulling.Add(1)
+	defer f.s.pulling.Add(-1)
+	for m := f.s.mostPulling.Load(); running > m && !f.s.mostPulling.CompareAndSwap(m, running); m = f.s.mostPulling.Load() {
+	}
+	if f.s.pullGate != nil {
+		<-f.s.pullGate
+	}
 	f.s.mu.Lock()
 	defer f.s.mu.Unlock()
 	f.s.pulls = append(f.s.pulls, ref)
@@ -918,5 +930,33 @@ func TestBrokeredCredentials(t *testing.T) {
 				t.Errorf("push credentials: user %q in %d secrets, want %q in one", cfg.Username, len(snap.Secrets), tc.wantUser)
 			}
 		})
+	}
+}
+
+// TestFillWorkers: cache fills of different artifacts wait for one of the
+// FillWorkers slots.
+func TestFillWorkers(t *testing.T) {
+	n := newNode(t)
+	n.o.FillWorkers = 1
+	n.restart()
+	n.stores.pullGate = make(chan struct{})
+	var wg sync.WaitGroup
+	for i, digest := range []string{digestA, digestB} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := n.publish(n.request(fmt.Sprint("in-", i), testkit.Input("source", repo+"@"+digest))); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	time.Sleep(200 * time.Millisecond) // both publishes reach their fill
+	close(n.stores.pullGate)
+	wg.Wait()
+	if most := n.stores.mostPulling.Load(); most != 1 {
+		t.Errorf("%d fills ran at once, want 1", most)
+	}
+	if len(n.stores.pulls) != 2 {
+		t.Errorf("pulls = %v, want both artifacts", n.stores.pulls)
 	}
 }

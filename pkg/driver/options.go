@@ -61,6 +61,10 @@ type Options struct {
 	ProvidersDir string
 	// UploadWorkers bounds concurrent output uploads. Default 2.
 	UploadWorkers int
+	// FillWorkers bounds the input cache fills (fetch, verify, extract) that
+	// run at once, whatever the artifacts; publishes of the same artifact
+	// share one fill. Default 4.
+	FillWorkers int
 	// BrokerURL is the controller's credentials broker, which answers the
 	// registry credentials of this node's pods (oci.credentialsSecret, the
 	// ServiceAccount's imagePullSecrets); the plugin reads no Secret
@@ -103,6 +107,7 @@ func NewOptions() *Options {
 		HTTPAddress:     ":9809",
 		ConfigDir:       "/etc/artifacts-csi/config",
 		UploadWorkers:   2,
+		FillWorkers:     4,
 		ProvidersDir:    "/var/run/artifacts-csi/providers",
 		KubeAPIQPS:      20,
 		KubeAPIBurst:    40,
@@ -124,6 +129,7 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.ConfigDir, "config-dir", o.ConfigDir, "cluster config-artifact-storage ConfigMap mounted as a directory")
 	fs.StringVar(&o.ProvidersDir, "providers-dir", o.ProvidersDir, "directory of the storage providers' sockets, <name>.sock")
 	fs.IntVar(&o.UploadWorkers, "upload-workers", o.UploadWorkers, "concurrent output uploads")
+	fs.IntVar(&o.FillWorkers, "fill-workers", o.FillWorkers, "concurrent input cache fills")
 	fs.StringVar(&o.BrokerURL, "broker-url", o.BrokerURL, "the controller's credentials broker, https://host:port (empty: nodePublishSecretRef credentials only)")
 	fs.StringVar(&o.BrokerTokenFile, "broker-token-file", o.BrokerTokenFile, "the plugin's pod-bound token for the broker's audience")
 	fs.StringVar(&o.BrokerCAFile, "broker-ca-file", o.BrokerCAFile, "the broker's certificate, PEM")
@@ -163,6 +169,9 @@ func (o *Options) Validate() error {
 	}
 	if o.UploadWorkers <= 0 {
 		errs = append(errs, fmt.Errorf("--upload-workers must be positive, got %d", o.UploadWorkers))
+	}
+	if o.FillWorkers <= 0 {
+		errs = append(errs, fmt.Errorf("--fill-workers must be positive, got %d", o.FillWorkers))
 	}
 	if o.KubeAPIQPS <= 0 || o.KubeAPIBurst <= 0 {
 		errs = append(errs, fmt.Errorf("--kube-api-qps and --kube-api-burst must be positive, got %g and %d", o.KubeAPIQPS, o.KubeAPIBurst))

@@ -17,7 +17,7 @@ func TestOptions(t *testing.T) {
 	}{
 		{name: "defaults need a node id", error: "--node-id is required"},
 		{name: "defaults", args: []string{"--node-id=n1"}, check: func(t *testing.T, o *Options) {
-			if o.CacheBytes != 10<<30 || o.UploadDeadline != 24*time.Hour || !o.Registration || o.KubeletDir != "/var/lib/kubelet" {
+			if o.CacheBytes != 10<<30 || o.UploadDeadline != 24*time.Hour || !o.Registration || o.KubeletDir != "/var/lib/kubelet" || o.FillWorkers != 4 || o.CacheGrantTTL != 10*time.Minute {
 				t.Errorf("options = %+v", o)
 			}
 			if p, _ := o.SocketPath(); p != "/var/lib/kubelet/plugins/artifacts.csi.tekton.dev/csi.sock" {

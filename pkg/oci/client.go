@@ -198,6 +198,11 @@ func blobURL(repo name.Repository, d v1.Hash) string {
 // request sends a bodiless request for u, authorised for repo with scope,
 // and returns the response when its status is one of ok.
 func (c *Client) request(ctx context.Context, repo name.Repository, scope, method, u string, ok ...int) (*http.Response, error) {
+	return c.requestAccept(ctx, repo, scope, method, u, "", ok...)
+}
+
+// requestAccept is request with an Accept header ("" for none).
+func (c *Client) requestAccept(ctx context.Context, repo name.Repository, scope, method, u, accept string, ok ...int) (*http.Response, error) {
 	hc, err := c.httpClient(ctx, repo, scope)
 	if err != nil {
 		return nil, err
@@ -205,6 +210,9 @@ func (c *Client) request(ctx context.Context, repo name.Repository, scope, metho
 	req, err := http.NewRequestWithContext(ctx, method, u, nil)
 	if err != nil {
 		return nil, err
+	}
+	if accept != "" {
+		req.Header.Set("Accept", accept)
 	}
 	resp, err := hc.Do(req)
 	if err != nil {

@@ -7,6 +7,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -525,3 +526,47 @@ func TestParseReference(t *testing.T) {
 }
 
 var _ = io.EOF
+
+// TestManifestSizeCap: a registry that serves a 99 MiB manifest, with or
+// without declaring its length, gets no more than the cap read from it:
+// the pull fails as too large, and the server could write only what the
+// connection's buffers take before the client hung up.
+func TestManifestSizeCap(t *testing.T) {
+	const huge = 99 << 20
+	for _, declared := range []bool{true, false} {
+		t.Run(fmt.Sprintf("declared length %v", declared), func(t *testing.T) {
+			var written atomic.Int64
+			host := testregistry.Handler(t, true, func(h http.Handler) http.Handler {
+				return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+					if r.Method != http.MethodGet || !strings.Contains(r.URL.Path, "/manifests/") {
+						h.ServeHTTP(w, r)
+						return
+					}
+					w.Header().Set("Content-Type", string(types.OCIManifestSchema1))
+					if declared {
+						w.Header().Set("Content-Length", fmt.Sprint(huge))
+					}
+					chunk := bytes.Repeat([]byte(" "), 64<<10)
+					for n := 0; n < huge; n += len(chunk) {
+						m, err := w.Write(chunk)
+						written.Add(int64(m))
+						if err != nil {
+							return
+						}
+					}
+				})
+			})
+			ref, err := oci.ParseReference(host+"/team/huge@sha256:"+strings.Repeat("a", 64), oci.PlainHTTP)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = oci.New(oci.Options{}).Pull(t.Context(), ref, filepath.Join(t.TempDir(), "dest"))
+			if errdefs.ClassOf(err) != errdefs.ErrTooLarge {
+				t.Errorf("Pull = %v, want too large", err)
+			}
+			if n := written.Load(); n > 32<<20 {
+				t.Errorf("the registry wrote %d MiB of the manifest: the client read on past the cap", n>>20)
+			}
+		})
+	}
+}

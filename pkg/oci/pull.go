@@ -2,6 +2,8 @@ package oci
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -16,6 +18,7 @@ import (
 
 	"github.com/tektoncd/artifacts-csi-driver/pkg/archive"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/artifact"
+	"github.com/tektoncd/artifacts-csi-driver/pkg/errdefs"
 )
 
 // PullResult describes a pulled artifact.
@@ -99,18 +102,44 @@ func (c *Client) Resolve(ctx context.Context, ref Reference) (name.Digest, error
 }
 
 // manifest fetches the manifest ref names, verified against its digest.
+// It never holds more than artifact.MaxManifestBytes of it: a declared
+// length above that is refused before the body is read, a body that runs
+// past it is cut off, and only then is the digest checked (ErrTooLarge,
+// ErrCorrupt).
 func (c *Client) manifest(ctx context.Context, ref Reference) (name.Digest, []byte, error) {
 	d, err := c.Resolve(ctx, ref)
 	if err != nil {
 		return name.Digest{}, nil, err
 	}
-	// remote.Get checks the content against the digest it was asked for.
-	desc, err := remote.Get(d, c.remoteOptions(ctx)...)
+	repo := ref.Repository()
+	u := fmt.Sprintf("%s://%s/v2/%s/manifests/%s", repo.Scheme(), repo.RegistryStr(), repo.RepositoryStr(), d.DigestStr())
+	resp, err := c.requestAccept(ctx, repo, transport.PullScope, http.MethodGet, u, manifestAccept, http.StatusOK)
 	if err != nil {
-		return name.Digest{}, nil, fmt.Errorf("fetch manifest %s: %w", d, classify(err))
+		return name.Digest{}, nil, fmt.Errorf("fetch manifest %s: %w", d, err)
 	}
-	return d, desc.Manifest, nil
+	defer resp.Body.Close()
+	if resp.ContentLength > artifact.MaxManifestBytes {
+		return name.Digest{}, nil, fmt.Errorf("%w: manifest %s: the registry declares %d bytes, more than the %d allowed",
+			errTooLarge, d, resp.ContentLength, artifact.MaxManifestBytes)
+	}
+	raw, err := io.ReadAll(io.LimitReader(resp.Body, artifact.MaxManifestBytes+1))
+	if err != nil {
+		return name.Digest{}, nil, fmt.Errorf("fetch manifest %s: %w", d, err)
+	}
+	if len(raw) > artifact.MaxManifestBytes {
+		return name.Digest{}, nil, fmt.Errorf("%w: manifest %s: more than the %d bytes allowed", errTooLarge, d, artifact.MaxManifestBytes)
+	}
+	if got := sha256.Sum256(raw); "sha256:"+hex.EncodeToString(got[:]) != d.DigestStr() {
+		return name.Digest{}, nil, fmt.Errorf("%w: manifest %s: the registry served content of digest sha256:%x", errCorrupt, d, got)
+	}
+	return d, raw, nil
 }
+
+// Classes of a manifest the registry serves wrong.
+var (
+	errTooLarge = errdefs.New("too large", errdefs.ErrTooLarge)
+	errCorrupt  = errdefs.New("digest mismatch", errdefs.ErrCorrupt)
+)
 
 // Description is what Inspect reports; its JSON form is stable for scripts.
 type Description struct {
