@@ -24,8 +24,12 @@ type Stats struct {
 // descriptors opened with O_NOFOLLOW, so a link inside dir cannot make it read
 // anything outside. Symlinks whose target would leave dir, sockets, devices and
 // FIFOs are refused with an error naming the path, because Extract would
-// refuse them too. Pack is safe for concurrent use on different directories;
-// dir must not change while it runs (a file that shrinks is an error).
+// refuse them too. So are trees Extract's default Limits would refuse: more
+// than DefaultMaxEntries entries, or a name or link target longer than
+// DefaultMaxPathLength (ErrLimitExceeded); this also bounds what Pack
+// keeps in memory, the names of the tree. Pack is safe for concurrent use
+// on different directories; dir must not change while it runs (a file
+// that shrinks is an error).
 func Pack(ctx context.Context, dir string, w io.Writer) (Stats, error) {
 	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
@@ -89,6 +93,16 @@ func (p *packer) entry(dirfd int, prefix, name string) error {
 		Format:  tar.FormatPAX,
 	}
 	p.stats.Entries++
+	if p.stats.Entries > DefaultMaxEntries {
+		return fmt.Errorf("%w: the tree has more than %d entries", ErrLimitExceeded, DefaultMaxEntries)
+	}
+	n := len(rel)
+	if st.Mode&unix.S_IFMT == unix.S_IFDIR {
+		n++ // its name ends in "/"
+	}
+	if n > DefaultMaxPathLength {
+		return fmt.Errorf("%w: %q...: name longer than %d bytes", ErrLimitExceeded, rel[:64], DefaultMaxPathLength)
+	}
 	switch st.Mode & unix.S_IFMT {
 	case unix.S_IFDIR:
 		hdr.Typeflag, hdr.Name = tar.TypeDir, rel+"/"
@@ -108,6 +122,9 @@ func (p *packer) entry(dirfd int, prefix, name string) error {
 		target, err := readlinkat(dirfd, name)
 		if err != nil {
 			return &os.PathError{Op: "readlink", Path: rel, Err: err}
+		}
+		if len(target) > DefaultMaxPathLength {
+			return fmt.Errorf("%w: %q: link target longer than %d bytes", ErrLimitExceeded, rel, DefaultMaxPathLength)
 		}
 		if _, err := p.tree.add(rel, kindSymlink, target); err != nil {
 			return err

@@ -544,3 +544,32 @@ func TestPackCancelled(t *testing.T) {
 		t.Fatalf("Pack with a cancelled context = %v, want context.Canceled", err)
 	}
 }
+
+// TestPackRefusesLongNames: a tree whose names Extract would refuse is
+// not packed, and what Pack held stays bounded.
+func TestPackRefusesLongNames(t *testing.T) {
+	root := t.TempDir()
+	// Deeper than PATH_MAX: made one level at a time, from the parent's
+	// descriptor.
+	fd, err := unix.Open(root, unix.O_RDONLY|unix.O_DIRECTORY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	name := strings.Repeat("d", 250)
+	for depth := 0; depth*251 <= archive.DefaultMaxPathLength; depth++ {
+		if err := unix.Mkdirat(fd, name, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		next, err := unix.Openat(fd, name, unix.O_RDONLY|unix.O_DIRECTORY, 0)
+		unix.Close(fd)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fd = next
+	}
+	unix.Close(fd)
+	_, err = archive.Pack(context.Background(), root, io.Discard)
+	if !errors.Is(err, archive.ErrLimitExceeded) {
+		t.Errorf("Pack = %v, want ErrLimitExceeded", err)
+	}
+}

@@ -186,8 +186,9 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 // and the API server say: it names tr by UID, its pod is one tr names as
 // its own (status.podName, or a retry's), and that pod, by UID, is bound
 // to the node whose plugin wrote the record (the admission policy let it
-// write records of its own node only). A record of a pod that is gone is
-// not merged: nothing can confirm it.
+// write records of its own node only), unless the pod is gone: Tekton
+// deletes the pods of cancelled and timed-out TaskRuns before their
+// outputs are pushed, and the record's node must then do.
 func (r *Reconciler) belongs(ctx context.Context, rec *v1alpha1.ArtifactRecord, tr *unstructured.Unstructured) (bool, string, error) {
 	switch {
 	case rec.Spec.TaskRun == nil || rec.Spec.TaskRun.UID != string(tr.GetUID()):
@@ -201,7 +202,10 @@ func (r *Reconciler) belongs(ctx context.Context, rec *v1alpha1.ArtifactRecord, 
 	err := r.pods().Get(ctx, client.ObjectKey{Namespace: rec.Namespace, Name: rec.Spec.Pod.Name}, &p)
 	switch {
 	case apierrors.IsNotFound(err):
-		return false, fmt.Sprintf("pod %s is gone", rec.Spec.Pod.Name), nil
+		// Tekton deletes the pod of a cancelled or timed-out TaskRun, and
+		// its outputs are pushed after that: the record's node, which
+		// admission checked against its writer, is all there is left.
+		return true, "", nil
 	case err != nil:
 		return false, "", fmt.Errorf("get pod %s/%s: %w", rec.Namespace, rec.Spec.Pod.Name, err)
 	case string(p.UID) != rec.Spec.Pod.UID:

@@ -256,13 +256,15 @@ func TestSecondPluginIdentity(t *testing.T) {
 			Spec: v1alpha1.ArtifactRecordSpec{Direction: v1alpha1.Output, Artifact: "bin", NodeName: node,
 				Pod: v1alpha1.ObjectReference{Name: "p", UID: "u"}, Repository: registry + "/x"}}
 	}
-	if err := genuine.Create(t.Context(), rec("own", realNode)); err != nil {
-		t.Errorf("the node plugin writing a record of its node: %v", err)
+	own := rec("own", realNode)
+	if err := genuine.Create(t.Context(), own); err != nil {
+		t.Fatalf("the node plugin writing a record of its node: %v", err)
 	}
+	own.Status.Phase = v1alpha1.Failed
 	for what, err := range map[string]error{
 		"the node plugin writing another node's record":     genuine.Create(t.Context(), rec("theirs", fake.Name)),
 		"another node's plugin writing this node's record":  other.Create(t.Context(), rec("forged", realNode)),
-		"another node's plugin updating this node's record": other.Status().Update(t.Context(), rec("own", realNode)),
+		"another node's plugin updating this node's record": other.Status().Update(t.Context(), own),
 	} {
 		if !apierrors.IsForbidden(err) && !apierrors.IsInvalid(err) || !strings.Contains(err.Error(), "of its own node only") {
 			t.Errorf("%s: %v, want refused by the admission policy", what, err)
