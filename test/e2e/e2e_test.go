@@ -71,8 +71,9 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-// newNamespace creates a namespace for one test, deleted at its end; if
-// the test failed, what explains it is written to its output first.
+// newNamespace creates a namespace for one test, deleted at its end, and
+// waits for its default ServiceAccount; if the test failed, what explains
+// it is written to its output first.
 func newNamespace(t *testing.T) string {
 	t.Helper()
 	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "e2e-"}}
@@ -85,6 +86,12 @@ func newNamespace(t *testing.T) string {
 			diagnose(t, ns.Name, start)
 		}
 		c.Delete(context.Background(), ns)
+	})
+	// The controller manager makes a namespace's default ServiceAccount a
+	// moment later; Tekton fails a TaskRun whose pod it cannot make yet.
+	waitFor(t, "the default ServiceAccount of "+ns.Name, time.Minute, func() (bool, error) {
+		err := c.Get(t.Context(), client.ObjectKey{Namespace: ns.Name, Name: "default"}, &corev1.ServiceAccount{})
+		return err == nil, client.IgnoreNotFound(err)
 	})
 	return ns.Name
 }
