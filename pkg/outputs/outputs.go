@@ -20,6 +20,7 @@ package outputs
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"sync"
@@ -77,6 +78,11 @@ type Volume struct {
 	PublishedAt time.Time `json:"publishedAt"`
 	SealedAt    time.Time `json:"sealedAt,omitzero"`
 	Attempts    int       `json:"attempts,omitempty"`
+	// Uploading says an upload attempt started and has not ended: found
+	// so at Open, the plugin died during it (killed, e.g. out of memory),
+	// and Interrupted counts it.
+	Uploading   bool      `json:"uploading,omitempty"`
+	Interrupted int       `json:"interrupted,omitempty"`
 	NextAttempt time.Time `json:"nextAttempt,omitzero"`
 	LastError   string    `json:"lastError,omitempty"`
 	Result      *Result   `json:"result,omitempty"`
@@ -116,6 +122,11 @@ type Options struct {
 	// stops answering mid-transfer does not hold a worker forever. Default
 	// 1h.
 	AttemptTimeout time.Duration
+	// MaxInterrupted is how many upload attempts of one output the
+	// plugin's death may interrupt before the output is marked Failed,
+	// rather than make every restart resume the upload that killed it.
+	// Default 3.
+	MaxInterrupted int
 	// Metrics, when set, counts uploads and pushed bytes.
 	Metrics *metrics.Metrics
 }
@@ -164,6 +175,9 @@ func Open(ctx context.Context, o Options) (*Manager, error) {
 	if o.AttemptTimeout <= 0 {
 		o.AttemptTimeout = time.Hour
 	}
+	if o.MaxInterrupted <= 0 {
+		o.MaxInterrupted = 3
+	}
 	m := &Manager{
 		o:          o,
 		outputsDir: filepath.Join(o.Dir, "outputs"),
@@ -211,11 +225,26 @@ func Open(ctx context.Context, o Options) (*Manager, error) {
 				v.State, v.SealedAt = Sealed, time.Now()
 			}
 			m.spool[v.ID] = v
+			if v.Uploading {
+				m.interrupted(ctx, *v)
+			}
 		}
 	}
 	q := m.Stats()
 	logger.Info("Loaded output volumes", "published", len(m.published), "pending", q.Pending, "failed", q.Failed)
 	return m, nil
+}
+
+// interrupted counts an upload attempt of v that the plugin's death
+// interrupted, and gives v up after MaxInterrupted of them.
+func (m *Manager) interrupted(ctx context.Context, v Volume) {
+	v.Uploading = false
+	v.Interrupted++
+	if v.Interrupted >= m.o.MaxInterrupted {
+		m.fail(ctx, v, fmt.Errorf("the node plugin stopped during %d upload attempts of this output (killed, for example for lack of memory); given up so that it does not again", v.Interrupted))
+		return
+	}
+	m.save(ctx, v, atomicfile.Durable)
 }
 
 func (m *Manager) dataPath(dir, id string) string { return filepath.Join(dir, id, dataDir) }

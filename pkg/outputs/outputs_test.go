@@ -20,6 +20,7 @@ import (
 	"golang.org/x/sys/unix"
 	"k8s.io/klog/v2/ktesting"
 
+	"github.com/tektoncd/artifacts-csi-driver/internal/atomicfile"
 	"github.com/tektoncd/artifacts-csi-driver/internal/testkit"
 	"github.com/tektoncd/artifacts-csi-driver/internal/testregistry"
 	"github.com/tektoncd/artifacts-csi-driver/internal/testtree"
@@ -513,5 +514,71 @@ func TestProviderBackend(t *testing.T) {
 				t.Errorf("push request = %+v as %+v", req, id)
 			}
 		})
+	}
+}
+
+// TestInterruptedUploads: an upload the plugin's death interrupts (the
+// journal still says it was running) is resumed, and counted; at the
+// MaxInterrupted-th the output is Failed and recorded so, instead of
+// killing every restart.
+func TestInterruptedUploads(t *testing.T) {
+	f := newFixture(t, testregistry.InMemory(t, false))
+	f.opts.MaxInterrupted = 2
+	m := f.open()
+	v := f.volume("csi-a")
+	testtree.Write(t, f.publish(m, v), 2)
+	f.seal(m, v.ID)
+	// What the journal says when the plugin was killed mid-upload.
+	crash := func() {
+		t.Helper()
+		got, _ := m.Get(v.ID)
+		got.Uploading = true
+		if err := atomicfile.WriteJSON(filepath.Join(f.dir, "spool", v.ID, journalFile), &got, 0o600, atomicfile.Durable); err != nil {
+			t.Fatal(err)
+		}
+	}
+	crash()
+	m = f.open()
+	if got, _ := m.Get(v.ID); got.State != Sealed || got.Interrupted != 1 || got.Uploading {
+		t.Fatalf("after one interrupted upload: %s, interrupted %d, uploading %v; want it resumed", got.State, got.Interrupted, got.Uploading)
+	}
+	crash()
+	m = f.open()
+	got, _ := m.Get(v.ID)
+	if got.State != Failed || !strings.Contains(got.LastError, "stopped during 2 upload attempts") {
+		t.Fatalf("after two: %s (%s); want Failed", got.State, got.LastError)
+	}
+	if last := f.rec.last(); last.Phase != record.Failed {
+		t.Errorf("last record: %s, want Failed", last.Phase)
+	}
+	if _, err := os.Stat(filepath.Join(f.dir, "spool", v.ID, dataDir)); err != nil {
+		t.Errorf("a failed output's data must stay: %v", err)
+	}
+}
+
+// TestUploadNotInterruptedByShutdown: a clean stop during an upload is
+// not counted as the plugin's death.
+func TestUploadNotInterruptedByShutdown(t *testing.T) {
+	stall := make(chan struct{})
+	host := testregistry.Handler(t, false, func(h http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.Method != http.MethodHead && r.Method != http.MethodGet {
+				<-stall
+			}
+			h.ServeHTTP(w, r)
+		})
+	})
+	defer close(stall)
+	f := newFixture(t, host)
+	m := f.open()
+	v := f.volume("csi-a")
+	testtree.Write(t, f.publish(m, v), 2)
+	f.seal(m, v.ID)
+	stop := f.run(m)
+	waitFor(t, "the upload to start", func() bool { got, _ := m.Get(v.ID); return got.Uploading })
+	stop()
+	m = f.open()
+	if got, _ := m.Get(v.ID); got.Interrupted != 0 || got.Uploading || got.State != Sealed {
+		t.Errorf("after a clean stop: %s, interrupted %d, uploading %v", got.State, got.Interrupted, got.Uploading)
 	}
 }

@@ -84,11 +84,17 @@ func (m *Manager) process(ctx context.Context, id string) {
 		if v.Attempts == 0 {
 			m.record(ctx, v, record.Pending, "")
 		}
+		// On disk before the attempt: if the plugin dies during it, Open
+		// counts it (see interrupted).
+		v.Uploading = true
+		m.save(ctx, v, atomicfile.Durable)
+		v.Uploading = false
 		attempt, cancel := context.WithTimeout(ctx, m.o.AttemptTimeout)
 		res, err := m.push(attempt, dir, v)
 		cancel()
 		if ctx.Err() != nil {
-			return // shutting down: the journal still says Sealed
+			m.save(ctx, v, atomicfile.Durable) // shutting down: still Sealed, and not interrupted
+			return
 		}
 		now := time.Now()
 		switch {
