@@ -133,7 +133,7 @@ type Layer struct {
 
 // Resolve applies layers over the defaults, lowest first: each level
 // overrides the keys it sets and inherits the others. The security
-// settings (Ceilings) of a level bound the levels above it, which may
+// settings of a level (see bound) bound the levels above it, which may
 // tighten them and never relax them; oci.allowedRepositories is the
 // cluster level's alone, and bounds every level's repository. A
 // repository not set by the namespace level may be shared by namespaces,
@@ -184,13 +184,12 @@ func sets(data map[string]string, key, value string) bool {
 	return ok && strings.TrimSpace(v) == value
 }
 
-// Ceilings are the keys whose value at a level bounds the levels above
-// it: they may tighten it, never relax it.
-var Ceilings = []string{KeyVerifyAccess, KeyMaxArtifactBytes, KeyPlainHTTP, KeyAllowedRepositories}
-
 // bound returns next, the configuration of a level above prev's that sets
 // data, with every ceiling it relaxed put back to prev's value, and err
-// (next's errors) with a *KeyError for each.
+// (next's errors) with a *KeyError for each. The ceilings are the
+// security settings: cache.verifyAccess, maxArtifactBytes and
+// oci.plainHTTP may be tightened, never relaxed; oci.allowedRepositories
+// is the cluster level's alone.
 func bound(prev, next Config, data map[string]string, err error) (Config, error) {
 	errs := unwrapAll(err)
 	refuse := func(k, reason string) {

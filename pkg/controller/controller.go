@@ -142,8 +142,9 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		return ctrl.Result{}, fmt.Errorf("get TaskRun %s: %w", req.NamespacedName, err)
 	}
 	var records []v1alpha1.ArtifactRecord
+	pods := r.podLookup(ctx, req.Namespace) // the records of a TaskRun share a pod or two
 	for _, rec := range list.Items {
-		ok, why, err := r.belongs(ctx, &rec, tr)
+		ok, why, err := belongs(&rec, tr, pods)
 		if err != nil {
 			return ctrl.Result{}, err
 		}
@@ -188,8 +189,9 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 // to the node whose plugin wrote the record (the admission policy let it
 // write records of its own node only), unless the pod is gone: Tekton
 // deletes the pods of cancelled and timed-out TaskRuns before their
-// outputs are pushed, and the record's node must then do.
-func (r *Reconciler) belongs(ctx context.Context, rec *v1alpha1.ArtifactRecord, tr *unstructured.Unstructured) (bool, string, error) {
+// outputs are pushed, and the record's node must then do. pod reads a
+// pod of the namespace, nil when it is gone.
+func belongs(rec *v1alpha1.ArtifactRecord, tr *unstructured.Unstructured, pod func(name string) (*corev1.Pod, error)) (bool, string, error) {
 	switch {
 	case rec.Spec.TaskRun == nil || rec.Spec.TaskRun.UID != string(tr.GetUID()):
 		return false, "it names another TaskRun of that name", nil
@@ -198,16 +200,15 @@ func (r *Reconciler) belongs(ctx context.Context, rec *v1alpha1.ArtifactRecord, 
 	case rec.Spec.NodeName == "":
 		return false, "it names no node", nil
 	}
-	var p corev1.Pod
-	err := r.pods().Get(ctx, client.ObjectKey{Namespace: rec.Namespace, Name: rec.Spec.Pod.Name}, &p)
+	p, err := pod(rec.Spec.Pod.Name)
 	switch {
-	case apierrors.IsNotFound(err):
+	case err != nil:
+		return false, "", err
+	case p == nil:
 		// Tekton deletes the pod of a cancelled or timed-out TaskRun, and
 		// its outputs are pushed after that: the record's node, which
 		// admission checked against its writer, is all there is left.
 		return true, "", nil
-	case err != nil:
-		return false, "", fmt.Errorf("get pod %s/%s: %w", rec.Namespace, rec.Spec.Pod.Name, err)
 	case string(p.UID) != rec.Spec.Pod.UID:
 		return false, fmt.Sprintf("pod %s is another pod now (uid %s)", rec.Spec.Pod.Name, p.UID), nil
 	case p.Spec.NodeName != rec.Spec.NodeName:
@@ -216,11 +217,29 @@ func (r *Reconciler) belongs(ctx context.Context, rec *v1alpha1.ArtifactRecord, 
 	return true, "", nil
 }
 
-func (r *Reconciler) pods() client.Reader {
-	if r.Pods != nil {
-		return r.Pods
+// podLookup returns a reader of namespace's pods that reads each one once
+// (a GET; nil when the pod is gone).
+func (r *Reconciler) podLookup(ctx context.Context, namespace string) func(string) (*corev1.Pod, error) {
+	reader := r.Pods
+	if reader == nil {
+		reader = r.Client
 	}
-	return r.Client
+	seen := map[string]*corev1.Pod{}
+	return func(name string) (*corev1.Pod, error) {
+		if p, ok := seen[name]; ok {
+			return p, nil
+		}
+		p := &corev1.Pod{}
+		err := reader.Get(ctx, client.ObjectKey{Namespace: namespace, Name: name}, p)
+		switch {
+		case apierrors.IsNotFound(err):
+			p = nil
+		case err != nil:
+			return nil, fmt.Errorf("get pod %s/%s: %w", namespace, name, err)
+		}
+		seen[name] = p
+		return p, nil
+	}
 }
 
 // NewManager returns a manager for cfg configured by o (which Validate

@@ -195,6 +195,12 @@ func blobURL(repo name.Repository, d v1.Hash) string {
 	return fmt.Sprintf("%s://%s/v2/%s/blobs/%s", repo.Scheme(), repo.RegistryStr(), repo.RepositoryStr(), d)
 }
 
+// manifestURL is where repo serves the manifest of reference (a tag or a
+// digest).
+func manifestURL(repo name.Repository, reference string) string {
+	return fmt.Sprintf("%s://%s/v2/%s/manifests/%s", repo.Scheme(), repo.RegistryStr(), repo.RepositoryStr(), reference)
+}
+
 // request sends a bodiless request for u, authorised for repo with scope,
 // and returns the response when its status is one of ok.
 func (c *Client) request(ctx context.Context, repo name.Repository, scope, method, u string, ok ...int) (*http.Response, error) {

@@ -112,8 +112,7 @@ func (c *Client) manifest(ctx context.Context, ref Reference) (name.Digest, []by
 		return name.Digest{}, nil, err
 	}
 	repo := ref.Repository()
-	u := fmt.Sprintf("%s://%s/v2/%s/manifests/%s", repo.Scheme(), repo.RegistryStr(), repo.RepositoryStr(), d.DigestStr())
-	resp, err := c.requestAccept(ctx, repo, transport.PullScope, http.MethodGet, u, manifestAccept, http.StatusOK)
+	resp, err := c.requestAccept(ctx, repo, transport.PullScope, http.MethodGet, manifestURL(repo, d.DigestStr()), manifestAccept, http.StatusOK)
 	if err != nil {
 		return name.Digest{}, nil, fmt.Errorf("fetch manifest %s: %w", d, err)
 	}
@@ -205,7 +204,7 @@ func (c *Client) Check(ctx context.Context, ref Reference) error {
 	d, _ := ref.Digest()
 	u := blobURL(repo, d)
 	if ref.Kind != KindBlob {
-		u = fmt.Sprintf("%s://%s/v2/%s/manifests/%s", repo.Scheme(), repo.RegistryStr(), repo.RepositoryStr(), ref.Ref.Identifier())
+		u = manifestURL(repo, ref.Ref.Identifier())
 	}
 	hc, err := c.httpClient(ctx, repo, transport.PullScope)
 	if err != nil {

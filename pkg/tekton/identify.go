@@ -105,9 +105,9 @@ func (r *Resolver) Identify(ctx context.Context, pod *corev1.Pod) (Result, error
 	if found, err = r.get(ctx, pod.Namespace, name, uid, pr); err != nil {
 		return Result{}, err
 	}
-	i := -1
+	children, i := Children(pr), -1
 	if found {
-		i = slices.IndexFunc(Children(pr), func(c Child) bool { return c.Name == tr.GetName() })
+		i = slices.IndexFunc(children, func(c Child) bool { return c.Name == tr.GetName() })
 	}
 	if i < 0 {
 		if done, _ := Done(pr); owned && found && !done && r.young(tr.GetCreationTimestamp()) {
@@ -116,12 +116,13 @@ func (r *Resolver) Identify(ctx context.Context, pod *corev1.Pod) (Result, error
 		res.Refused = fmt.Sprintf("TaskRun %s claims PipelineRun %s, which does not list it (status.childReferences)", tr.GetName(), describe(name, uid))
 		return res, nil
 	}
-	if task := Children(pr)[i].PipelineTask; Ambiguous(pr, task) {
+	task := children[i].PipelineTask
+	if Ambiguous(pr, task) {
 		res.Refused = fmt.Sprintf("PipelineRun %s lists several TaskRuns for task %q, which has no matrix: one was not created by Tekton", name, task)
 		return res, nil
 	}
 	res.PipelineRun = &Ref{Name: pr.GetName(), UID: string(pr.GetUID())}
-	res.PipelineTask = Children(pr)[i].PipelineTask
+	res.PipelineTask = task
 	res.Annotations = pr.GetAnnotations()
 	return res, nil
 }

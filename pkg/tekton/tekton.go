@@ -29,8 +29,11 @@ var (
 // Labels Tekton puts on the pods and TaskRuns it creates. They say where to
 // look, never who a pod is.
 const (
-	LabelTaskRun     = "tekton.dev/taskRun"
-	LabelPipelineRun = "tekton.dev/pipelineRun"
+	LabelTaskRun        = "tekton.dev/taskRun"
+	LabelTaskRunUID     = "tekton.dev/taskRunUID"
+	LabelPipelineRun    = "tekton.dev/pipelineRun"
+	LabelPipelineRunUID = "tekton.dev/pipelineRunUID"
+	LabelPipelineTask   = "tekton.dev/pipelineTask"
 )
 
 // Ref names an object of the pod's namespace, and the one object of that

@@ -67,15 +67,6 @@ const (
 	KeyServiceAccountTok = kubeletPrefix + "serviceAccount.tokens"
 )
 
-// Labels Tekton puts on the pods it creates for TaskRuns.
-const (
-	LabelTaskRun        = "tekton.dev/taskRun"
-	LabelTaskRunUID     = "tekton.dev/taskRunUID"
-	LabelPipelineRun    = "tekton.dev/pipelineRun"
-	LabelPipelineRunUID = "tekton.dev/pipelineRunUID"
-	LabelPipelineTask   = "tekton.dev/pipelineTask"
-)
-
 var userKeys = []string{AttrDirection, AttrArtifact, AttrRef, AttrFrom, AttrBuildOutput, AttrMediaType}
 
 // Pod identifies the pod a volume is for.

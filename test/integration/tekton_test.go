@@ -63,7 +63,7 @@ func (r *pipelineRun) taskRun(name string) *unstructured.Unstructured {
 	tr := tekton.NewTaskRun()
 	tr.SetNamespace(r.obj.GetNamespace())
 	tr.SetName(r.obj.GetName() + "-" + name)
-	tr.SetLabels(map[string]string{tekton.LabelPipelineRun: r.obj.GetName(), "tekton.dev/pipelineTask": name})
+	tr.SetLabels(map[string]string{tekton.LabelPipelineRun: r.obj.GetName(), tekton.LabelPipelineTask: name})
 	tr.SetAnnotations(r.obj.GetAnnotations())
 	tr.SetOwnerReferences([]metav1.OwnerReference{controlledBy(r.obj)})
 	mustCreate(r.t, r.env, tr)
@@ -125,7 +125,7 @@ func standaloneTaskRun(t testing.TB, env *testenv.Env, ns, name string, labels m
 // Tekton does, and names it in the TaskRun's status.podName.
 func taskRunPod(t testing.TB, env *testenv.Env, tr *unstructured.Unstructured, name string) pod {
 	t.Helper()
-	labels := map[string]string{tekton.LabelTaskRun: tr.GetName(), "tekton.dev/taskRunUID": string(tr.GetUID())}
+	labels := map[string]string{tekton.LabelTaskRun: tr.GetName(), tekton.LabelTaskRunUID: string(tr.GetUID())}
 	for k, v := range tr.GetLabels() {
 		labels[k] = v
 	}
@@ -145,7 +145,7 @@ func forgedPod(t testing.TB, env *testenv.Env, tr *unstructured.Unstructured, na
 	t.Helper()
 	obj := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Namespace: tr.GetNamespace(), Name: name, Labels: map[string]string{
-			tekton.LabelTaskRun: tr.GetName(), "tekton.dev/taskRunUID": string(tr.GetUID()),
+			tekton.LabelTaskRun: tr.GetName(), tekton.LabelTaskRunUID: string(tr.GetUID()),
 			tekton.LabelPipelineRun: tr.GetLabels()[tekton.LabelPipelineRun]}},
 		Spec: corev1.PodSpec{NodeName: "node-1", Containers: []corev1.Container{{Name: "step", Image: "busybox"}}},
 	}
@@ -190,7 +190,7 @@ func TestForgedIdentity(t *testing.T) {
 	// pushes after the real producer. (One also owned by the run, which
 	// Tekton itself would adopt, is TestAdoptedIntruder's, in e2e.)
 	_, intruder := standaloneTaskRun(t, env, "team-a", "intruder",
-		map[string]string{tekton.LabelPipelineRun: "release", "tekton.dev/pipelineRunUID": run.ref().UID, "tekton.dev/pipelineTask": "build"})
+		map[string]string{tekton.LabelPipelineRun: "release", tekton.LabelPipelineRunUID: run.ref().UID, tekton.LabelPipelineTask: "build"})
 	poisoned := produceIn(t, env, pl, intruder, "binary", 5)
 	if poisoned.Spec.PipelineRun != "" || poisoned.Spec.TaskRun == nil {
 		t.Errorf("intruder's record: %+v; want its own TaskRun's, in no PipelineRun", poisoned.Spec)
