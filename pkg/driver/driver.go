@@ -83,7 +83,7 @@ type InputCache interface {
 // OutputManager keeps the node's output volumes (outputs.Manager).
 type OutputManager interface {
 	// Lookup finds a published output volume (see outputs.Manager.Lookup).
-	Lookup(id, fingerprint string) (dir string, found bool, err error)
+	Lookup(ctx context.Context, id, fingerprint string) (dir string, found bool, err error)
 	// Publish creates an output volume and returns its directory.
 	Publish(ctx context.Context, v outputs.Volume, creds credentials.Snapshot, gid int) (string, error)
 	// Has reports whether id is an output volume in any state.

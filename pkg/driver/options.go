@@ -14,6 +14,7 @@ import (
 
 	"github.com/tektoncd/artifacts-csi-driver/internal/command"
 	"github.com/tektoncd/artifacts-csi-driver/internal/unixsock"
+	"github.com/tektoncd/artifacts-csi-driver/pkg/outputfs"
 )
 
 // Options configures the node plugin. Zero values are not defaults: use
@@ -59,6 +60,18 @@ type Options struct {
 	// <dir>/<name>.sock, for namespaces whose backend is not oci. Default
 	// /var/run/artifacts-csi/providers.
 	ProvidersDir string
+	// OutputFilesystem is how each output volume's size is bounded while
+	// its pod writes: outputfs.KindExt4, a loop-mounted ext4 filesystem of
+	// the output's maxArtifactBytes (needs mke2fs and loop devices), or
+	// outputfs.KindDir, a plain directory checked only at push. Default
+	// ext4.
+	OutputFilesystem outputfs.Kind
+	// Mke2fs is the mke2fs program ext4 output filesystems are formatted
+	// with. Default "mke2fs", looked up in PATH.
+	Mke2fs string
+	// FailedOutputTTL is how long a failed output's data stays on the node
+	// for an administrator to inspect or retry. Default 168h (7 days).
+	FailedOutputTTL time.Duration
 	// UploadWorkers bounds concurrent output uploads. Default 2.
 	UploadWorkers int
 	// FillWorkers bounds the input cache fills (fetch, verify, extract) that
@@ -95,22 +108,25 @@ type Options struct {
 // NewOptions returns Options with their defaults.
 func NewOptions() *Options {
 	return &Options{
-		Endpoint:        "unix:///var/lib/kubelet/plugins/" + DriverName + "/csi.sock",
-		KubeletDir:      "/var/lib/kubelet",
-		StateDir:        "/var/lib/artifacts-csi",
-		CacheBytes:      10 << 30,
-		CacheGrantTTL:   10 * time.Minute,
-		BrokerTokenFile: "/var/run/secrets/artifacts.tekton.dev/broker/token",
-		BrokerCAFile:    "/etc/artifacts-csi/broker/ca.crt",
-		UploadDeadline:  24 * time.Hour,
-		Registration:    true,
-		HTTPAddress:     ":9809",
-		ConfigDir:       "/etc/artifacts-csi/config",
-		UploadWorkers:   2,
-		FillWorkers:     4,
-		ProvidersDir:    "/var/run/artifacts-csi/providers",
-		KubeAPIQPS:      20,
-		KubeAPIBurst:    40,
+		Endpoint:         "unix:///var/lib/kubelet/plugins/" + DriverName + "/csi.sock",
+		KubeletDir:       "/var/lib/kubelet",
+		StateDir:         "/var/lib/artifacts-csi",
+		CacheBytes:       10 << 30,
+		CacheGrantTTL:    10 * time.Minute,
+		BrokerTokenFile:  "/var/run/secrets/artifacts.tekton.dev/broker/token",
+		BrokerCAFile:     "/etc/artifacts-csi/broker/ca.crt",
+		UploadDeadline:   24 * time.Hour,
+		Registration:     true,
+		HTTPAddress:      ":9809",
+		ConfigDir:        "/etc/artifacts-csi/config",
+		UploadWorkers:    2,
+		OutputFilesystem: outputfs.KindExt4,
+		Mke2fs:           "mke2fs",
+		FailedOutputTTL:  7 * 24 * time.Hour,
+		FillWorkers:      4,
+		ProvidersDir:     "/var/run/artifacts-csi/providers",
+		KubeAPIQPS:       20,
+		KubeAPIBurst:     40,
 	}
 }
 
@@ -128,6 +144,9 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.RegistrationPath, "kubelet-registration-path", o.RegistrationPath, "CSI socket path as kubelet sees it (default: the --endpoint path)")
 	fs.StringVar(&o.ConfigDir, "config-dir", o.ConfigDir, "cluster config-artifact-storage ConfigMap mounted as a directory")
 	fs.StringVar(&o.ProvidersDir, "providers-dir", o.ProvidersDir, "directory of the storage providers' sockets, <name>.sock")
+	fs.Var(&o.OutputFilesystem, "output-filesystem", "how an output's size is bounded while its pod writes: ext4 (a loop-mounted filesystem of maxArtifactBytes) or directory (checked at push only)")
+	fs.StringVar(&o.Mke2fs, "mke2fs", o.Mke2fs, "the mke2fs program of ext4 output filesystems")
+	fs.DurationVar(&o.FailedOutputTTL, "failed-output-ttl", o.FailedOutputTTL, "how long a failed output's data stays on the node")
 	fs.IntVar(&o.UploadWorkers, "upload-workers", o.UploadWorkers, "concurrent output uploads")
 	fs.IntVar(&o.FillWorkers, "fill-workers", o.FillWorkers, "concurrent input cache fills")
 	fs.StringVar(&o.BrokerURL, "broker-url", o.BrokerURL, "the controller's credentials broker, https://host:port (empty: nodePublishSecretRef credentials only)")
@@ -166,6 +185,9 @@ func (o *Options) Validate() error {
 	}
 	if o.BrokerURL != "" && !strings.HasPrefix(o.BrokerURL, "https://") {
 		errs = append(errs, fmt.Errorf("--broker-url must be an https:// URL, got %q", o.BrokerURL))
+	}
+	if o.FailedOutputTTL <= 0 {
+		errs = append(errs, fmt.Errorf("--failed-output-ttl must be positive, got %s", o.FailedOutputTTL))
 	}
 	if o.UploadWorkers <= 0 {
 		errs = append(errs, fmt.Errorf("--upload-workers must be positive, got %d", o.UploadWorkers))

@@ -28,7 +28,7 @@ const recordTimeout = 5 * time.Second
 func (d *Driver) publishOutput(ctx context.Context, req *csi.NodePublishVolumeRequest, spec *volume.Spec, fp string) error {
 	// A repeat needs neither configuration nor credentials, which may have
 	// changed since.
-	if dir, found, err := d.deps.Outputs.Lookup(req.GetVolumeId(), fp); found || err != nil {
+	if dir, found, err := d.deps.Outputs.Lookup(ctx, req.GetVolumeId(), fp); found || err != nil {
 		if err != nil {
 			return err
 		}

@@ -5,11 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"os"
 	"path/filepath"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	"golang.org/x/sync/errgroup"
+	"golang.org/x/sys/unix"
 	"google.golang.org/grpc"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes"
@@ -31,6 +33,7 @@ import (
 	"github.com/tektoncd/artifacts-csi-driver/pkg/metrics"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/mounter"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/oci"
+	"github.com/tektoncd/artifacts-csi-driver/pkg/outputfs"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/outputs"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/provider"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/record"
@@ -79,6 +82,7 @@ type plugin struct {
 	metrics   *metrics.Metrics
 	providers *provider.Client
 	events    *record.Events // nil without an API client
+	lock      *os.File       // of the state directory
 }
 
 // newPlugin opens the state (input cache, digest cache, output journals)
@@ -90,6 +94,17 @@ func newPlugin(ctx context.Context, o *Options, version string) (_ *plugin, err 
 			p.close()
 		}
 	}()
+	// Before anything in the state directory is touched: a second plugin
+	// would otherwise remove the first one's staging directories.
+	if p.lock, err = lockDir(o.StateDir); err != nil {
+		return nil, err
+	}
+	var fsys outputfs.Filesystem = outputfs.Dir{}
+	if o.OutputFilesystem == outputfs.KindExt4 {
+		if fsys, err = outputfs.NewExt4(outputfs.Ext4Options{Templates: filepath.Join(o.StateDir, "templates"), Mke2fs: o.Mke2fs}); err != nil {
+			return nil, fmt.Errorf("%w (or run with --output-filesystem=%s, which bounds outputs only at push)", err, outputfs.KindDir)
+		}
+	}
 	if p.cache, err = cache.Open(ctx, filepath.Join(o.StateDir, "cache"), o.CacheBytes); err != nil {
 		return nil, fmt.Errorf("open input cache: %w", err)
 	}
@@ -134,6 +149,7 @@ func newPlugin(ctx context.Context, o *Options, version string) (_ *plugin, err 
 	p.outputs, err = outputs.Open(ctx, outputs.Options{
 		Dir: o.StateDir, Stores: stores, Recorder: rec,
 		Deadline: o.UploadDeadline, Workers: o.UploadWorkers, Metrics: p.metrics,
+		Filesystem: fsys, FailedTTL: o.FailedOutputTTL,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("open output journal: %w", err)
@@ -216,6 +232,29 @@ func (p *plugin) close() {
 	if p.providers != nil {
 		p.providers.Close()
 	}
+	if p.lock != nil {
+		p.lock.Close() // releases the lock
+	}
+}
+
+// lockDir takes an exclusive lock on dir (created if need be), held until
+// the returned file is closed or the process ends, however it ends.
+func lockDir(dir string) (*os.File, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	f, err := os.OpenFile(filepath.Join(dir, ".lock"), os.O_RDWR|os.O_CREATE|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		f.Close()
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			return nil, fmt.Errorf("state directory %s is in use by another node plugin (it holds %s); two must never share it", dir, f.Name())
+		}
+		return nil, fmt.Errorf("lock state directory %s: %w", dir, err)
+	}
+	return f, nil
 }
 
 // apiClients returns, for cfg, a clientset (Events), a client

@@ -10,16 +10,19 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/tektoncd/artifacts-csi-driver/internal/atomicfile"
+	"github.com/tektoncd/artifacts-csi-driver/internal/bootid"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/credentials"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/metrics"
+	"github.com/tektoncd/artifacts-csi-driver/pkg/outputfs"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/volume"
 )
 
 // Publish creates the output volume v.ID (v.State and times are set here)
 // with credentials creds and returns the directory to bind-mount for the
-// pod. With gid >= 0 (the pod's fsGroup) the directory belongs to that
-// group, setgid and group-writable; otherwise it is world-writable, which
-// exposes nothing since only this volume's pod mounts it.
+// pod: its storage, from Options.Filesystem, bounded by v.MaxBytes. With
+// gid >= 0 (the pod's fsGroup) the directory belongs to that group,
+// setgid and group-writable; otherwise it is world-writable, which exposes
+// nothing since only this volume's pod mounts it.
 //
 // Publish is idempotent: a volume that exists with the same fingerprint
 // returns its directory. volume.ErrConflict and volume.ErrSealed report
@@ -29,15 +32,15 @@ func (m *Manager) Publish(ctx context.Context, v Volume, creds credentials.Snaps
 	if !volume.ValidID(v.ID) {
 		return "", fmt.Errorf("invalid volume id %q", v.ID)
 	}
-	if dir, found, err := m.Lookup(v.ID, v.Fingerprint); found || err != nil {
+	if dir, found, err := m.Lookup(ctx, v.ID, v.Fingerprint); found || err != nil {
 		return dir, err
 	}
-	v.State, v.PublishedAt = Published, time.Now().UTC()
+	v.State, v.PublishedAt, v.Boot = Published, time.Now().UTC(), bootid.Current()
 	tmp, err := os.MkdirTemp(m.outputsDir, ".new-")
 	if err != nil {
 		return "", err
 	}
-	err = m.prepare(tmp, &v, creds, gid)
+	err = m.prepare(ctx, tmp, &v, creds, gid)
 	if err == nil {
 		err = os.Rename(tmp, filepath.Join(m.outputsDir, v.ID))
 	}
@@ -45,7 +48,9 @@ func (m *Manager) Publish(ctx context.Context, v Volume, creds credentials.Snaps
 		err = atomicfile.SyncDir(m.outputsDir)
 	}
 	if err != nil {
-		os.RemoveAll(tmp)
+		if rerr := m.remove(ctx, tmp); rerr != nil {
+			klog.FromContext(ctx).Error(rerr, "Could not remove an unfinished output volume", "path", tmp)
+		}
 		return "", fmt.Errorf("create output volume %s: %w", v.ID, err)
 	}
 	m.mu.Lock()
@@ -55,25 +60,14 @@ func (m *Manager) Publish(ctx context.Context, v Volume, creds credentials.Snaps
 	return m.dataPath(m.outputsDir, v.ID), nil
 }
 
-func (m *Manager) prepare(dir string, v *Volume, creds credentials.Snapshot, gid int) error {
-	data := filepath.Join(dir, dataDir)
-	if err := os.Mkdir(data, 0o700); err != nil {
-		return err
-	}
-	mode := os.FileMode(0o777)
-	if gid >= 0 {
-		if err := os.Lchown(data, 0, gid); err != nil {
-			return err
-		}
-		mode = 0o775 | os.ModeSetgid
-	}
-	if err := os.Chmod(data, mode); err != nil {
-		return err
-	}
+func (m *Manager) prepare(ctx context.Context, dir string, v *Volume, creds credentials.Snapshot, gid int) error {
 	if err := atomicfile.WriteJSON(filepath.Join(dir, credentialsFile), creds, 0o600, atomicfile.Durable); err != nil {
 		return err
 	}
 	if err := atomicfile.WriteJSON(filepath.Join(dir, journalFile), v, 0o600, atomicfile.Durable); err != nil {
+		return err
+	}
+	if err := m.o.Filesystem.Create(ctx, dir, outputfs.Limits{Bytes: v.MaxBytes, GID: gid}); err != nil {
 		return err
 	}
 	return atomicfile.SyncDir(dir)
@@ -82,18 +76,23 @@ func (m *Manager) prepare(dir string, v *Volume, creds credentials.Snapshot, gid
 // Lookup returns the directory of published volume id when its
 // fingerprint matches, volume.ErrConflict when it does not,
 // volume.ErrSealed when the volume is sealed already, and found=false when
-// it does not exist.
-func (m *Manager) Lookup(id, fingerprint string) (dir string, found bool, err error) {
+// it does not exist. A directory it returns shows the volume's storage
+// (mounted again, if a restart lost the mount).
+func (m *Manager) Lookup(ctx context.Context, id, fingerprint string) (dir string, found bool, err error) {
 	m.mu.Lock()
-	defer m.mu.Unlock()
 	v, published := m.published[id]
+	_, sealed := m.spool[id]
+	m.mu.Unlock()
 	switch {
-	case m.spool[id] != nil:
+	case sealed:
 		return "", true, fmt.Errorf("%w: output %s is sealed for upload", volume.ErrSealed, id)
 	case !published:
 		return "", false, nil
 	case v.Fingerprint != fingerprint:
 		return "", true, fmt.Errorf("%w: output %s", volume.ErrConflict, id)
+	}
+	if err := m.o.Filesystem.Mount(ctx, filepath.Join(m.outputsDir, id), false); err != nil {
+		return "", true, fmt.Errorf("output %s: %w", id, err)
 	}
 	return m.dataPath(m.outputsDir, id), true, nil
 }

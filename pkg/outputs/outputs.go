@@ -8,13 +8,18 @@
 //	outputs/<volume id>/        a published volume, mounted in its pod
 //	    volume.json             the journal (Volume), fsynced at each change
 //	    credentials.json        the push credentials (mode 0600)
-//	    data/                   what the pod writes
+//	    data/                   what the pod writes (see pkg/outputfs:
+//	    data.img                with Ext4, a filesystem of the output's
+//	                            size, mounted on data/)
 //	spool/<volume id>/          the same, once sealed: waiting for upload,
 //	                            pushed but not recorded, or failed
 //
-// A volume moves from outputs/ to spool/ in one rename. Once pushed and
-// recorded, its directory is deleted; a failed one stays for an
-// administrator.
+// A volume moves from outputs/ to spool/ in one rename. Before its first
+// upload attempt its data is frozen: read-only and synced to disk, so that
+// what is pushed is what the pod wrote, never a tree an unclean reboot
+// tore (a volume published before a reboot and never frozen is failed
+// instead). Once pushed and recorded, its directory is deleted; a failed
+// one loses its credentials at once and its data after FailedTTL.
 package outputs
 
 import (
@@ -32,6 +37,7 @@ import (
 	"github.com/tektoncd/artifacts-csi-driver/pkg/archive"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/artifact"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/metrics"
+	"github.com/tektoncd/artifacts-csi-driver/pkg/outputfs"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/record"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/store"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/tekton"
@@ -76,8 +82,13 @@ type Volume struct {
 
 	State       State     `json:"state"`
 	PublishedAt time.Time `json:"publishedAt"`
-	SealedAt    time.Time `json:"sealedAt,omitzero"`
-	Attempts    int       `json:"attempts,omitempty"`
+	// Boot is the kernel boot the volume was published in: data not
+	// frozen in that same boot may have been torn by a reboot.
+	Boot     string    `json:"boot,omitempty"`
+	SealedAt time.Time `json:"sealedAt,omitzero"`
+	// Frozen says the data is read-only and on disk (outputfs Freeze).
+	Frozen   bool `json:"frozen,omitempty"`
+	Attempts int  `json:"attempts,omitempty"`
 	// Uploading says an upload attempt started and has not ended: found
 	// so at Open, the plugin died during it (killed, e.g. out of memory),
 	// and Interrupted counts it.
@@ -86,6 +97,11 @@ type Volume struct {
 	NextAttempt time.Time `json:"nextAttempt,omitzero"`
 	LastError   string    `json:"lastError,omitempty"`
 	Result      *Result   `json:"result,omitempty"`
+	// FailedAt is when the volume was given up; its data is deleted
+	// FailedTTL later. Recorded says the failure reached the recorder,
+	// which is retried until it does.
+	FailedAt time.Time `json:"failedAt,omitzero"`
+	Recorded bool      `json:"recorded,omitempty"`
 }
 
 // Result is what a push produced.
@@ -127,6 +143,12 @@ type Options struct {
 	// rather than make every restart resume the upload that killed it.
 	// Default 3.
 	MaxInterrupted int
+	// Filesystem gives each volume its storage. Default outputfs.Dir: a
+	// plain directory, bounded only at push.
+	Filesystem outputfs.Filesystem
+	// FailedTTL is how long a failed output's data stays on the node for
+	// an administrator to inspect or retry. Default 7 days.
+	FailedTTL time.Duration
 	// Metrics, when set, counts uploads and pushed bytes.
 	Metrics *metrics.Metrics
 }
@@ -148,7 +170,7 @@ type Manager struct {
 const (
 	journalFile     = "volume.json"
 	credentialsFile = "credentials.json"
-	dataDir         = "data"
+	dataDir         = outputfs.DataDir
 )
 
 // Open loads every journal under o.Dir, finishing seals a crash
@@ -178,6 +200,12 @@ func Open(ctx context.Context, o Options) (*Manager, error) {
 	if o.MaxInterrupted <= 0 {
 		o.MaxInterrupted = 3
 	}
+	if o.Filesystem == nil {
+		o.Filesystem = outputfs.Dir{}
+	}
+	if o.FailedTTL <= 0 {
+		o.FailedTTL = 7 * 24 * time.Hour
+	}
 	m := &Manager{
 		o:          o,
 		outputsDir: filepath.Join(o.Dir, "outputs"),
@@ -199,8 +227,10 @@ func Open(ctx context.Context, o Options) (*Manager, error) {
 		}
 		for _, e := range entries {
 			p := filepath.Join(dir, e.Name())
-			if atomicfile.IsTemp(e.Name()) {
-				os.RemoveAll(p) // a volume whose creation did not finish
+			if atomicfile.IsTemp(e.Name()) { // a volume whose creation did not finish
+				if err := m.remove(ctx, p); err != nil {
+					logger.Error(err, "Could not remove an unfinished output volume", "path", p)
+				}
 				continue
 			}
 			v := &Volume{}
@@ -223,6 +253,10 @@ func Open(ctx context.Context, o Options) (*Manager, error) {
 			}
 			if v.State == Published {
 				v.State, v.SealedAt = Sealed, time.Now()
+			}
+			if v.State == Failed && v.FailedAt.IsZero() { // failed before failures expired
+				v.FailedAt = time.Now().UTC()
+				os.Remove(filepath.Join(p, credentialsFile))
 			}
 			m.spool[v.ID] = v
 			if v.Uploading {
@@ -248,3 +282,11 @@ func (m *Manager) interrupted(ctx context.Context, v Volume) {
 }
 
 func (m *Manager) dataPath(dir, id string) string { return filepath.Join(dir, id, dataDir) }
+
+// remove releases the storage of the volume in dir, then deletes dir.
+func (m *Manager) remove(ctx context.Context, dir string) error {
+	if err := m.o.Filesystem.Release(ctx, dir); err != nil {
+		return err
+	}
+	return os.RemoveAll(dir)
+}

@@ -2,15 +2,21 @@ package outputs
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"maps"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 
 	"k8s.io/klog/v2"
 
 	"github.com/tektoncd/artifacts-csi-driver/internal/atomicfile"
+	"github.com/tektoncd/artifacts-csi-driver/internal/bootid"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/errdefs"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/metrics"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/record"
@@ -24,7 +30,10 @@ func (m *Manager) Run(ctx context.Context) {
 	logger := klog.FromContext(ctx).WithName("uploader")
 	sem := make(chan struct{}, m.o.Workers)
 	var wg sync.WaitGroup
-	defer wg.Wait()
+	defer func() {
+		wg.Wait()
+		m.releaseSpool(ctx)
+	}()
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 	for {
@@ -32,12 +41,16 @@ func (m *Manager) Run(ctx context.Context) {
 		next := time.Time{}
 		m.mu.Lock()
 		for id, v := range m.spool {
-			if v.State == Failed || m.running[id] {
+			if m.running[id] {
 				continue
 			}
-			if v.NextAttempt.After(now) {
-				if next.IsZero() || v.NextAttempt.Before(next) {
-					next = v.NextAttempt
+			due := v.NextAttempt
+			if v.State == Failed && v.Recorded {
+				due = v.FailedAt.Add(m.o.FailedTTL)
+			}
+			if due.After(now) {
+				if next.IsZero() || due.Before(next) {
+					next = due
 				}
 				continue
 			}
@@ -73,16 +86,25 @@ func (m *Manager) Run(ctx context.Context) {
 	}
 }
 
-// process takes one output one step further: push, then record and
-// delete; or fail once the deadline has passed.
+// process takes one output one step further: freeze and push, then
+// record and delete; or fail once the deadline has passed. A failed output
+// has its failure recorded, then, after FailedTTL, its data deleted.
 func (m *Manager) process(ctx context.Context, id string) {
 	logger := klog.FromContext(ctx)
 	v, _ := m.Get(id)
 	dir := filepath.Join(m.spoolDir, id)
 
+	if v.State == Failed {
+		m.settle(ctx, v, dir)
+		return
+	}
 	if v.State == Sealed {
 		if v.Attempts == 0 {
 			m.record(ctx, v, record.Pending, "")
+		}
+		if !v.Frozen && v.Boot != "" && v.Boot != bootid.Current() {
+			m.fail(ctx, v, errTorn)
+			return
 		}
 		// On disk before the attempt: if the plugin dies during it, Open
 		// counts it (see interrupted).
@@ -90,7 +112,7 @@ func (m *Manager) process(ctx context.Context, id string) {
 		m.save(ctx, v, atomicfile.Durable)
 		v.Uploading = false
 		attempt, cancel := context.WithTimeout(ctx, m.o.AttemptTimeout)
-		res, err := m.push(attempt, dir, v)
+		res, err := m.attempt(attempt, dir, &v)
 		cancel()
 		if ctx.Err() != nil {
 			m.save(ctx, v, atomicfile.Durable) // shutting down: still Sealed, and not interrupted
@@ -125,30 +147,111 @@ func (m *Manager) process(ctx context.Context, id string) {
 		m.save(ctx, v, atomicfile.BestEffort)
 		return
 	}
-	if err := os.RemoveAll(dir); err != nil {
+	if err := m.remove(ctx, dir); err != nil {
 		logger.Error(err, "Could not delete pushed output; will retry", "path", dir)
 		v.NextAttempt = time.Now().Add(m.o.RetryMax)
 		m.save(ctx, v, atomicfile.BestEffort)
 		return
 	}
-	m.mu.Lock()
-	delete(m.spool, id)
-	m.mu.Unlock()
+	m.forget(id)
 	m.o.Metrics.Upload(metrics.UploadPushed)
 	logger.Info("Pushed output", "ref", v.Result.Ref, "size", v.Result.Size, "pod", klog.KRef(v.Pod.Namespace, v.Pod.Name),
 		"waited", time.Since(v.SealedAt).Round(time.Millisecond))
 }
 
-// fail gives up on an output: its journal says Failed with the reason, the
-// recorder is told, and the data stays where it is.
+// errTorn: the data of an output that a reboot interrupted before it was
+// frozen.
+var errTorn = errdefs.New("the node restarted before this output's data was synced to disk: what the pod wrote may be incomplete, so it is not pushed", errdefs.ErrCorrupt)
+
+// attempt freezes v's data, the first time, then pushes it.
+func (m *Manager) attempt(ctx context.Context, dir string, v *Volume) (*Result, error) {
+	if !v.Frozen {
+		if err := m.o.Filesystem.Freeze(ctx, dir); err != nil {
+			return nil, fmt.Errorf("freeze the output's data: %w", err)
+		}
+		v.Frozen = true
+		m.save(ctx, *v, atomicfile.Durable)
+	}
+	// Mounted for the attempt only: outputs waiting for a registry hold
+	// no loop device.
+	defer m.release(ctx, dir)
+	if err := m.o.Filesystem.Mount(ctx, dir, true); err != nil {
+		return nil, err
+	}
+	return m.push(ctx, dir, *v)
+}
+
+func (m *Manager) release(ctx context.Context, dir string) {
+	if err := m.o.Filesystem.Release(ctx, dir); err != nil {
+		klog.FromContext(ctx).Error(err, "Could not release an output's storage", "path", dir)
+	}
+}
+
+// releaseSpool releases the storage of every sealed volume, once uploads
+// have stopped: a stopped plugin leaves mounted only what pods use.
+func (m *Manager) releaseSpool(ctx context.Context) {
+	m.mu.Lock()
+	ids := slices.Collect(maps.Keys(m.spool))
+	m.mu.Unlock()
+	for _, id := range ids {
+		m.release(ctx, filepath.Join(m.spoolDir, id))
+	}
+}
+
+// fail gives up on an output: its journal says Failed with the reason, its
+// credentials are deleted, its storage released (the data stays for
+// FailedTTL) and the recorder is told, until it takes it (see settle).
 func (m *Manager) fail(ctx context.Context, v Volume, cause error) {
-	v.State, v.LastError, v.NextAttempt = Failed, cause.Error(), time.Time{}
+	logger := klog.FromContext(ctx)
+	v.State, v.LastError, v.FailedAt = Failed, cause.Error(), time.Now().UTC()
+	v.Attempts, v.NextAttempt = 0, time.Time{}
 	m.o.Metrics.Upload(metrics.UploadFailed)
-	klog.FromContext(ctx).Error(cause, "Output could not be pushed; its data stays on the node",
+	dir := filepath.Join(m.spoolDir, v.ID)
+	logger.Error(cause, "Output could not be pushed; its data stays on the node until it expires",
 		"pod", klog.KRef(v.Pod.Namespace, v.Pod.Name), "artifact", v.Metadata.Name,
-		"path", filepath.Join(m.spoolDir, v.ID, dataDir), "attempts", v.Attempts+1)
+		"path", filepath.Join(dir, dataDir), "expires", v.FailedAt.Add(m.o.FailedTTL))
+	if err := os.Remove(filepath.Join(dir, credentialsFile)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		logger.Error(err, "Could not delete a failed output's credentials")
+	}
+	m.release(ctx, dir)
 	m.save(ctx, v, atomicfile.Durable)
-	m.record(ctx, v, record.Failed, v.LastError)
+	m.settle(ctx, v, dir)
+}
+
+// settle takes a failed output further: its failure recorded (retried with
+// backoff until the recorder takes it, so that no from: consumer waits
+// forever on a Pending record), then its data deleted once FailedTTL has
+// passed.
+func (m *Manager) settle(ctx context.Context, v Volume, dir string) {
+	logger := klog.FromContext(ctx)
+	if !v.Recorded {
+		if err := m.record(ctx, v, record.Failed, v.LastError); err != nil {
+			v.Attempts++
+			v.NextAttempt = time.Now().Add(m.backoff(v.Attempts))
+			m.save(ctx, v, atomicfile.BestEffort)
+			return
+		}
+		v.Recorded, v.Attempts, v.NextAttempt = true, 0, time.Time{}
+		m.save(ctx, v, atomicfile.BestEffort)
+	}
+	if time.Now().Before(v.FailedAt.Add(m.o.FailedTTL)) {
+		return
+	}
+	if err := m.remove(ctx, dir); err != nil {
+		logger.Error(err, "Could not delete an expired failed output; will retry", "path", dir)
+		v.NextAttempt = time.Now().Add(m.o.RetryMax)
+		m.save(ctx, v, atomicfile.BestEffort)
+		return
+	}
+	m.forget(v.ID)
+	logger.Info("Deleted a failed output's data after its time to live", "artifact", v.Metadata.Name,
+		"pod", klog.KRef(v.Pod.Namespace, v.Pod.Name), "failedAt", v.FailedAt)
+}
+
+func (m *Manager) forget(id string) {
+	m.mu.Lock()
+	delete(m.spool, id)
+	m.mu.Unlock()
 }
 
 func (m *Manager) record(ctx context.Context, v Volume, phase record.Phase, msg string) error {
