@@ -12,8 +12,16 @@ COPY proto/ proto/
 ARG VERSION=dev
 RUN CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.version=${VERSION}" -o /out/ ./cmd/...
 
-FROM gcr.io/distroless/static-debian12:nonroot
+# mke2fs formats the node plugin's output filesystems (--output-filesystem=
+# ext4): the program and the libraries it links, from the build stage's
+# Debian, on a base that has glibc.
+# (cp follows the libraries' symlinks: their sonames become files.)
+RUN mkdir -p /e2fs && cp --parents /usr/sbin/mke2fs /etc/mke2fs.conf \
+      $(ldd /usr/sbin/mke2fs | awk '$2 == "=>" {print $3}' | grep -v libc.so) /e2fs/
+
+FROM gcr.io/distroless/base-debian12:nonroot
 COPY --from=build /out/ /usr/local/bin/
+COPY --from=build /e2fs/ /
 # The CLI and the controller run as this user; the node plugin's DaemonSet
 # runs artifacts-csi-node as root (privileged: it makes bind mounts).
 USER 65532:65532

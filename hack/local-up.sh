@@ -218,6 +218,14 @@ images() {
   CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.version=dev" -o "$bin/" ./cmd/... ./hack/pause ./hack/image
   local args=()
   for b in artifacts artifacts-csi-node artifacts-controller artifacts-provider-filesystem artifacts-provider-conformance; do args+=(--file "$bin/$b:/usr/local/bin/$b"); done
+  # mke2fs formats the node plugin's output filesystems: the program, the
+  # libraries it links and its configuration, from this machine.
+  local mke2fs lib
+  mke2fs=$(command -v mke2fs || echo /usr/sbin/mke2fs)
+  args+=(--file "$mke2fs:/usr/sbin/mke2fs" --file /etc/mke2fs.conf:/etc/mke2fs.conf)
+  for lib in $(ldd "$mke2fs" | awk '$2 == "=>" {print $3} $1 ~ /^\// {print $1}'); do
+    args+=(--file "$(readlink -f "$lib"):$lib")
+  done
   "$bin/image" --push "$to/tekton-artifacts:dev" "${args[@]}" --entrypoint /usr/local/bin/artifacts >/dev/null
   "$bin/image" --push "$to/pause:dev" --file "$bin/pause:/pause" --entrypoint /pause >/dev/null
   args=(--file /bin/busybox:/bin/busybox)

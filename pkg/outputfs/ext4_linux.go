@@ -38,7 +38,7 @@ type Ext4Options struct {
 	// images are kept, one per geometry, to be cloned. Required.
 	Templates string
 	// Mke2fs is the mke2fs program (e2fsprogs). Default "mke2fs", looked
-	// up in PATH.
+	// up in PATH, then in /usr/sbin and /sbin.
 	Mke2fs string
 }
 
@@ -82,13 +82,20 @@ func NewExt4(o Ext4Options) (*Ext4, error) {
 		o.Mke2fs = "mke2fs"
 	}
 	path, err := exec.LookPath(o.Mke2fs)
+	for _, dir := range []string{"/usr/sbin", "/sbin"} { // a container may have no PATH
+		if err != nil && !strings.ContainsRune(o.Mke2fs, '/') {
+			path, err = exec.LookPath(filepath.Join(dir, o.Mke2fs))
+		}
+	}
 	if err != nil {
 		return nil, fmt.Errorf("ext4 output filesystems need mke2fs (e2fsprogs): %w", err)
 	}
 	o.Mke2fs = path
-	if _, err := os.Stat(loopControl); err != nil {
+	ctl, err := os.OpenFile(loopControl, os.O_RDWR|unix.O_CLOEXEC, 0)
+	if err != nil {
 		return nil, fmt.Errorf("ext4 output filesystems need loop devices: %w", err)
 	}
+	ctl.Close()
 	if err := os.MkdirAll(o.Templates, 0o700); err != nil {
 		return nil, err
 	}
