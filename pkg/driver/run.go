@@ -179,6 +179,12 @@ func (p *plugin) serve(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("CSI endpoint: %w", err)
 	}
+	// Root only, like the state directory it lives in.
+	admin, err := unixsock.Listen(filepath.Join(o.StateDir, adminSocket), 0o600)
+	if err != nil {
+		lis.Close()
+		return fmt.Errorf("admin socket: %w", err)
+	}
 	srv := grpc.NewServer(grpc.UnaryInterceptor(LogRPC))
 	p.driver.Register(srv)
 
@@ -190,6 +196,7 @@ func (p *plugin) serve(ctx context.Context) error {
 		return nil
 	})
 	g.Go(func() error { p.outputs.Run(gctx); return nil })
+	g.Go(func() error { return serve.Listener(gctx, admin, adminHandler(p.outputs)) })
 	if p.view != nil {
 		g.Go(func() error { return p.view.Start(gctx) })
 		g.Go(func() error {

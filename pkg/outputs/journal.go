@@ -2,9 +2,12 @@ package outputs
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"k8s.io/klog/v2"
@@ -201,3 +204,64 @@ func (m *Manager) save(ctx context.Context, v Volume, sync atomicfile.Sync) {
 	m.spool[v.ID] = &v
 	m.mu.Unlock()
 }
+
+// List returns a copy of the journal of every sealed volume (waiting for
+// upload, pushed but not recorded, or failed), oldest seal first.
+func (m *Manager) List() []Volume {
+	m.mu.Lock()
+	vs := make([]Volume, 0, len(m.spool))
+	for _, v := range m.spool {
+		vs = append(vs, *v)
+	}
+	m.mu.Unlock()
+	slices.SortFunc(vs, func(a, b Volume) int { return a.SealedAt.Compare(b.SealedAt) })
+	return vs
+}
+
+// Retry hands failed output id back to the uploader, as if it had just
+// been sealed, with credentials creds (the ones it had were deleted when
+// it failed; an empty snapshot pushes anonymously). It refuses an output
+// that is not Failed (ErrNotFailed), whose data has expired (fs.ErrNotExist)
+// or that a reboot may have torn.
+func (m *Manager) Retry(ctx context.Context, id string, creds credentials.Snapshot) error {
+	// Claimed like an upload, so that the uploader does not settle it
+	// meanwhile.
+	m.mu.Lock()
+	p, ok := m.spool[id]
+	if !ok {
+		m.mu.Unlock()
+		return fmt.Errorf("output %s: %w", id, fs.ErrNotExist)
+	}
+	v := *p
+	if v.State != Failed || m.running[id] {
+		m.mu.Unlock()
+		return fmt.Errorf("output %s is %s: %w", id, v.State, ErrNotFailed)
+	}
+	m.running[id] = true
+	m.mu.Unlock()
+	defer func() {
+		m.mu.Lock()
+		delete(m.running, id)
+		m.mu.Unlock()
+		m.poke()
+	}()
+	if !v.Frozen && v.Boot != "" && v.Boot != bootid.Current() {
+		return fmt.Errorf("output %s: %w", id, errTorn)
+	}
+	dir := filepath.Join(m.spoolDir, id)
+	if _, err := os.Stat(filepath.Join(dir, dataDir)); err != nil {
+		return fmt.Errorf("output %s: %w", id, err)
+	}
+	if err := atomicfile.WriteJSON(filepath.Join(dir, credentialsFile), creds, 0o600, atomicfile.Durable); err != nil {
+		return err
+	}
+	v.State, v.SealedAt, v.LastError = Sealed, time.Now().UTC(), ""
+	v.Attempts, v.Interrupted, v.NextAttempt = 0, 0, time.Time{}
+	v.FailedAt, v.Recorded = time.Time{}, false
+	m.save(ctx, v, atomicfile.Durable)
+	klog.FromContext(ctx).Info("Retrying a failed output", "volumeID", id, "artifact", v.Metadata.Name, "pod", klog.KRef(v.Pod.Namespace, v.Pod.Name))
+	return nil
+}
+
+// ErrNotFailed: only a failed output can be retried.
+var ErrNotFailed = errors.New("not failed")

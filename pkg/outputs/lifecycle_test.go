@@ -114,3 +114,33 @@ func TestExt4Outputs(t *testing.T) {
 		t.Errorf("still mounted under the state directory:\n%s", mounts)
 	}
 }
+
+// TestRetryFailedOutput: an administrator retries a failed output once the
+// cause is fixed; it is pushed as if just sealed.
+func TestRetryFailedOutput(t *testing.T) {
+	f := newFixture(t, testregistry.InMemory(t, false))
+	m := f.open()
+	v := f.volume("csi-retry")
+	v.MaxBytes = 10
+	os.WriteFile(filepath.Join(f.publish(m, v), "f"), make([]byte, 11), 0o644)
+	f.seal(m, v.ID)
+	f.run(m)
+	waitFor(t, "the failure", func() bool { got, _ := m.Get(v.ID); return got.State == Failed && got.Recorded })
+	if err := m.Retry(f.ctx, "csi-none", credentials.Snapshot{}); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("retry of an unknown output: %v", err)
+	}
+	// The cause fixed: the file trimmed under the limit.
+	if err := os.Truncate(filepath.Join(f.dir, "spool", v.ID, dataDir, "f"), 5); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Retry(f.ctx, v.ID, credentials.Snapshot{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the push", func() bool { return !m.Has(v.ID) })
+	if last := f.rec.last(); last.Phase != record.Pushed {
+		t.Errorf("last record: %s", last.Phase)
+	}
+	if err := m.Retry(f.ctx, v.ID, credentials.Snapshot{}); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("retry of a pushed output: %v", err)
+	}
+}
