@@ -72,7 +72,10 @@ type Options struct {
 	// FailedOutputTTL is how long a failed output's data stays on the node
 	// for an administrator to inspect or retry. Default 168h (7 days).
 	FailedOutputTTL time.Duration
-	// UploadWorkers bounds concurrent output uploads. Default 2.
+	// UploadWorkers bounds concurrent output uploads; one destination (a
+	// registry host, a storage provider) gets at most all but one of them,
+	// so that a destination that stalls leaves one to the others.
+	// Default 4.
 	UploadWorkers int
 	// FillWorkers bounds the input cache fills (fetch, verify, extract) that
 	// run at once, whatever the artifacts; publishes of the same artifact
@@ -119,7 +122,7 @@ func NewOptions() *Options {
 		Registration:     true,
 		HTTPAddress:      ":9809",
 		ConfigDir:        "/etc/artifacts-csi/config",
-		UploadWorkers:    2,
+		UploadWorkers:    4,
 		OutputFilesystem: outputfs.KindExt4,
 		Mke2fs:           "mke2fs",
 		FailedOutputTTL:  7 * 24 * time.Hour,
@@ -147,7 +150,7 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.Var(&o.OutputFilesystem, "output-filesystem", "how an output's size is bounded while its pod writes: ext4 (a loop-mounted filesystem of maxArtifactBytes) or directory (checked at push only)")
 	fs.StringVar(&o.Mke2fs, "mke2fs", o.Mke2fs, "the mke2fs program of ext4 output filesystems")
 	fs.DurationVar(&o.FailedOutputTTL, "failed-output-ttl", o.FailedOutputTTL, "how long a failed output's data stays on the node")
-	fs.IntVar(&o.UploadWorkers, "upload-workers", o.UploadWorkers, "concurrent output uploads")
+	fs.IntVar(&o.UploadWorkers, "upload-workers", o.UploadWorkers, "concurrent output uploads; one destination gets at most all but one")
 	fs.IntVar(&o.FillWorkers, "fill-workers", o.FillWorkers, "concurrent input cache fills")
 	fs.StringVar(&o.BrokerURL, "broker-url", o.BrokerURL, "the controller's credentials broker, https://host:port (empty: nodePublishSecretRef credentials only)")
 	fs.StringVar(&o.BrokerTokenFile, "broker-token-file", o.BrokerTokenFile, "the plugin's pod-bound token for the broker's audience")

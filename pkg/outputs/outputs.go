@@ -129,8 +129,13 @@ type Options struct {
 	// Deadline is how long after its seal an output may wait for the
 	// registry before it is marked Failed. Default 24h.
 	Deadline time.Duration
-	// Workers bounds concurrent uploads. Default 2.
+	// Workers bounds concurrent uploads. Default 4.
 	Workers int
+	// HostWorkers bounds the concurrent uploads to one destination (a
+	// registry host or a storage provider), so that a destination that
+	// stalls leaves a worker to the others. Default Workers-1 (at least
+	// 1).
+	HostWorkers int
 	// RetryMin and RetryMax bound the exponential backoff between upload
 	// attempts (±20% jitter). Defaults 1s and 5m.
 	RetryMin, RetryMax time.Duration
@@ -186,7 +191,10 @@ func Open(ctx context.Context, o Options) (*Manager, error) {
 		o.Deadline = 24 * time.Hour
 	}
 	if o.Workers <= 0 {
-		o.Workers = 2
+		o.Workers = 4
+	}
+	if o.HostWorkers <= 0 || o.HostWorkers > o.Workers {
+		o.HostWorkers = max(o.Workers-1, 1)
 	}
 	if o.RetryMin <= 0 {
 		o.RetryMin = time.Second

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -20,15 +21,22 @@ import (
 	"github.com/tektoncd/artifacts-csi-driver/pkg/errdefs"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/metrics"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/record"
+	"github.com/tektoncd/artifacts-csi-driver/pkg/store"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/volume"
 )
 
 // Run uploads sealed outputs, Workers at a time, retrying with backoff,
 // until ctx is cancelled; then it waits for running uploads to stop. Every
 // output found by Open is resumed.
+//
+// Uploads are scheduled fairly: at most HostWorkers at once go to the same
+// destination (a registry host or a storage provider), so that one that
+// stalls cannot hold every worker while others' outputs wait; and among
+// the outputs ready, the next one comes from the namespace with the fewest
+// uploads running, served least recently, then sealed first.
 func (m *Manager) Run(ctx context.Context) {
 	logger := klog.FromContext(ctx).WithName("uploader")
-	sem := make(chan struct{}, m.o.Workers)
+	s := scheduler{host: map[string]int{}, namespace: map[string]int{}, served: map[string]int{}}
 	var wg sync.WaitGroup
 	defer func() {
 		wg.Wait()
@@ -39,6 +47,7 @@ func (m *Manager) Run(ctx context.Context) {
 	for {
 		now := time.Now()
 		next := time.Time{}
+		var ready []*Volume
 		m.mu.Lock()
 		for id, v := range m.spool {
 			if m.running[id] {
@@ -54,18 +63,21 @@ func (m *Manager) Run(ctx context.Context) {
 				}
 				continue
 			}
+			ready = append(ready, v)
+		}
+		for s.busy < m.o.Workers {
+			v := s.pick(ready, m.o.HostWorkers)
+			if v == nil {
+				break
+			}
+			id, host, ns := v.ID, destination(v), v.Pod.Namespace
 			m.running[id] = true
+			s.start(host, ns)
 			wg.Go(func() {
-				select {
-				case sem <- struct{}{}:
-				case <-ctx.Done():
-				}
-				if ctx.Err() == nil {
-					m.process(klog.NewContext(ctx, logger.WithValues("volumeID", id)), id)
-					<-sem
-				}
+				m.process(klog.NewContext(ctx, logger.WithValues("volumeID", id)), id)
 				m.mu.Lock()
 				delete(m.running, id)
+				s.done(host, ns)
 				m.mu.Unlock()
 				m.poke()
 			})
@@ -84,6 +96,79 @@ func (m *Manager) Run(ctx context.Context) {
 		case <-timer.C:
 		}
 	}
+}
+
+// scheduler counts the uploads running, by destination and namespace. The
+// Manager's mutex guards it.
+type scheduler struct {
+	busy      int
+	host      map[string]int // running, by destination
+	namespace map[string]int // running, by namespace
+	served    map[string]int // when each namespace last had an upload start
+	clock     int
+}
+
+// pick removes from ready and returns the next output to upload, or nil
+// when none may start. A failed output (its record or its expiry) is
+// quick and goes to no destination: it may always start.
+func (s *scheduler) pick(ready []*Volume, perHost int) *Volume {
+	best := -1
+	for i, v := range ready {
+		if v == nil || (v.State != Failed && s.host[destination(v)] >= perHost) {
+			continue
+		}
+		if best < 0 || s.before(v, ready[best]) {
+			best = i
+		}
+	}
+	if best < 0 {
+		return nil
+	}
+	v := ready[best]
+	ready[best] = nil
+	return v
+}
+
+func (s *scheduler) before(a, b *Volume) bool {
+	na, nb := a.Pod.Namespace, b.Pod.Namespace
+	if s.namespace[na] != s.namespace[nb] {
+		return s.namespace[na] < s.namespace[nb]
+	}
+	if s.served[na] != s.served[nb] {
+		return s.served[na] < s.served[nb]
+	}
+	return a.SealedAt.Before(b.SealedAt)
+}
+
+func (s *scheduler) start(host, ns string) {
+	s.clock++
+	s.busy++
+	s.host[host]++
+	s.namespace[ns]++
+	s.served[ns] = s.clock
+}
+
+func (s *scheduler) done(host, ns string) {
+	s.busy--
+	if s.host[host]--; s.host[host] == 0 {
+		delete(s.host, host)
+	}
+	if s.namespace[ns]--; s.namespace[ns] == 0 {
+		delete(s.namespace, ns)
+	}
+}
+
+// destination names where v goes: its registry host, or its storage
+// provider.
+func destination(v *Volume) string {
+	if v.State == Failed {
+		return ""
+	}
+	if v.Backend != "" && v.Backend != store.OCI {
+		return "provider:" + v.Backend
+	}
+	host, _, _ := strings.Cut(v.Repository, "/")
+	return host
 }
 
 // process takes one output one step further: freeze and push, then
