@@ -22,6 +22,7 @@ import (
 
 	"github.com/tektoncd/artifacts-csi-driver/pkg/config"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/credentials"
+	"github.com/tektoncd/artifacts-csi-driver/pkg/errdefs"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/record"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/tekton"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/volume"
@@ -69,6 +70,7 @@ func (d *Driver) NodePublishVolume(ctx context.Context, req *csi.NodePublishVolu
 		err = d.publishOutput(ctx, req, spec, fp)
 	}
 	if err != nil {
+		d.limitHit(spec.Pod, err)
 		return nil, toStatus(err)
 	}
 	logger.V(2).Info("Published volume", "duration", time.Since(start))
@@ -190,6 +192,15 @@ func (d *Driver) identify(ctx context.Context, p volume.Pod, pod *corev1.Pod) (t
 		d.warn(p, record.ReasonIdentityRefused, who.Refused+"; the claim is ignored")
 	}
 	return who, nil
+}
+
+// limitHit counts err and reports it on the pod when it hit one of the
+// driver's bounds (errdefs.Limit): which bound, and how to raise it.
+func (d *Driver) limitHit(pod volume.Pod, err error) {
+	if bound, _, ok := errdefs.LimitOf(err); ok {
+		d.deps.Metrics.LimitHit(bound)
+		d.warn(pod, record.ReasonLimitExceeded, err.Error())
+	}
 }
 
 // warn reports a Warning on the pod, when the driver has an event sink.

@@ -476,6 +476,10 @@ func TestPublishInputErrors(t *testing.T) {
 			func(n *node) { n.stores.pullErr[digestA] = archive.ErrDigestMismatch }, codes.DataLoss, "digest mismatch"},
 		{"too large", testkit.Input("source", repo+"@"+digestA),
 			func(n *node) { n.stores.pullErr[digestA] = archive.ErrLimitExceeded }, codes.ResourceExhausted, "limit"},
+		{"a bound of the driver", testkit.Input("source", repo+"@"+digestA),
+			func(n *node) {
+				n.stores.pullErr[digestA] = errdefs.Limit("maxArtifactBytes", "raise it", archive.ErrLimitExceeded)
+			}, codes.ResourceExhausted, "bound maxArtifactBytes: raise it"},
 		{"unsafe", testkit.Input("source", repo+"@"+digestA),
 			func(n *node) { n.stores.pullErr[digestA] = archive.ErrUnsafeEntry }, codes.InvalidArgument, "unsafe"},
 		{"disk full", testkit.Input("source", repo+"@"+digestA),
@@ -519,6 +523,9 @@ func TestPublishInputErrors(t *testing.T) {
 			}
 			if tc.name == "invalid configuration" && len(n.events.reasons) != 1 {
 				t.Errorf("events = %v, want the invalid configuration reported", n.events.reasons)
+			}
+			if tc.name == "a bound of the driver" && !slices.Equal(n.events.reasons, []string{record.ReasonLimitExceeded}) {
+				t.Errorf("events = %v, want the bound reported", n.events.reasons)
 			}
 		})
 	}

@@ -130,3 +130,36 @@ func Retryable(err error) bool {
 	}
 	return err != nil
 }
+
+// Limit marks err as a bound of the driver that was hit: bound names it
+// (a configuration key or a flag, e.g. "maxArtifactBytes"), raise says
+// how to raise it. The message gains both; the class and everything err
+// wraps are kept. The edges (the CSI node service, the uploader) count
+// such errors by bound and report them on the pod. It returns nil for a
+// nil err.
+func Limit(bound, raise string, err error) error {
+	if err == nil {
+		return nil
+	}
+	return &limitError{bound: bound, raise: raise, err: err}
+}
+
+type limitError struct {
+	bound, raise string
+	err          error
+}
+
+func (e *limitError) Error() string {
+	return e.err.Error() + " (bound " + e.bound + ": " + e.raise + ")"
+}
+func (e *limitError) Unwrap() error { return e.err }
+
+// LimitOf returns the bound err reports having hit, and how to raise it;
+// ok is false when err hit none.
+func LimitOf(err error) (bound, raise string, ok bool) {
+	var le *limitError
+	if !errors.As(err, &le) {
+		return "", "", false
+	}
+	return le.bound, le.raise, true
+}

@@ -40,6 +40,7 @@ type Metrics struct {
 	pushed       prometheus.Counter
 	cacheLookups *prometheus.CounterVec
 	uploads      *prometheus.CounterVec
+	limits       *prometheus.CounterVec
 }
 
 // New registers the metrics, with Go and process collectors, in a registry
@@ -68,6 +69,10 @@ func New(cache func() (bytes int64, entries int), queue func() QueueStats) *Metr
 			Namespace: namespace, Name: "uploads_total",
 			Help: "Output upload attempts by result (pushed, retry, failed).",
 		}, []string{"result"}),
+		limits: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "limits_hit_total",
+			Help: "Operations refused or given up because they hit a bound, by bound (a configuration key or flag).",
+		}, []string{"bound"}),
 	}
 	gauge := func(name, help string, f func() float64) prometheus.Collector {
 		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: namespace, Name: name, Help: help}, f)
@@ -75,7 +80,7 @@ func New(cache func() (bytes int64, entries int), queue func() QueueStats) *Metr
 	m.registry.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		m.operations, m.pulled, m.pushed, m.cacheLookups, m.uploads,
+		m.operations, m.pulled, m.pushed, m.cacheLookups, m.uploads, m.limits,
 		gauge("cache_bytes", "Bytes held by the input cache.", func() float64 { b, _ := cache(); return float64(b) }),
 		gauge("cache_entries", "Artifacts held by the input cache.", func() float64 { _, n := cache(); return float64(n) }),
 		gauge("upload_queue_depth", "Sealed outputs waiting to be pushed.", func() float64 { return float64(queue().Pending) }),
@@ -132,5 +137,12 @@ func (m *Metrics) CacheLookup(hit bool) {
 func (m *Metrics) Upload(result string) {
 	if m != nil {
 		m.uploads.WithLabelValues(result).Inc()
+	}
+}
+
+// LimitHit counts an operation that hit bound (see errdefs.Limit).
+func (m *Metrics) LimitHit(bound string) {
+	if m != nil {
+		m.limits.WithLabelValues(bound).Inc()
 	}
 }

@@ -36,6 +36,7 @@ import (
 	"github.com/tektoncd/artifacts-csi-driver/internal/atomicfile"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/archive"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/artifact"
+	"github.com/tektoncd/artifacts-csi-driver/pkg/errdefs"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/metrics"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/outputfs"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/record"
@@ -283,7 +284,8 @@ func (m *Manager) interrupted(ctx context.Context, v Volume) {
 	v.Uploading = false
 	v.Interrupted++
 	if v.Interrupted >= m.o.MaxInterrupted {
-		m.fail(ctx, v, fmt.Errorf("the node plugin stopped during %d upload attempts of this output (killed, for example for lack of memory); given up so that it does not again", v.Interrupted))
+		m.fail(ctx, v, errdefs.Limit("interrupted uploads", "fix what killed the plugin (see its pod's last state), then retry with artifacts-csi-node outputs retry",
+			fmt.Errorf("the node plugin stopped during %d upload attempts of this output (killed, for example for lack of memory); given up so that it does not again", v.Interrupted)))
 		return
 	}
 	m.save(ctx, v, atomicfile.Durable)

@@ -24,7 +24,8 @@ func (m *Manager) push(ctx context.Context, dir string, v Volume) (*Result, erro
 	if n, err := treeSize(data, v.MaxBytes); err != nil {
 		return nil, err
 	} else if n > v.MaxBytes {
-		return nil, fmt.Errorf("%w: the output holds more than maxArtifactBytes (%d bytes)", archive.ErrLimitExceeded, v.MaxBytes)
+		return nil, errdefs.Limit("maxArtifactBytes", "raise it in the namespace's config-artifact-storage ConfigMap, under the cluster's ceiling",
+			fmt.Errorf("%w: the output holds more than maxArtifactBytes (%d bytes)", archive.ErrLimitExceeded, v.MaxBytes))
 	}
 	var creds credentials.Snapshot
 	if err := atomicfile.ReadJSON(filepath.Join(dir, credentialsFile), &creds); err != nil {

@@ -291,6 +291,9 @@ func (m *Manager) fail(ctx context.Context, v Volume, cause error) {
 	v.State, v.LastError, v.FailedAt = Failed, cause.Error(), time.Now().UTC()
 	v.Attempts, v.NextAttempt = 0, time.Time{}
 	m.o.Metrics.Upload(metrics.UploadFailed)
+	if bound, _, ok := errdefs.LimitOf(cause); ok {
+		m.o.Metrics.LimitHit(bound)
+	}
 	dir := filepath.Join(m.spoolDir, v.ID)
 	logger.Error(cause, "Output could not be pushed; its data stays on the node until it expires",
 		"pod", klog.KRef(v.Pod.Namespace, v.Pod.Name), "artifact", v.Metadata.Name,

@@ -28,6 +28,9 @@ const (
 	// (or its TaskRun a PipelineRun) that Tekton's state says it is not
 	// part of; the pod's artifacts are recorded as a plain pod's.
 	ReasonIdentityRefused = "ArtifactIdentityRefused"
+	// ReasonLimitExceeded: a volume hit one of the driver's bounds; the
+	// message names the bound and how to raise it.
+	ReasonLimitExceeded = "ArtifactLimitExceeded"
 )
 
 // Events is a Recorder that reports outputs on their pod as Kubernetes
