@@ -51,9 +51,18 @@ const (
 	// maxZstdWindow bounds decoder memory against hostile frames: 32 MiB
 	// takes every standard level (zstd -19 uses 8 MiB), not --long.
 	maxZstdWindow = 32 << 20
+	// MaxCompressors bounds the blocks one compression works on at once
+	// (gzip: twice as many in flight), so that its memory does not grow
+	// with the node's cores: about 8 MiB of input in flight for gzip, and
+	// 32 MiB plus the encoders' state for zstd.
+	MaxCompressors = 8
 )
 
-// NewCompressor returns a writer that compresses into w, using every core.
+// compressors is how many cores a compression uses.
+func compressors() int { return min(runtime.GOMAXPROCS(0), MaxCompressors) }
+
+// NewCompressor returns a writer that compresses into w, using every core
+// up to MaxCompressors.
 // Output depends only on the input and c, never on the number of cores.
 // zstd output is a sequence of independent frames of 4 MiB of input each,
 // compressed in parallel. Close flushes the stream but does not close w. c == None returns a
@@ -67,7 +76,7 @@ func NewCompressor(w io.Writer, c Compression) (io.WriteCloser, error) {
 		if err != nil {
 			return nil, err
 		}
-		if err := zw.SetConcurrency(gzipBlockSize, 2*runtime.GOMAXPROCS(0)); err != nil {
+		if err := zw.SetConcurrency(gzipBlockSize, 2*compressors()); err != nil {
 			return nil, err
 		}
 		// pgzip writes MTIME as uint32(ModTime.Unix()), which for the zero
@@ -75,7 +84,7 @@ func NewCompressor(w io.Writer, c Compression) (io.WriteCloser, error) {
 		zw.ModTime = time.Unix(0, 0)
 		return zw, nil
 	case Zstd:
-		return newZstdWriter(w, zstdLevel, runtime.GOMAXPROCS(0))
+		return newZstdWriter(w, zstdLevel, compressors())
 	}
 	return nil, fmt.Errorf("unknown compression %q", c)
 }

@@ -268,3 +268,44 @@ func BenchmarkPublishOutputAPI(b *testing.B) {
 	b.ReportMetric(without.p50(), "local-p50-ms")
 	b.ReportMetric(withAPI.pct(0.9), "api-p90-ms")
 }
+
+// BenchmarkOutputFilesystem publishes and unpublishes an output volume
+// on two plugins side by side, alternating which goes first: one giving
+// each output an ext4 filesystem of its own (bounded while the pod
+// writes; the default), one a plain directory (bounded only at push), the
+// baseline. The pod's write between the two is not timed. Uploads fail
+// fast (no registry), so the freeze and push run off the clock.
+func BenchmarkOutputFilesystem(b *testing.B) {
+	config := registryConfig("127.0.0.1:1")
+	config["maxArtifactBytes"] = "1Gi"
+	plugins := map[string]*plugin{
+		"ext4":      benchPlugin(b, config, "--output-filesystem=ext4"),
+		"directory": benchPlugin(b, config, "--output-filesystem=directory"),
+	}
+	tree := benchTrees(b)["small"]
+	publish, unpublish := map[string]timings{}, map[string]timings{}
+	for i := 0; b.Loop(); i++ {
+		order := []string{"ext4", "directory"}
+		if i%2 == 1 {
+			order = []string{"directory", "ext4"}
+		}
+		for _, kind := range order {
+			pl := plugins[kind]
+			p := newPod("producer")
+			start := time.Now()
+			mustOK(b, "publish", pl.publish(b.Context(), p, "out", output("build")))
+			publish[kind] = append(publish[kind], time.Since(start))
+			b.StopTimer()
+			copyTree(b, tree, pl.target(p, "out"))
+			b.StartTimer()
+			start = time.Now()
+			mustOK(b, "unpublish", pl.unpublish(b.Context(), p, "out"))
+			unpublish[kind] = append(unpublish[kind], time.Since(start))
+		}
+	}
+	for _, kind := range []string{"ext4", "directory"} {
+		b.ReportMetric(publish[kind].p50(), kind+"-publish-p50-ms")
+		b.ReportMetric(unpublish[kind].p50(), kind+"-unpublish-p50-ms")
+	}
+	b.ReportMetric(publish["ext4"].pct(0.9), "ext4-publish-p90-ms")
+}

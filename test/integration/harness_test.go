@@ -116,6 +116,7 @@ func newPluginIn(t testing.TB, root string, config map[string]string, args ...st
 			t.Logf("plugin log:\n%s", tail(string(b), 60))
 		}
 		unmountAll(p.kubeletDir)
+		unmountAll(p.stateDir) // ext4 output filesystems
 	})
 	return p
 }
