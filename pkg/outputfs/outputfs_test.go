@@ -234,3 +234,34 @@ func TestDir(t *testing.T) {
 		t.Errorf("Mount: %v", err)
 	}
 }
+
+// BenchmarkCreate measures what a publish pays for an output's own
+// filesystem (template clone, loop device, mount), released each time.
+func BenchmarkCreate(b *testing.B) {
+	if os.Geteuid() != 0 {
+		b.Skip("needs root")
+	}
+	root := b.TempDir()
+	e, err := NewExt4(Ext4Options{Templates: filepath.Join(root, "templates")})
+	if err != nil {
+		b.Skip(err)
+	}
+	ctx := context.Background()
+	for _, size := range []int64{16 << 20, 1 << 30, 10 << 30} {
+		b.Run(fmt.Sprint("bytes=", size>>20, "Mi"), func(b *testing.B) {
+			for i := 0; b.Loop(); i++ {
+				dir := filepath.Join(root, fmt.Sprint(size, "-", i))
+				os.Mkdir(dir, 0o700)
+				if err := e.Create(ctx, dir, Limits{Bytes: size, GID: -1}); err != nil {
+					b.Fatal(err)
+				}
+				b.StopTimer()
+				if err := e.Release(ctx, dir); err != nil {
+					b.Fatal(err)
+				}
+				os.RemoveAll(dir)
+				b.StartTimer()
+			}
+		})
+	}
+}

@@ -60,7 +60,9 @@ func TestMemoryBound(t *testing.T) {
 	errs := make(chan error, 8)
 	for i, p := range producers {
 		wg.Go(func() { errs <- pl.unpublish(t.Context(), p, "out") })
-		wg.Go(func() { errs <- pl.publish(t.Context(), newPod(fmt.Sprint("consumer-", i)), "in", input("src", refs[i])) })
+		wg.Go(func() {
+			errs <- pl.publish(t.Context(), newPod(fmt.Sprint("consumer-", i)), "in", input("src", refs[i]))
+		})
 	}
 	wg.Wait()
 	close(errs)
