@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -69,9 +70,10 @@ func (c *Client) Pull(ctx context.Context, ref Reference, dest string) (*PullRes
 		return nil, err
 	}
 	defer body.Close()
-	var r io.Reader = body
+	src := &blobSource{r: body}
+	var r io.Reader = src
 	if c.o.Progress != nil {
-		r = io.TeeReader(body, &counter{progress: c.o.Progress})
+		r = io.TeeReader(src, &counter{progress: c.o.Progress})
 	}
 	want := archive.Expect{Digest: layout.Layer.Digest, Size: layout.Layer.Size}
 	if layout.FileName != "" {
@@ -80,9 +82,35 @@ func (c *Client) Pull(ctx context.Context, ref Reference, dest string) (*PullRes
 		res.Stats, res.Compression, err = archive.Extract(ctx, r, want, dest, c.o.Limits, archive.WithModes(c.o.Modes))
 	}
 	if err != nil {
+		if src.cut(err) {
+			return nil, fmt.Errorf("fetch %s: %w", res.Ref, src.err)
+		}
 		return nil, fmt.Errorf("extract %s: %w", res.Ref, err)
 	}
 	return res, nil
+}
+
+// blobSource is the body of a blob being extracted. It keeps the error
+// that cut the stream short (the registry's idle timeout, the network).
+type blobSource struct {
+	r   io.Reader
+	err error // the first error other than io.EOF
+}
+
+func (s *blobSource) Read(p []byte) (int, error) {
+	n, err := s.r.Read(p)
+	if err != nil && err != io.EOF && s.err == nil {
+		s.err = err
+	}
+	return n, err
+}
+
+// cut reports whether extraction failed with err because the stream was
+// cut short: a verdict on what could not be read to its end (a corrupt
+// archive, which a truncated one looks like) gives way to the reason it
+// ended. Called once extraction has returned.
+func (s *blobSource) cut(err error) bool {
+	return s.err != nil && (errors.Is(err, s.err) || errors.Is(err, errdefs.ErrCorrupt))
 }
 
 // Resolve returns the manifest digest reference for ref (which is returned
