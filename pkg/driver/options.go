@@ -14,6 +14,7 @@ import (
 
 	"github.com/tektoncd/artifacts-csi-driver/internal/command"
 	"github.com/tektoncd/artifacts-csi-driver/internal/unixsock"
+	"github.com/tektoncd/artifacts-csi-driver/pkg/oci"
 )
 
 // Options configures the node plugin. Zero values are not defaults: use
@@ -59,6 +60,13 @@ type Options struct {
 	// <dir>/<name>.sock, for namespaces whose backend is not oci. Default
 	// /var/run/artifacts-csi/providers.
 	ProvidersDir string
+	// RegistryIdleTimeout aborts a request to a registry, or a stream to a
+	// storage provider, that has waited that long on it without a byte
+	// moving (the wait for an answer included); the upload or fill is then
+	// retried as any unavailable store's. It keeps a registry that trickles
+	// bytes from holding an upload worker or a fill for the whole attempt.
+	// Default 60s (oci.DefaultIdleTimeout).
+	RegistryIdleTimeout time.Duration
 	// UploadWorkers bounds concurrent output uploads. Default 2.
 	UploadWorkers int
 	// FillWorkers bounds the input cache fills (fetch, verify, extract) that
@@ -111,6 +119,8 @@ func NewOptions() *Options {
 		ProvidersDir:    "/var/run/artifacts-csi/providers",
 		KubeAPIQPS:      20,
 		KubeAPIBurst:    40,
+
+		RegistryIdleTimeout: oci.DefaultIdleTimeout,
 	}
 }
 
@@ -128,6 +138,7 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.RegistrationPath, "kubelet-registration-path", o.RegistrationPath, "CSI socket path as kubelet sees it (default: the --endpoint path)")
 	fs.StringVar(&o.ConfigDir, "config-dir", o.ConfigDir, "cluster config-artifact-storage ConfigMap mounted as a directory")
 	fs.StringVar(&o.ProvidersDir, "providers-dir", o.ProvidersDir, "directory of the storage providers' sockets, <name>.sock")
+	fs.DurationVar(&o.RegistryIdleTimeout, "registry-idle-timeout", o.RegistryIdleTimeout, "abort a registry request or storage provider stream that makes no progress (no byte moves, no answer) for this long; it is retried")
 	fs.IntVar(&o.UploadWorkers, "upload-workers", o.UploadWorkers, "concurrent output uploads")
 	fs.IntVar(&o.FillWorkers, "fill-workers", o.FillWorkers, "concurrent input cache fills")
 	fs.StringVar(&o.BrokerURL, "broker-url", o.BrokerURL, "the controller's credentials broker, https://host:port (empty: nodePublishSecretRef credentials only)")
@@ -160,6 +171,9 @@ func (o *Options) Validate() error {
 	}
 	if o.UploadDeadline <= 0 {
 		errs = append(errs, fmt.Errorf("--upload-deadline must be positive, got %s", o.UploadDeadline))
+	}
+	if o.RegistryIdleTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("--registry-idle-timeout must be positive, got %s", o.RegistryIdleTimeout))
 	}
 	if o.RegistrationPath != "" && !filepath.IsAbs(o.RegistrationPath) {
 		errs = append(errs, fmt.Errorf("--kubelet-registration-path must be an absolute path, got %q", o.RegistrationPath))
