@@ -14,6 +14,7 @@ import (
 
 	"github.com/tektoncd/artifacts-csi-driver/internal/command"
 	"github.com/tektoncd/artifacts-csi-driver/internal/unixsock"
+	"github.com/tektoncd/artifacts-csi-driver/pkg/oci"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/outputfs"
 )
 
@@ -77,6 +78,13 @@ type Options struct {
 	// so that a destination that stalls leaves one to the others.
 	// Default 4.
 	UploadWorkers int
+	// RegistryIdleTimeout aborts a request to a registry, or a stream to a
+	// storage provider, that has waited that long on it without a byte
+	// moving (the wait for an answer included); the upload or fill is then
+	// retried as any unavailable store's. It keeps a registry that trickles
+	// bytes from holding an upload worker or a fill for the whole attempt.
+	// Default 60s (oci.DefaultIdleTimeout).
+	RegistryIdleTimeout time.Duration
 	// FillWorkers bounds the input cache fills (fetch, verify, extract) that
 	// run at once, whatever the artifacts; publishes of the same artifact
 	// share one fill. Default 4.
@@ -111,25 +119,26 @@ type Options struct {
 // NewOptions returns Options with their defaults.
 func NewOptions() *Options {
 	return &Options{
-		Endpoint:         "unix:///var/lib/kubelet/plugins/" + DriverName + "/csi.sock",
-		KubeletDir:       "/var/lib/kubelet",
-		StateDir:         "/var/lib/artifacts-csi",
-		CacheBytes:       10 << 30,
-		CacheGrantTTL:    10 * time.Minute,
-		BrokerTokenFile:  "/var/run/secrets/artifacts.tekton.dev/broker/token",
-		BrokerCAFile:     "/etc/artifacts-csi/broker/ca.crt",
-		UploadDeadline:   24 * time.Hour,
-		Registration:     true,
-		HTTPAddress:      ":9809",
-		ConfigDir:        "/etc/artifacts-csi/config",
-		UploadWorkers:    4,
-		OutputFilesystem: outputfs.KindExt4,
-		Mke2fs:           "mke2fs",
-		FailedOutputTTL:  7 * 24 * time.Hour,
-		FillWorkers:      4,
-		ProvidersDir:     "/var/run/artifacts-csi/providers",
-		KubeAPIQPS:       20,
-		KubeAPIBurst:     40,
+		Endpoint:            "unix:///var/lib/kubelet/plugins/" + DriverName + "/csi.sock",
+		KubeletDir:          "/var/lib/kubelet",
+		StateDir:            "/var/lib/artifacts-csi",
+		CacheBytes:          10 << 30,
+		CacheGrantTTL:       10 * time.Minute,
+		BrokerTokenFile:     "/var/run/secrets/artifacts.tekton.dev/broker/token",
+		BrokerCAFile:        "/etc/artifacts-csi/broker/ca.crt",
+		UploadDeadline:      24 * time.Hour,
+		Registration:        true,
+		HTTPAddress:         ":9809",
+		ConfigDir:           "/etc/artifacts-csi/config",
+		UploadWorkers:       4,
+		OutputFilesystem:    outputfs.KindExt4,
+		Mke2fs:              "mke2fs",
+		FailedOutputTTL:     7 * 24 * time.Hour,
+		FillWorkers:         4,
+		ProvidersDir:        "/var/run/artifacts-csi/providers",
+		KubeAPIQPS:          20,
+		KubeAPIBurst:        40,
+		RegistryIdleTimeout: oci.DefaultIdleTimeout,
 	}
 }
 
@@ -151,6 +160,7 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.Mke2fs, "mke2fs", o.Mke2fs, "the mke2fs program of ext4 output filesystems")
 	fs.DurationVar(&o.FailedOutputTTL, "failed-output-ttl", o.FailedOutputTTL, "how long a failed output's data stays on the node")
 	fs.IntVar(&o.UploadWorkers, "upload-workers", o.UploadWorkers, "concurrent output uploads; one destination gets at most all but one")
+	fs.DurationVar(&o.RegistryIdleTimeout, "registry-idle-timeout", o.RegistryIdleTimeout, "abort a registry request or storage provider stream that makes no progress (no byte moves, no answer) for this long; it is retried")
 	fs.IntVar(&o.FillWorkers, "fill-workers", o.FillWorkers, "concurrent input cache fills")
 	fs.StringVar(&o.BrokerURL, "broker-url", o.BrokerURL, "the controller's credentials broker, https://host:port (empty: nodePublishSecretRef credentials only)")
 	fs.StringVar(&o.BrokerTokenFile, "broker-token-file", o.BrokerTokenFile, "the plugin's pod-bound token for the broker's audience")
@@ -182,6 +192,9 @@ func (o *Options) Validate() error {
 	}
 	if o.UploadDeadline <= 0 {
 		errs = append(errs, fmt.Errorf("--upload-deadline must be positive, got %s", o.UploadDeadline))
+	}
+	if o.RegistryIdleTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("--registry-idle-timeout must be positive, got %s", o.RegistryIdleTimeout))
 	}
 	if o.RegistrationPath != "" && !filepath.IsAbs(o.RegistrationPath) {
 		errs = append(errs, fmt.Errorf("--kubelet-registration-path must be an absolute path, got %q", o.RegistrationPath))

@@ -115,8 +115,9 @@ func newPlugin(ctx context.Context, o *Options, version string) (_ *plugin, err 
 	// Pods' own credentials only: never the node's. Inputs are readable by
 	// every uid of every pod that mounts them (docs/design.md, "Inputs").
 	reg := oci.New(oci.Options{Keychain: authn.NewMultiKeychain(), UserAgent: "artifacts-csi/" + version, DigestCache: dc,
-		Modes: archive.ReadOnlyModes})
-	p.providers = provider.NewClient(provider.Options{Dir: o.ProvidersDir, Modes: archive.ReadOnlyModes})
+		Modes: archive.ReadOnlyModes, IdleTimeout: o.RegistryIdleTimeout})
+	p.providers = provider.NewClient(provider.Options{Dir: o.ProvidersDir, Modes: archive.ReadOnlyModes,
+		IdleTimeout: o.RegistryIdleTimeout})
 	stores := store.Stores{Registry: reg, Providers: p.providers}
 
 	var (

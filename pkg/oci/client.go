@@ -34,9 +34,10 @@ import (
 // errdefs.ErrNotFound for a repository, manifest, tag or blob the registry
 // does not have; errdefs.ErrDenied when it refuses the credentials (401,
 // 403); errdefs.ErrUnavailable when it cannot be reached or fails on its
-// side (429, 5xx, a network error); artifact.ErrInvalid (ErrInvalid) for
-// what is not a readable artifact; archive's errors for what the content
-// breaks.
+// side (429, 5xx, a network error, no progress for Options.IdleTimeout);
+// artifact.ErrInvalid (ErrInvalid) for what is not a readable artifact;
+// archive's errors for what the content breaks (archive.ErrLimitExceeded,
+// ErrTooLarge, for a blob larger than the limits allow).
 
 // Options configures a Client. The zero value is usable: credentials from
 // the Docker config file (~/.docker/config.json and credential helpers, as
@@ -46,8 +47,18 @@ type Options struct {
 	// Keychain resolves credentials per registry. Default:
 	// authn.DefaultKeychain.
 	Keychain authn.Keychain
-	// Transport is the HTTP transport. Default: remote.DefaultTransport.
+	// Transport is the HTTP transport. Default: remote.DefaultTransport,
+	// whose connections are made within 30s and TLS handshakes done within
+	// 10s.
 	Transport http.RoundTripper
+	// IdleTimeout aborts a request to a registry (manifest, blob, upload,
+	// referrers, ping, token exchange) once it has waited that long on the
+	// registry without a byte moving either way, the wait for the response
+	// headers included; the time spent producing the upload or extracting
+	// the download does not count. The request fails with an error of
+	// class errdefs.ErrUnavailable. Zero means DefaultIdleTimeout (60s);
+	// negative disables it, leaving requests bounded by their context only.
+	IdleTimeout time.Duration
 	// UserAgent is sent with every request. Default:
 	// "tekton-artifacts".
 	UserAgent string
@@ -84,6 +95,10 @@ func New(o Options) *Client {
 	if o.Transport == nil {
 		o.Transport = remote.DefaultTransport
 	}
+	if o.IdleTimeout == 0 {
+		o.IdleTimeout = DefaultIdleTimeout
+	}
+	o.Transport = withIdleTimeout(o.Transport, o.IdleTimeout)
 	if o.UserAgent == "" {
 		o.UserAgent = "tekton-artifacts"
 	}

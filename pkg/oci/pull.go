@@ -5,8 +5,10 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"strings"
 
@@ -64,14 +66,19 @@ func (c *Client) Pull(ctx context.Context, ref Reference, dest string) (*PullRes
 	}
 	res.Layer, res.Metadata, res.FileName = layout.Layer, layout.Metadata, layout.FileName
 
+	src := newBlobSource(layout.Layer.Digest, c.o.Limits)
+	if src.max >= 0 && layout.Layer.Size > src.max {
+		return nil, fmt.Errorf("%w: %s: layer %s declares %d bytes, %s", archive.ErrLimitExceeded, res.Ref, layout.Layer.Digest, layout.Layer.Size, src.why)
+	}
 	body, err := c.openBlob(ctx, repo, layout.Layer.Digest)
 	if err != nil {
 		return nil, err
 	}
 	defer body.Close()
-	var r io.Reader = body
+	src.r = body
+	var r io.Reader = src
 	if c.o.Progress != nil {
-		r = io.TeeReader(body, &counter{progress: c.o.Progress})
+		r = io.TeeReader(src, &counter{progress: c.o.Progress})
 	}
 	want := archive.Expect{Digest: layout.Layer.Digest, Size: layout.Layer.Size}
 	if layout.FileName != "" {
@@ -80,9 +87,78 @@ func (c *Client) Pull(ctx context.Context, ref Reference, dest string) (*PullRes
 		res.Stats, res.Compression, err = archive.Extract(ctx, r, want, dest, c.o.Limits, archive.WithModes(c.o.Modes))
 	}
 	if err != nil {
+		if src.cut(err) {
+			return nil, fmt.Errorf("fetch %s: %w", res.Ref, src.err)
+		}
 		return nil, fmt.Errorf("extract %s: %w", res.Ref, err)
 	}
 	return res, nil
+}
+
+// blobSource is the body of a blob being extracted. It bounds it to max
+// bytes, so that a blob reference, which declares no size, cannot make
+// Pull read without end, and it keeps the error that cut the stream short
+// (the bound, the registry's idle timeout, the network).
+type blobSource struct {
+	r   io.Reader
+	d   v1.Hash
+	n   int64
+	max int64  // negative: no bound
+	why string // the bound, for the error: "more than ..."
+	err error  // the first error other than io.EOF, returned from then on
+}
+
+// newBlobSource returns the source of blob d for extraction within lim,
+// without its reader. The bound is lim.MaxBytes (maxArtifactBytes; a
+// negative MaxBytes means no bound), the limit of the content the blob may
+// extract to, with room for what an archive adds to its content: 1/64 of
+// it (a tar header and padding, at most 1 KiB, per file of 64 KiB) and
+// 1 MiB (the end of the archive, the compressor's framing). An archive
+// whose content fits the limit fits the bound unless it holds a great many
+// small files that do not compress; and a registry cannot make a pull read
+// much more than maxArtifactBytes, whatever the blob declares or lacks.
+func newBlobSource(d v1.Hash, lim archive.Limits) *blobSource {
+	content := lim.MaxBytes
+	if content == 0 {
+		content = archive.DefaultMaxBytes
+	}
+	s := &blobSource{d: d, max: -1}
+	if content > 0 {
+		s.max = content + min(content/64+blobOverhead, math.MaxInt64-1-content)
+		s.why = fmt.Sprintf("more than the %d bytes allowed for an artifact of at most %d bytes of content (maxArtifactBytes)", s.max, content)
+	}
+	return s
+}
+
+// blobOverhead is the room a blob has above its content's bound besides
+// 1/64 of it.
+const blobOverhead = 1 << 20
+
+func (s *blobSource) Read(p []byte) (int, error) {
+	if s.err != nil {
+		return 0, s.err
+	}
+	if s.max >= 0 {
+		p = p[:min(int64(len(p)), s.max-s.n+1)] // never more than one byte past the bound
+	}
+	n, err := s.r.Read(p)
+	s.n += int64(n)
+	switch {
+	case s.max >= 0 && s.n > s.max:
+		s.err = fmt.Errorf("%w: blob %s: %s", archive.ErrLimitExceeded, s.d, s.why)
+		return n, s.err
+	case err != nil && err != io.EOF:
+		s.err = err
+	}
+	return n, err
+}
+
+// cut reports whether extraction failed with err because the stream was
+// cut short: a verdict on what could not be read to its end (a corrupt
+// archive, which a truncated one looks like) gives way to the reason it
+// ended. Called once extraction has returned.
+func (s *blobSource) cut(err error) bool {
+	return s.err != nil && (errors.Is(err, s.err) || errors.Is(err, errdefs.ErrCorrupt))
 }
 
 // Resolve returns the manifest digest reference for ref (which is returned

@@ -24,8 +24,9 @@ import (
 // an errdefs class. A provider's own gRPC status never escapes: callers
 // see errdefs.ErrNotFound (NOT_FOUND), errdefs.ErrDenied
 // (PERMISSION_DENIED, UNAUTHENTICATED), errdefs.ErrUnavailable (no
-// provider serves the socket, or it answered UNAVAILABLE or ABORTED after
-// the client's retries), archive.ErrDigestMismatch (DATA_LOSS, or bytes
+// provider serves the socket, it answered UNAVAILABLE or ABORTED after
+// the client's retries, or a stream made no progress for
+// Options.IdleTimeout), archive.ErrDigestMismatch (DATA_LOSS, or bytes
 // that do not match their digest), context errors, or one of these.
 var (
 	// ErrRejected: the provider refused the request as invalid
@@ -46,13 +47,23 @@ var (
 type Options struct {
 	// Dir holds the providers' sockets, <Dir>/<name>.sock. Required.
 	Dir string
-	// CallTimeout bounds Info, Stat and Delete. Streams are bounded by
-	// their caller's context only. Default 30s.
+	// CallTimeout bounds Info, Stat and Delete. Default 30s.
 	CallTimeout time.Duration
+	// IdleTimeout aborts a Put or Get stream once it has waited that long
+	// on the provider without a message moving: a Send blocked by flow
+	// control, a Recv, the answer to a commit. The time spent producing or
+	// extracting the blob does not count. The stream fails with an error
+	// of class errdefs.ErrUnavailable. Zero means DefaultIdleTimeout (60s);
+	// negative disables it, leaving streams bounded by their caller's
+	// context only.
+	IdleTimeout time.Duration
 	// Modes are the permission bits of what Pull extracts. Default:
 	// archive.ArchiveModes, the producer's.
 	Modes archive.Modes
 }
+
+// DefaultIdleTimeout is the default of Options.IdleTimeout.
+const DefaultIdleTimeout = 60 * time.Second
 
 // Client reaches the providers of a node. It keeps one connection per
 // provider, checked with Info when first made; gRPC reconnects it when the
@@ -71,12 +82,16 @@ type conn struct {
 	cc   *grpc.ClientConn
 	api  pb.ProviderClient
 	info *pb.InfoResponse
+	idle time.Duration // Options.IdleTimeout
 }
 
 // NewClient returns a client for the providers under o.Dir.
 func NewClient(o Options) *Client {
 	if o.CallTimeout <= 0 {
 		o.CallTimeout = 30 * time.Second
+	}
+	if o.IdleTimeout == 0 {
+		o.IdleTimeout = DefaultIdleTimeout
 	}
 	return &Client{o: o, conns: map[string]*conn{}}
 }
@@ -127,7 +142,7 @@ func (c *Client) provider(ctx context.Context, name string) (*conn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("provider %q: %w", name, err)
 	}
-	cn = &conn{name: name, cc: cc, api: pb.NewProviderClient(cc)}
+	cn = &conn{name: name, cc: cc, api: pb.NewProviderClient(cc), idle: c.o.IdleTimeout}
 	ictx, cancel := context.WithTimeout(ctx, c.o.CallTimeout)
 	defer cancel()
 	info, err := cn.api.Info(ictx, &pb.InfoRequest{})

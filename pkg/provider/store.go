@@ -16,8 +16,10 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/tektoncd/artifacts-csi-driver/internal/idle"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/archive"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/artifact"
+	"github.com/tektoncd/artifacts-csi-driver/pkg/errdefs"
 	pb "github.com/tektoncd/artifacts-csi-driver/proto/provider/v1alpha1"
 )
 
@@ -156,13 +158,21 @@ func (cn *conn) putBytes(ctx context.Context, scope Scope, mt types.MediaType, b
 // put streams what write writes as one blob, in chunks of pb.ChunkSize, and
 // commits it with the digest and size computed on the way. An error from
 // write cancels the stream, so the provider stores nothing.
-func (cn *conn) put(ctx context.Context, scope Scope, mt types.MediaType, write func(io.Writer) error) (v1.Descriptor, string, error) {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	stream, err := cn.api.Put(ctx)
+func (cn *conn) put(ctx context.Context, scope Scope, mt types.MediaType, write func(io.Writer) error) (_ v1.Descriptor, _ string, err error) {
+	ctx, w := cn.watchdog(ctx)
+	defer w.Stop()
+	defer func() {
+		if serr := w.Err(); serr != nil && err != nil {
+			err = fmt.Errorf("put: %w", serr)
+		}
+	}()
+	w.Arm()
+	raw, err := cn.api.Put(ctx)
+	w.Disarm()
 	if err != nil {
 		return v1.Descriptor{}, "", cn.wrap("put", err)
 	}
+	stream := watchedPut{raw, w}
 	if err := stream.Send(&pb.PutRequest{Part: &pb.PutRequest_Header{Header: &pb.PutHeader{Scope: scope.proto(), MediaType: string(mt)}}}); err != nil {
 		return v1.Descriptor{}, "", cn.sendError(stream, "put", err)
 	}
@@ -188,6 +198,31 @@ func (cn *conn) put(ctx context.Context, scope Scope, mt types.MediaType, write 
 		return v1.Descriptor{}, "", fmt.Errorf("%w: provider %q: put %s: malformed location %q", ErrBadProvider, cn.name, desc.Digest, resp.GetLocation())
 	}
 	return desc, resp.GetLocation(), nil
+}
+
+// watchdog returns a context for a stream and the watchdog that cancels it
+// when the stream waits on the provider for longer than the idle timeout.
+func (cn *conn) watchdog(ctx context.Context) (context.Context, *idle.Watchdog) {
+	return idle.New(ctx, cn.idle, &idle.Error{Peer: fmt.Sprintf("provider %q", cn.name), Timeout: cn.idle})
+}
+
+// watchedPut is a Put stream whose Sends (which block while the provider
+// does not read) and final answer wait on the provider, for its watchdog.
+type watchedPut struct {
+	grpc.ClientStreamingClient[pb.PutRequest, pb.PutResponse]
+	w *idle.Watchdog
+}
+
+func (s watchedPut) Send(m *pb.PutRequest) error {
+	s.w.Arm()
+	defer s.w.Disarm()
+	return s.ClientStreamingClient.Send(m)
+}
+
+func (s watchedPut) CloseAndRecv() (*pb.PutResponse, error) {
+	s.w.Arm()
+	defer s.w.Disarm()
+	return s.ClientStreamingClient.CloseAndRecv()
 }
 
 // sendError returns the provider's status when a Send failed because the
@@ -290,6 +325,9 @@ func (c *Client) Pull(ctx context.Context, backend string, scope Scope, digest, 
 		res.Stats, _, err = archive.Extract(ctx, r, want, dest, lim, archive.WithModes(c.o.Modes))
 	}
 	if err != nil {
+		if r.cut(err) {
+			return nil, r.err
+		}
 		return nil, fmt.Errorf("extract %s from provider %q: %w", digest, backend, err)
 	}
 	return res, nil
@@ -320,30 +358,49 @@ func (cn *conn) getBytes(ctx context.Context, scope Scope, digest string, max in
 
 // get opens blob digest for reading. The provider's first answer (a chunk,
 // or an error such as NOT_FOUND) is read before get returns. The content
-// is unverified: the caller verifies it.
-func (cn *conn) get(ctx context.Context, scope Scope, digest string) (io.Reader, error) {
+// is unverified: the caller verifies it. The stream ends with ctx, or
+// once read to its end or to an error.
+func (cn *conn) get(ctx context.Context, scope Scope, digest string) (*getReader, error) {
 	if !pb.ValidDigest(digest) {
 		return nil, fmt.Errorf("%w: digest %q: want sha256:<64 lowercase hex>", ErrRejected, digest)
 	}
+	ctx, w := cn.watchdog(ctx)
+	w.Arm()
 	stream, err := cn.api.Get(ctx, &pb.GetRequest{Scope: scope.proto(), Digest: digest})
+	w.Disarm()
 	if err != nil {
+		w.Stop()
+		if serr := w.Err(); serr != nil {
+			return nil, fmt.Errorf("get %s: %w", digest, serr)
+		}
 		return nil, cn.wrap("get "+digest, err)
 	}
-	r := &getReader{cn: cn, op: "get " + digest, stream: stream}
+	r := &getReader{cn: cn, op: "get " + digest, stream: stream, w: w}
 	if err := r.next(); err != nil && err != io.EOF {
 		return nil, err
 	}
 	return r, nil
 }
 
-// getReader reads a Get stream's chunks.
+// getReader reads a Get stream's chunks. Each Recv waits on the provider,
+// for the stream's watchdog.
 type getReader struct {
 	cn     *conn
 	op     string
 	stream grpc.ServerStreamingClient[pb.GetResponse]
+	w      *idle.Watchdog
 	buf    []byte
 	empty  int // empty chunks in a row
 	err    error
+}
+
+// cut reports whether extraction failed with err because the stream was
+// cut short (an idle timeout, a provider gone): a verdict on what could
+// not be read to its end (a corrupt archive, which a truncated one looks
+// like) gives way to the reason it ended, r.err. Called once extraction
+// has returned.
+func (r *getReader) cut(err error) bool {
+	return r.err != nil && r.err != io.EOF && (errors.Is(err, r.err) || errors.Is(err, errdefs.ErrCorrupt))
 }
 
 // maxEmptyChunks bounds the empty chunks a provider may send in a row
@@ -352,8 +409,17 @@ type getReader struct {
 const maxEmptyChunks = 64
 
 func (r *getReader) next() error {
+	r.w.Arm()
 	msg, err := r.stream.Recv()
+	r.w.Disarm()
+	defer func() {
+		if r.err != nil {
+			r.w.Stop()
+		}
+	}()
 	switch {
+	case err != nil && err != io.EOF && r.w.Err() != nil:
+		r.err = fmt.Errorf("%s: %w", r.op, r.w.Err())
 	case err == io.EOF:
 		r.err = io.EOF
 	case status.Code(err) == codes.ResourceExhausted: // our receive limit
