@@ -36,6 +36,11 @@ func (e *Error) Error() string {
 // Unwrap returns the class, errdefs.ErrUnavailable.
 func (e *Error) Unwrap() error { return errdefs.ErrUnavailable }
 
+// Limit reports the bound, for errdefs.LimitOf.
+func (e *Error) Limit() (bound, raise string) {
+	return "--registry-idle-timeout", "raise it on the node plugin if the registry is slow, not stalled"
+}
+
 // Watchdog cancels a context when its exchange has waited on the peer for
 // longer than its timeout since it last started waiting. The exchange arms
 // it when it starts waiting on the peer (a Read of a response body, a Send

@@ -21,6 +21,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/tektoncd/artifacts-csi-driver/pkg/config"
+	"github.com/tektoncd/artifacts-csi-driver/pkg/archive"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/credentials"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/errdefs"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/record"
@@ -195,8 +196,14 @@ func (d *Driver) identify(ctx context.Context, p volume.Pod, pod *corev1.Pod) (t
 }
 
 // limitHit counts err and reports it on the pod when it hit one of the
-// driver's bounds (errdefs.Limit): which bound, and how to raise it.
+// driver's bounds (errdefs.Limit, or an artifact's limits): which bound,
+// and how to raise it.
 func (d *Driver) limitHit(pod volume.Pod, err error) {
+	if errors.Is(err, archive.ErrLimitExceeded) {
+		if _, _, ok := errdefs.LimitOf(err); !ok {
+			err = errdefs.Limit("artifact limits", "maxArtifactBytes, in the namespace's config-artifact-storage ConfigMap, raises the size bound up to the cluster's ceiling; the entry and path-length bounds are fixed", err)
+		}
+	}
 	if bound, _, ok := errdefs.LimitOf(err); ok {
 		d.deps.Metrics.LimitHit(bound)
 		d.warn(pod, record.ReasonLimitExceeded, err.Error())

@@ -524,7 +524,7 @@ func TestPublishInputErrors(t *testing.T) {
 			if tc.name == "invalid configuration" && len(n.events.reasons) != 1 {
 				t.Errorf("events = %v, want the invalid configuration reported", n.events.reasons)
 			}
-			if tc.name == "a bound of the driver" && !slices.Equal(n.events.reasons, []string{record.ReasonLimitExceeded}) {
+			if (tc.name == "a bound of the driver" || tc.name == "too large") && !slices.Equal(n.events.reasons, []string{record.ReasonLimitExceeded}) {
 				t.Errorf("events = %v, want the bound reported", n.events.reasons)
 			}
 		})

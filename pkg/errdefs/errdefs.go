@@ -152,14 +152,23 @@ type limitError struct {
 func (e *limitError) Error() string {
 	return e.err.Error() + " (bound " + e.bound + ": " + e.raise + ")"
 }
-func (e *limitError) Unwrap() error { return e.err }
+func (e *limitError) Unwrap() error                 { return e.err }
+func (e *limitError) Limit() (bound, raise string) { return e.bound, e.raise }
+
+// Limiter is an error that reports a bound it hit, as Limit's do; other
+// packages' error types may implement it.
+type Limiter interface {
+	error
+	Limit() (bound, raise string)
+}
 
 // LimitOf returns the bound err reports having hit, and how to raise it;
 // ok is false when err hit none.
 func LimitOf(err error) (bound, raise string, ok bool) {
-	var le *limitError
-	if !errors.As(err, &le) {
+	var l Limiter
+	if !errors.As(err, &l) {
 		return "", "", false
 	}
-	return le.bound, le.raise, true
+	bound, raise = l.Limit()
+	return bound, raise, true
 }

@@ -213,6 +213,9 @@ func (m *Manager) process(ctx context.Context, id string) {
 			v.LastError = err.Error()
 			v.NextAttempt = now.Add(min(m.backoff(v.Attempts), v.SealedAt.Add(m.o.Deadline).Sub(now)))
 			m.o.Metrics.Upload(metrics.UploadRetry)
+			if bound, _, ok := errdefs.LimitOf(err); ok {
+				m.o.Metrics.LimitHit(bound)
+			}
 			logger.Error(err, "Output upload failed; will retry", "attempts", v.Attempts, "retryIn", v.NextAttempt.Sub(now).Round(time.Millisecond))
 			m.save(ctx, v, atomicfile.BestEffort)
 			return
