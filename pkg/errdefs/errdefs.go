@@ -152,7 +152,7 @@ type limitError struct {
 func (e *limitError) Error() string {
 	return e.err.Error() + " (bound " + e.bound + ": " + e.raise + ")"
 }
-func (e *limitError) Unwrap() error                 { return e.err }
+func (e *limitError) Unwrap() error                { return e.err }
 func (e *limitError) Limit() (bound, raise string) { return e.bound, e.raise }
 
 // Limiter is an error that reports a bound it hit, as Limit's do; other
