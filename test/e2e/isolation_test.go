@@ -152,7 +152,7 @@ spec:
 
 // TestAnnotationRedirect: a PipelineRun's annotation that sends outputs
 // outside the cluster's oci.allowedRepositories (the dev cluster allows
-// 127.0.0.1:5000 only) fails the build's output volume with an Event
+// 127.0.0.1:5000 and the soak's 127.0.0.1:5001 only) fails the build's output volume with an Event
 // naming the key, the level and why; nothing is pushed.
 func TestAnnotationRedirect(t *testing.T) {
 	t.Parallel()
