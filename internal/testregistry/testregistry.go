@@ -5,6 +5,7 @@ package testregistry
 
 import (
 	"fmt"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -84,8 +85,30 @@ type Distribution struct {
 // StartDistribution starts a registry process with filesystem storage in a
 // test directory, waits until it answers, and stops it at cleanup. With
 // users (name → password) it requires their basic authentication
-// (htpasswd); any of them may read and write every repository.
+// (htpasswd); any of them may read and write every repository. It allows
+// deletion; see StartDistributionWith for more options.
 func StartDistribution(t testing.TB, users ...map[string]string) *Distribution {
+	t.Helper()
+	o := DistributionOptions{Users: map[string]string{}}
+	for _, m := range users {
+		maps.Copy(o.Users, m)
+	}
+	return StartDistributionWith(t, o)
+}
+
+// DistributionOptions configures StartDistributionWith. The zero value is
+// an anonymous registry that allows deletion.
+type DistributionOptions struct {
+	// Users (name → password) must authenticate (htpasswd); any of them
+	// may read, write and delete in every repository. None: anonymous.
+	Users map[string]string
+	// NoDelete turns storage.delete.enabled off: the registry answers a
+	// DELETE of a manifest or a tag with 405 UNSUPPORTED.
+	NoDelete bool
+}
+
+// StartDistributionWith is StartDistribution configured by o.
+func StartDistributionWith(t testing.TB, o DistributionOptions) *Distribution {
 	t.Helper()
 	bin := Binary(t)
 	dir := t.TempDir()
@@ -97,21 +120,19 @@ storage:
   filesystem:
     rootdirectory: %s
   delete:
-    enabled: true
+    enabled: %t
 http:
   addr: %s
-`, filepath.Join(dir, "data"), d.Host)
-	if len(users) > 0 {
+`, filepath.Join(dir, "data"), !o.NoDelete, d.Host)
+	if len(o.Users) > 0 {
 		htpasswd := filepath.Join(dir, "htpasswd")
 		var b strings.Builder
-		for _, m := range users {
-			for name, pass := range m {
-				hash, err := bcrypt.GenerateFromPassword([]byte(pass), bcrypt.MinCost)
-				if err != nil {
-					t.Fatal(err)
-				}
-				fmt.Fprintf(&b, "%s:%s\n", name, hash)
+		for name, pass := range o.Users {
+			hash, err := bcrypt.GenerateFromPassword([]byte(pass), bcrypt.MinCost)
+			if err != nil {
+				t.Fatal(err)
 			}
+			fmt.Fprintf(&b, "%s:%s\n", name, hash)
 		}
 		if err := os.WriteFile(htpasswd, []byte(b.String()), 0o600); err != nil {
 			t.Fatal(err)

@@ -8,11 +8,13 @@ package config
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 	"unicode"
 
 	"github.com/google/go-containerregistry/pkg/name"
@@ -38,11 +40,22 @@ const (
 	KeyProviderRepository = "provider.repository"
 	// KeyAllowedRepositories is set at the cluster level only.
 	KeyAllowedRepositories = "oci.allowedRepositories"
+	// KeyRetentionPolicy and KeyRetentionMaxAge are set at the cluster and
+	// namespace levels only; the cluster's are ceilings.
+	KeyRetentionPolicy = "retention.policy"
+	KeyRetentionMaxAge = "retention.maxAge"
 )
 
 // Keys lists every key, in the order the documentation gives them.
 var Keys = []string{KeyBackend, KeyRepository, KeyTagPattern, KeyGroupByPipelineRun, KeyCredentialsSecret,
-	KeyPlainHTTP, KeyAllowedRepositories, KeyProviderRepository, KeyCompression, KeyMaxArtifactBytes, KeyVerifyAccess}
+	KeyPlainHTTP, KeyAllowedRepositories, KeyProviderRepository, KeyCompression, KeyMaxArtifactBytes, KeyVerifyAccess,
+	KeyRetentionPolicy, KeyRetentionMaxAge}
+
+// levelKeys are the keys a PipelineRun or Pipeline annotation may never
+// set, whatever maps annotations to keys: they are the cluster's and the
+// namespace owner's.
+// (oci.allowedRepositories is the cluster's alone: see bound.)
+var levelKeys = []string{KeyRetentionPolicy, KeyRetentionMaxAge}
 
 // DefaultMaxArtifactBytes is the default of maxArtifactBytes: 10Gi.
 const DefaultMaxArtifactBytes = archive.DefaultMaxBytes
@@ -84,6 +97,45 @@ type Config struct {
 	// or a host and leading path segments) outputs may go to, at every
 	// level; set at the cluster level only. Default: any.
 	AllowedRepositories []string
+	// Retention says when the controller removes outputs from the
+	// registry. Default: never (Keep, no maximum age).
+	Retention Retention
+}
+
+// RetentionPolicy says whether the deletion of a run removes its outputs.
+type RetentionPolicy string
+
+// Retention policies.
+const (
+	// RetainKeep leaves outputs in the registry when their run is deleted
+	// (the default).
+	RetainKeep RetentionPolicy = "Keep"
+	// RetainOnRunDeletion removes a run's outputs (tags, then manifests no
+	// live run references) once its TaskRun (or, for a plain pod, the pod)
+	// is deleted.
+	RetainOnRunDeletion RetentionPolicy = "OnRunDeletion"
+)
+
+// Retention is when the controller removes outputs from the registry
+// (pkg/retention). The zero value keeps everything.
+type Retention struct {
+	// Policy is RetainKeep (also for "") or RetainOnRunDeletion.
+	Policy RetentionPolicy
+	// MaxAge, when positive, removes an output once its record is older,
+	// even while its run lives. Default 0: no maximum.
+	MaxAge time.Duration
+}
+
+// OnRunDeletion reports whether a run's deletion removes its outputs.
+func (r Retention) OnRunDeletion() bool { return r.Policy == RetainOnRunDeletion }
+
+// Enabled reports whether the controller removes anything at all.
+func (r Retention) Enabled() bool { return r.OnRunDeletion() || r.MaxAge > 0 }
+
+// Expired reports whether something created at created is older than
+// MaxAge at now; never when MaxAge is 0.
+func (r Retention) Expired(created, now time.Time) bool {
+	return r.MaxAge > 0 && now.Sub(created) >= r.MaxAge
 }
 
 // Defaults returns the configuration with every default.
@@ -95,6 +147,7 @@ func Defaults() Config {
 		Compression:        archive.Gzip,
 		MaxArtifactBytes:   DefaultMaxArtifactBytes,
 		VerifyAccess:       true,
+		Retention:          Retention{Policy: RetainKeep},
 	}
 }
 
@@ -148,10 +201,15 @@ func Resolve(layers ...Layer) (Config, error) {
 		tagLevel  Level
 	)
 	for i, l := range layers {
-		next, err := c.Apply(l.Data)
-		if i > 0 {
-			next, err = bound(c, next, l.Data, err)
+		data, refused := l.Data, []error(nil)
+		if l.Level != LevelCluster && l.Level != LevelNamespace {
+			data, refused = withoutLevelKeys(data)
 		}
+		next, err := c.Apply(data)
+		if i > 0 {
+			next, err = bound(c, next, data, err)
+		}
+		err = errors.Join(append(refused, unwrapAll(err)...)...)
 		for _, e := range unwrapAll(err) {
 			var ke *KeyError
 			if errors.As(e, &ke) {
@@ -189,7 +247,10 @@ func sets(data map[string]string, key, value string) bool {
 // (next's errors) with a *KeyError for each. The ceilings are the
 // security settings: cache.verifyAccess, maxArtifactBytes and
 // oci.plainHTTP may be tightened, never relaxed; oci.allowedRepositories
-// is the cluster level's alone.
+// is the cluster level's alone. The retention settings bound how long
+// artifacts stay in the registry, as maxArtifactBytes bounds their size:
+// retention.policy may be turned to OnRunDeletion, not back to Keep, and
+// retention.maxAge only lowered (0, no maximum, is the highest).
 func bound(prev, next Config, data map[string]string, err error) (Config, error) {
 	errs := unwrapAll(err)
 	refuse := func(k, reason string) {
@@ -211,7 +272,30 @@ func bound(prev, next Config, data map[string]string, err error) (Config, error)
 		refuse(KeyPlainHTTP, "a level below requires HTTPS: plain HTTP may not be turned on here")
 		next.PlainHTTP = false
 	}
+	if prev.Retention.OnRunDeletion() && !next.Retention.OnRunDeletion() {
+		refuse(KeyRetentionPolicy, "a level below removes a run's outputs when it is deleted: Keep may not be set here")
+		next.Retention.Policy = prev.Retention.Policy
+	}
+	if prev.Retention.MaxAge > 0 && (next.Retention.MaxAge == 0 || next.Retention.MaxAge > prev.Retention.MaxAge) {
+		refuse(KeyRetentionMaxAge, fmt.Sprintf("may only be lowered here: a level below keeps outputs at most %s", FormatAge(prev.Retention.MaxAge)))
+		next.Retention.MaxAge = prev.Retention.MaxAge
+	}
 	return next, errors.Join(errs...)
+}
+
+// withoutLevelKeys returns data without the keys of levelKeys, and a
+// *KeyError for each it set: a PipelineRun's or a Pipeline's annotation
+// sets none of them.
+func withoutLevelKeys(data map[string]string) (map[string]string, []error) {
+	var refused []error
+	out := maps.Clone(data)
+	for _, k := range levelKeys {
+		if v, set := data[k]; set {
+			refused = append(refused, &KeyError{Key: k, Value: strings.TrimSpace(v), Reason: "may be set in the cluster or namespace ConfigMap only"})
+			delete(out, k)
+		}
+	}
+	return out, refused
 }
 
 // allowed checks c's repository against its allowed prefixes.
@@ -317,6 +401,19 @@ func (c Config) Apply(data map[string]string) (Config, error) {
 			} else {
 				c.ProviderRepository = v
 			}
+		case KeyRetentionPolicy:
+			switch p := RetentionPolicy(v); p {
+			case RetainKeep, RetainOnRunDeletion:
+				c.Retention.Policy = p
+			default:
+				bad(k, v, "want %s or %s", RetainKeep, RetainOnRunDeletion)
+			}
+		case KeyRetentionMaxAge:
+			if d, err := ParseAge(v); err != nil {
+				bad(k, v, "%v", err)
+			} else {
+				c.Retention.MaxAge = d
+			}
 		default:
 			bad(k, v, "unknown key; known keys: %s", strings.Join(Keys, ", "))
 		}
@@ -357,6 +454,44 @@ func parsePrefixes(v string) ([]string, error) {
 		out = append(out, p)
 	}
 	return out, nil
+}
+
+// ParseAge parses a retention age: a number of days ("30d"), a Go
+// duration of at least a minute ("36h", "90m"), or "0" for no maximum.
+func ParseAge(s string) (time.Duration, error) {
+	const want = "want a number of days such as 30d, a duration such as 36h, or 0 for no maximum"
+	if s == "0" {
+		return 0, nil
+	}
+	if days, ok := strings.CutSuffix(s, "d"); ok {
+		n, err := strconv.ParseUint(days, 10, 16)
+		if err != nil || n == 0 {
+			return 0, errors.New(want)
+		}
+		return time.Duration(n) * 24 * time.Hour, nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil || d < time.Minute {
+		return 0, errors.New(want)
+	}
+	return d, nil
+}
+
+// FormatAge formats an age as ParseAge reads it: in days when it is a
+// whole number of them, else as a duration without zero minutes or
+// seconds ("36h", "1h30m").
+func FormatAge(d time.Duration) string {
+	if d > 0 && d%(24*time.Hour) == 0 {
+		return strconv.FormatInt(int64(d/(24*time.Hour)), 10) + "d"
+	}
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
 }
 
 func isDNSSubdomain(s string) bool {

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"testing"
+	"time"
 
 	"github.com/tektoncd/artifacts-csi-driver/pkg/archive"
 )
@@ -23,11 +24,22 @@ func TestApply(t *testing.T) {
 			KeyGroupByPipelineRun: "false", KeyCredentialsSecret: "registry-creds", KeyPlainHTTP: "true",
 			KeyCompression: "zstd\n", KeyMaxArtifactBytes: "500Mi", KeyVerifyAccess: "false",
 			KeyBackend: "filesystem", KeyProviderRepository: "team-a/artifacts",
+			KeyRetentionPolicy: "OnRunDeletion", KeyRetentionMaxAge: "30d",
 		}, func(c Config) bool {
 			return reflect.DeepEqual(c, Config{Backend: "filesystem", ProviderRepository: "team-a/artifacts",
 				Repository: "localhost:5000/team/artifacts", TagPattern: "{{pod}}-{{artifact}}",
-				CredentialsSecret: "registry-creds", PlainHTTP: true, Compression: archive.Zstd, MaxArtifactBytes: 500 << 20})
+				CredentialsSecret: "registry-creds", PlainHTTP: true, Compression: archive.Zstd, MaxArtifactBytes: 500 << 20,
+				Retention: Retention{Policy: RetainOnRunDeletion, MaxAge: 30 * 24 * time.Hour}})
 		}, nil},
+		{"retention age as a duration", map[string]string{KeyRetentionMaxAge: "36h"},
+			func(c Config) bool { return c.Retention == Retention{Policy: RetainKeep, MaxAge: 36 * time.Hour} }, nil},
+		{"no maximum age", map[string]string{KeyRetentionMaxAge: "0"},
+			func(c Config) bool { return reflect.DeepEqual(c, Defaults()) }, nil},
+		{"bad retention values keep the defaults", map[string]string{KeyRetentionPolicy: "Delete", KeyRetentionMaxAge: "-1d"},
+			func(c Config) bool { return reflect.DeepEqual(c, Defaults()) }, []string{KeyRetentionPolicy, KeyRetentionMaxAge}},
+		{"retention age too short", map[string]string{KeyRetentionMaxAge: "30s"}, nil, []string{KeyRetentionMaxAge}},
+		{"retention age of zero days", map[string]string{KeyRetentionMaxAge: "0d"}, nil, []string{KeyRetentionMaxAge}},
+		{"retention policy is case-sensitive", map[string]string{KeyRetentionPolicy: "onrundeletion"}, nil, []string{KeyRetentionPolicy}},
 		{"repository with tag", map[string]string{KeyRepository: "reg.io/a:latest"}, nil, []string{KeyRepository}},
 		{"repository with digest", map[string]string{KeyRepository: "reg.io/a@sha256:" + string(make([]byte, 0))}, nil, []string{KeyRepository}},
 		{"unknown placeholder", map[string]string{KeyTagPattern: "{{node}}"}, nil, []string{KeyTagPattern}},
@@ -163,6 +175,29 @@ func TestCeilings(t *testing.T) {
 			func(c Config) bool { return c.Repository == "" }, map[string]Level{KeyRepository: LevelCluster}},
 		{"bad prefix", map[string]string{KeyAllowedRepositories: "Reg.example/UPPER"}, nil, nil,
 			func(c Config) bool { return c.AllowedRepositories == nil }, map[string]Level{KeyAllowedRepositories: LevelCluster}},
+		{"a namespace opts in to retention", cluster, map[string]string{KeyRetentionPolicy: "OnRunDeletion", KeyRetentionMaxAge: "7d"}, nil,
+			func(c Config) bool {
+				return c.Retention == Retention{Policy: RetainOnRunDeletion, MaxAge: 7 * 24 * time.Hour}
+			}, nil},
+		{"retention is not a run's to set", cluster, nil, map[string]string{KeyRetentionPolicy: "OnRunDeletion", KeyRetentionMaxAge: "1d"},
+			func(c Config) bool { return c.Retention == Retention{Policy: RetainKeep} },
+			map[string]Level{KeyRetentionPolicy: LevelAnnotation, KeyRetentionMaxAge: LevelAnnotation}},
+		{"an annotation cannot lift the cluster's retention either", map[string]string{KeyRetentionPolicy: "OnRunDeletion", KeyRetentionMaxAge: "30d"},
+			nil, map[string]string{KeyRetentionPolicy: "Keep", KeyRetentionMaxAge: "0"},
+			func(c Config) bool {
+				return c.Retention == Retention{Policy: RetainOnRunDeletion, MaxAge: 30 * 24 * time.Hour}
+			},
+			map[string]Level{KeyRetentionPolicy: LevelAnnotation, KeyRetentionMaxAge: LevelAnnotation}},
+		{"the cluster's retention is a ceiling", map[string]string{KeyRetentionPolicy: "OnRunDeletion", KeyRetentionMaxAge: "30d"},
+			map[string]string{KeyRetentionPolicy: "Keep", KeyRetentionMaxAge: "60d"}, nil,
+			func(c Config) bool {
+				return c.Retention == Retention{Policy: RetainOnRunDeletion, MaxAge: 30 * 24 * time.Hour}
+			},
+			map[string]Level{KeyRetentionPolicy: LevelNamespace, KeyRetentionMaxAge: LevelNamespace}},
+		{"no maximum age lifts the cluster's", map[string]string{KeyRetentionMaxAge: "30d"}, map[string]string{KeyRetentionMaxAge: "0"}, nil,
+			func(c Config) bool { return c.Retention.MaxAge == 30*24*time.Hour }, map[string]Level{KeyRetentionMaxAge: LevelNamespace}},
+		{"a shorter age is tighter", map[string]string{KeyRetentionMaxAge: "30d"}, map[string]string{KeyRetentionMaxAge: "12h"}, nil,
+			func(c Config) bool { return c.Retention.MaxAge == 12*time.Hour }, nil},
 		{"shared repository, tags without the namespace", cluster, map[string]string{KeyTagPattern: "{{taskrun}}.{{artifact}}"}, nil,
 			nil, map[string]Level{KeyTagPattern: LevelNamespace}},
 		{"the namespace's own repository, tags without the namespace", cluster,
@@ -189,5 +224,14 @@ func TestCeilings(t *testing.T) {
 				t.Errorf("refused %v, want %v (err: %v)", got, tc.refused, err)
 			}
 		})
+	}
+}
+
+func TestParseAgeRoundTrip(t *testing.T) {
+	for _, s := range []string{"30d", "36h", "1h30m", "1m", "1h0m30s"} {
+		d, err := ParseAge(s)
+		if err != nil || FormatAge(d) != s {
+			t.Errorf("ParseAge(%q) = %s, %v; formatted %q", s, d, err, FormatAge(d))
+		}
 	}
 }

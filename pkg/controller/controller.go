@@ -2,7 +2,10 @@
 // ArtifactRecords the node plugin writes into their TaskRuns'
 // status.artifacts (TEP-0147), so that Tekton, Chains and users see what
 // each TaskRun consumed and produced. It only adds to that status, never
-// removes, and re-adds its entries when another writer drops them.
+// removes, and re-adds its entries when another writer drops them. The
+// same manager runs retention (pkg/retention), which removes outputs from
+// registries where the namespace's configuration asks for it, and the
+// credentials broker (pkg/broker).
 package controller
 
 import (
@@ -13,6 +16,7 @@ import (
 	"net"
 	"slices"
 
+	"github.com/google/go-containerregistry/pkg/authn"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -29,6 +33,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
+	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
@@ -36,6 +41,9 @@ import (
 	"github.com/tektoncd/artifacts-csi-driver/pkg/apis/artifacts/v1alpha1"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/broker"
 	artifactconfig "github.com/tektoncd/artifacts-csi-driver/pkg/config"
+	"github.com/tektoncd/artifacts-csi-driver/pkg/metrics"
+	"github.com/tektoncd/artifacts-csi-driver/pkg/oci"
+	"github.com/tektoncd/artifacts-csi-driver/pkg/retention"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/status"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/tekton"
 )
@@ -49,12 +57,15 @@ const taskRunNameField = "spec.taskRun.name"
 // election Lease and its Events. The credentials broker reviews tokens,
 // reads (GET only, never lists) the pods, ServiceAccounts, Secrets and
 // configuration ConfigMaps of the pods it answers for, and keeps its
-// certificate in the driver's namespace.
+// certificate in the driver's namespace. Retention (pkg/retention)
+// patches records (its finalizer) and deletes those whose output is due,
+// reads namespaces (is one being deleted?), and the same ConfigMaps and
+// Secrets (oci.credentialsSecret) with a GET, and posts Events on records.
 //
 // +kubebuilder:rbac:groups=tekton.dev,resources=taskruns,verbs=get;list;watch
 // +kubebuilder:rbac:groups=tekton.dev,resources=taskruns/status,verbs=patch
-// +kubebuilder:rbac:groups=artifacts.tekton.dev,resources=artifactrecords,verbs=get;list;watch
-// +kubebuilder:rbac:groups="",resources=pods;serviceaccounts;secrets;configmaps,verbs=get
+// +kubebuilder:rbac:groups=artifacts.tekton.dev,resources=artifactrecords,verbs=get;list;watch;patch;delete
+// +kubebuilder:rbac:groups="",resources=pods;serviceaccounts;secrets;configmaps;namespaces,verbs=get
 // +kubebuilder:rbac:groups=authentication.k8s.io,resources=tokenreviews,verbs=create
 // +kubebuilder:rbac:groups="",namespace=artifacts-csi,resources=secrets,verbs=create
 // +kubebuilder:rbac:groups="",namespace=artifacts-csi,resources=configmaps,verbs=create;update
@@ -274,6 +285,21 @@ func NewManager(ctx context.Context, cfg *rest.Config, o *Options, adjust ...fun
 	}
 	if err := (&Reconciler{Client: mgr.GetClient(), Pods: mgr.GetAPIReader()}).SetupWithManager(mgr); err != nil {
 		return nil, fmt.Errorf("set up controller: %w", err)
+	}
+	retentionMetrics, err := metrics.NewRetention(ctrlmetrics.Registry)
+	if err != nil {
+		return nil, err
+	}
+	ret := &retention.Reconciler{
+		Options: o.Retention, Client: mgr.GetClient(), Reader: mgr.GetAPIReader(),
+		Config: &retention.APIConfig{Reader: mgr.GetAPIReader(), Cluster: client.ObjectKey{Namespace: o.Namespace, Name: artifactconfig.ConfigMapName}},
+		// No credentials of the controller's own: only a namespace's.
+		Registries: &retention.SecretRegistries{Reader: mgr.GetAPIReader(), Client: oci.New(oci.Options{Keychain: authn.NewMultiKeychain(), UserAgent: cfg.UserAgent})},
+		Events:     mgr.GetEventRecorderFor("artifacts-controller"), //nolint:staticcheck // core/v1 Events, which the role grants
+		Metrics:    retentionMetrics,
+	}
+	if err := ret.SetupWithManager(mgr); err != nil {
+		return nil, fmt.Errorf("set up retention: %w", err)
 	}
 	if o.BrokerAddress != "0" {
 		kube, err := kubernetes.NewForConfig(cfg)

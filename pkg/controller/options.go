@@ -9,6 +9,8 @@ import (
 	"github.com/spf13/pflag"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/tektoncd/artifacts-csi-driver/pkg/retention"
 )
 
 // Options configures the controller. Zero values are not defaults: use
@@ -50,6 +52,9 @@ type Options struct {
 	// Namespace: the only user the broker answers. Default
 	// artifacts-csi-node.
 	NodeServiceAccount string
+	// Retention configures the removal of outputs from registries (the
+	// retention.* configuration keys say which); see retention.Options.
+	Retention retention.Options
 }
 
 // NewOptions returns Options with their defaults.
@@ -63,6 +68,7 @@ func NewOptions() *Options {
 		Namespace:              namespaceDefault(),
 		BrokerAddress:          ":9443",
 		NodeServiceAccount:     "artifacts-csi-node",
+		Retention:              *retention.NewOptions(),
 	}
 }
 
@@ -96,6 +102,7 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.BrokerAddress, "broker-address", o.BrokerAddress, `address of the credentials broker, HTTPS ("0": off)`)
 	fs.StringSliceVar(&o.BrokerHosts, "broker-hosts", o.BrokerHosts, "names and addresses of the broker's certificate (default: the Service artifacts-controller, 127.0.0.1, localhost)")
 	fs.StringVar(&o.NodeServiceAccount, "node-service-account", o.NodeServiceAccount, "the node plugin's ServiceAccount in --namespace, whom the broker answers")
+	o.Retention.AddFlags(fs)
 }
 
 // Validate reports every invalid option at once.
@@ -116,6 +123,7 @@ func (o *Options) Validate() error {
 	if o.Concurrency < 1 {
 		errs = append(errs, fmt.Errorf("--concurrency must be at least 1, got %d", o.Concurrency))
 	}
+	errs = append(errs, o.Retention.Validate())
 	return errors.Join(errs...)
 }
 

@@ -142,7 +142,12 @@ func newPlugin(ctx context.Context, o *Options, version string) (_ *plugin, err 
 			return nil, err
 		}
 		p.events = record.NewEvents(kube, "artifacts-csi-node", o.NodeID, rec)
-		rec = &record.Kubernetes{Client: live, Node: o.NodeID, Next: p.events}
+		rec = &record.Kubernetes{Client: live, Node: o.NodeID, Next: p.events, Retained: func(ctx context.Context, namespace string) bool {
+			// Annotations cannot set retention; invalid values are
+			// reported on the pod when its volume is published.
+			c, _ := source.Config(ctx, namespace, nil)
+			return c.Retention.Enabled()
+		}}
 		source.Namespaces = p.view
 		p.tekton = &tekton.Resolver{Reader: live}
 	}

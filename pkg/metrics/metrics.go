@@ -1,7 +1,8 @@
-// Package metrics defines the node plugin's Prometheus metrics. Labels are
-// bounded (operation, direction, gRPC code, result): never a digest, a pod
-// or a volume id. Every method is safe on a nil *Metrics, which records
-// nothing, and safe for concurrent use.
+// Package metrics defines the node plugin's Prometheus metrics, and the
+// controller's retention metrics (Retention). Labels are bounded
+// (operation, direction, gRPC code, object, result): never a digest, a
+// pod or a volume id. Every method is safe on a nil *Metrics or
+// *Retention, which records nothing, and safe for concurrent use.
 package metrics
 
 import (

@@ -3,9 +3,12 @@ package metrics
 import (
 	"net/http"
 	"net/http/httptest"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // TestNil: every method of a nil *Metrics is safe, as documented.
@@ -31,5 +34,43 @@ func TestHandler(t *testing.T) {
 	m.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
 	if rec.Code != http.StatusOK || !strings.Contains(rec.Body.String(), " 42") {
 		t.Errorf("handler answered %d:\n%s", rec.Code, rec.Body.String())
+	}
+}
+
+// TestRetention: a second registration shares the first's counters, and
+// a nil *Retention is safe.
+func TestRetention(t *testing.T) {
+	var none *Retention
+	none.Deletion(ObjectTag, RetentionDeleted)
+	none.Record(RecordCleaned)
+	reg := prometheus.NewRegistry()
+	a, err := NewRetention(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := NewRetention(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.Deletion(ObjectManifest, RetentionUnsupported)
+	b.Deletion(ObjectManifest, RetentionUnsupported)
+	b.Record(RecordGaveUp)
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			key := mf.GetName()
+			for _, l := range m.GetLabel() {
+				key += "," + l.GetValue()
+			}
+			got[key] = m.GetCounter().GetValue()
+		}
+	}
+	want := map[string]float64{"artifacts_csi_retention_deletions_total,manifest,unsupported": 2, "artifacts_csi_retention_records_total,gaveup": 1}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("gathered %v, want %v", got, want)
 	}
 }

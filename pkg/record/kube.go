@@ -29,6 +29,14 @@ type Kubernetes struct {
 	// bound to that node. Required.
 	Node string
 	Next Recorder
+	// Retained, when set, says whether the retention configuration of a
+	// namespace removes outputs from the registry (config.Retention's
+	// Enabled): a new record of an output to an OCI registry there is
+	// created with v1alpha1.RetentionFinalizer, so that no deletion of
+	// its run can pass unseen by the controller, even while the
+	// controller is down. Default: never; the controller then adds the
+	// finalizer when it first sees the record.
+	Retained func(ctx context.Context, namespace string) bool
 }
 
 var _ Recorder = (*Kubernetes)(nil)
@@ -50,6 +58,9 @@ func RecordName(r Record) string {
 func (k *Kubernetes) Record(ctx context.Context, r Record) error {
 	obj := &v1alpha1.ArtifactRecord{ObjectMeta: metav1.ObjectMeta{Name: RecordName(r), Namespace: r.Pod.Namespace}}
 	k.spec(obj, r)
+	if obj.Spec.Direction == v1alpha1.Output && obj.Spec.StoreBackend() == v1alpha1.BackendOCI && k.Retained != nil && k.Retained(ctx, obj.Namespace) {
+		obj.Finalizers = []string{v1alpha1.RetentionFinalizer}
+	}
 	err := k.Client.Create(ctx, obj)
 	if apierrors.IsAlreadyExists(err) {
 		err = k.Client.Get(ctx, client.ObjectKeyFromObject(obj), obj)

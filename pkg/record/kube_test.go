@@ -1,18 +1,24 @@
 package record_test
 
 import (
+	"context"
+	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/klog/v2/ktesting"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 
 	"github.com/tektoncd/artifacts-csi-driver/internal/testenv"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/apis/artifacts/v1alpha1"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/record"
+	"github.com/tektoncd/artifacts-csi-driver/pkg/store"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/tekton"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/volume"
 )
@@ -83,5 +89,44 @@ func TestKubernetes(t *testing.T) {
 	list := &v1alpha1.ArtifactRecordList{}
 	if err := env.Client.List(ctx, list, client.InNamespace("default")); err != nil || len(list.Items) != 2 {
 		t.Errorf("records = %d, %v; want 2", len(list.Items), err)
+	}
+}
+
+// TestRetentionFinalizer: where retention removes outputs, a new record
+// of an output to an OCI registry carries the retention finalizer from
+// its creation; an input's, a provider's, and any record elsewhere do
+// not.
+func TestRetentionFinalizer(t *testing.T) {
+	_, ctx := ktesting.NewTestContext(t)
+	scheme := runtime.NewScheme()
+	if err := v1alpha1.AddToScheme(scheme); err != nil {
+		t.Fatal(err)
+	}
+	c := fake.NewClientBuilder().WithScheme(scheme).WithStatusSubresource(&v1alpha1.ArtifactRecord{}).Build()
+	k := &record.Kubernetes{Client: c, Node: "node-1", Next: record.Log{}, Retained: func(_ context.Context, ns string) bool { return ns == "cleaned" }}
+	for i, tc := range []struct {
+		namespace string
+		direction volume.Direction
+		backend   string
+		want      bool
+	}{
+		{"cleaned", volume.Output, store.OCI, true},
+		{"cleaned", volume.Output, "", true}, // records of earlier versions: oci
+		{"cleaned", volume.Input, store.OCI, false},
+		{"cleaned", volume.Output, "filesystem", false},
+		{"kept", volume.Output, store.OCI, false},
+	} {
+		r := record.Record{VolumeID: fmt.Sprintf("csi-%d", i), Direction: tc.direction, Artifact: "a", Backend: tc.backend,
+			Pod: volume.Pod{Name: "p", Namespace: tc.namespace, UID: "uid"}, Repository: "reg.example/team", Phase: record.Pending, Time: time.Now()}
+		if err := k.Record(ctx, r); err != nil {
+			t.Fatal(err)
+		}
+		got := &v1alpha1.ArtifactRecord{}
+		if err := c.Get(ctx, client.ObjectKey{Namespace: tc.namespace, Name: record.RecordName(r)}, got); err != nil {
+			t.Fatal(err)
+		}
+		if has := slices.Contains(got.Finalizers, v1alpha1.RetentionFinalizer); has != tc.want {
+			t.Errorf("%+v: finalizers %v", tc, got.Finalizers)
+		}
 	}
 }

@@ -271,6 +271,7 @@ func waitForTag(t *testing.T, repoTag string, timeout time.Duration) string {
 type proxy struct {
 	Host       string
 	blobGets   atomic.Int32
+	deletes    atomic.Int32 // DELETE requests of tags and manifests
 	mu         sync.Mutex
 	stallPush  chan struct{} // when set, blob uploads wait for it to close
 	corruptGet atomic.Bool   // flip a byte in every blob body served
@@ -289,6 +290,9 @@ func newProxy(t *testing.T, upstream string) *proxy {
 	s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method == http.MethodGet && strings.Contains(r.URL.Path, "/blobs/sha256:") {
 			p.blobGets.Add(1)
+		}
+		if r.Method == http.MethodDelete {
+			p.deletes.Add(1)
 		}
 		if strings.Contains(r.URL.Path, "/blobs/uploads/") && r.Method != http.MethodPost {
 			p.mu.Lock()

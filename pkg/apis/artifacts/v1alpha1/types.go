@@ -17,6 +17,14 @@ const (
 // BackendOCI is the Backend of an artifact in an OCI registry (store.OCI).
 const BackendOCI = "oci"
 
+// RetentionFinalizer is on the ArtifactRecord of an output (in an OCI
+// registry) of a namespace whose retention configuration removes
+// outputs: the node plugin sets it at creation, the controller on records
+// written before. It keeps the record until the controller has deleted
+// the output from the registry, or given up; it is never put on Tekton's
+// objects, whose deletion it therefore cannot block.
+const RetentionFinalizer = "artifacts.tekton.dev/retention"
+
 // StoreBackend returns s.Backend, or BackendOCI when it is empty: the
 // field's default, which the API server applies, applied also for objects
 // that bypassed it (records of earlier versions, fake clients).
