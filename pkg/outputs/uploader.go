@@ -258,7 +258,9 @@ func (m *Manager) attempt(ctx context.Context, dir string, v *Volume) (*Result, 
 			return nil, fmt.Errorf("freeze the output's data: %w", err)
 		}
 		v.Frozen = true
-		m.save(ctx, *v, atomicfile.Durable)
+		w := *v
+		w.Uploading = true // the attempt goes on
+		m.save(ctx, w, atomicfile.Durable)
 	}
 	// Mounted for the attempt only: outputs waiting for a registry hold
 	// no loop device.
