@@ -395,6 +395,10 @@ func hostileCases() []hostileCase {
 			build: func(t testing.TB, _ string) []byte { return bomb(t, archive.Zstd, "padding") }},
 
 		// Stream integrity.
+		// Read again after the end, through bufio, by the detection of
+		// the compression: found by fuzzing.
+		{name: "one byte", err: archive.ErrCorrupt, msg: "unexpected EOF",
+			build: func(t testing.TB, _ string) []byte { return []byte("/") }},
 		{name: "truncated tar, digest of the truncated bytes", entry: "blob", err: archive.ErrCorrupt, msg: "unexpected EOF",
 			build: func(t testing.TB, _ string) []byte { return truncated(t, archive.None) }},
 		{name: "truncated gzip, digest of the truncated bytes", entry: "blob", err: archive.ErrCorrupt, msg: "unexpected EOF",
