@@ -81,3 +81,26 @@ func BenchmarkPack(b *testing.B) {
 type discard struct{}
 
 func (discard) Write(p []byte) (int, error) { return len(p), nil }
+
+// BenchmarkMeasure is what the node cache pays, after a fill that does not
+// report its usage, to account the tree.
+func BenchmarkMeasure(b *testing.B) {
+	for _, tc := range benchTrees {
+		b.Run(tc.name, func(b *testing.B) {
+			tb := newTar(b)
+			tc.build(tb)
+			blob := tb.bytes()
+			src := filepath.Join(tempDir(b), "src")
+			stats, _, err := archive.Extract(context.Background(), bytes.NewReader(blob), expectOf(blob), src, archive.Limits{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.ResetTimer()
+			for range b.N {
+				if u, err := archive.Measure(context.Background(), src, archive.Limits{}); err != nil || u != stats.Usage {
+					b.Fatalf("Measure = %+v, %v; want %+v", u, err, stats.Usage)
+				}
+			}
+		})
+	}
+}
