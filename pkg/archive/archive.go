@@ -65,12 +65,17 @@ func entryErr(sentinel error, entry, format string, args ...any) error {
 	return &EntryError{Entry: entry, Rule: fmt.Sprintf(format, args...), Err: sentinel}
 }
 
-// Limits bounds what Extract accepts. A zero field takes the default given
-// in its comment; a negative field disables that limit.
+// Limits bounds what Extract accepts, and what Pack and Measure do with the
+// same rules. A zero field takes the default given in its comment; a
+// negative field disables that limit.
 type Limits struct {
-	// MaxBytes caps the total size of regular file content. Default 10 GiB.
+	// MaxBytes caps the disk footprint of the tree, Usage.Bytes: file
+	// content rounded up to whole blocks, plus a block per directory and
+	// long symlink. Default 10 GiB.
 	MaxBytes int64
-	// MaxEntries caps the number of entries. Default 1,000,000.
+	// MaxEntries caps the number of entries, and the inodes of the tree,
+	// Usage.Inodes, which counts the directories entries' paths imply but
+	// not hardlinks. Default 1,000,000.
 	MaxEntries int64
 	// MaxPathLength caps the length in bytes of an entry name or link
 	// target. Default 4096 (PATH_MAX).

@@ -31,7 +31,9 @@ import (
 // staging directory with symlinks refused, so no entry can be written
 // outside dest. Entries that break the rules documented on [ErrUnsafeEntry] or
 // exceed lim fail the extraction with an [*EntryError] naming the entry and
-// the rule. When the archive is malformed and the digest does not match, the
+// the rule; lim.MaxBytes and lim.MaxEntries bound the tree's [Usage], which
+// is charged entry by entry before anything of it is written and returned
+// in Stats.Usage, so callers account the tree without walking it. When the archive is malformed and the digest does not match, the
 // error reports the mismatch ([ErrDigestMismatch]) as the cause.
 //
 // Ownership is not restored (files belong to the caller), nor are times.
@@ -88,6 +90,11 @@ func ExtractFile(ctx context.Context, r io.Reader, want Expect, dest, name strin
 	if name == "" || name == "." || name == ".." || strings.ContainsAny(name, "/\x00") || len(name) > 255 {
 		return Stats{}, entryErr(ErrUnsafeEntry, name, "a single-file artifact needs a plain file name")
 	}
+	// The declared size, when there is one, fails a blob past the limit
+	// before anything is fetched; the stream bound below holds it to that.
+	if err := lim.charge(&Usage{}, footprint(kindFile, max(want.Size, 0), 0), name); err != nil {
+		return Stats{}, err
+	}
 	vr, err := newVerifier(r, want)
 	if err != nil {
 		return Stats{}, err
@@ -103,10 +110,17 @@ func ExtractFile(ctx context.Context, r io.Reader, want Expect, dest, name strin
 	}
 	f := os.NewFile(uintptr(fd), name)
 	lr := &limitedReader{r: vr}
-	lr.allow(lim.MaxBytes, fmt.Sprintf("file larger than %d bytes", lim.MaxBytes))
+	// Content up to MaxBytes rounded down to whole blocks takes at most
+	// MaxBytes; the reader refuses to read at its bound, even at the end of
+	// the stream, hence one byte more.
+	lr.allow(satAdd(lim.MaxBytes&^(BlockSize-1), 1), fmt.Sprintf("entry %q: the artifact would take more than %d bytes of disk "+
+		"(file content rounded up to 4 KiB blocks); raise maxArtifactBytes to allow more", name, lim.MaxBytes))
 	n, err := io.Copy(f, lr)
 	if cerr := f.Close(); err == nil {
 		err = cerr
+	}
+	if err == nil {
+		err = lim.charge(&Usage{}, footprint(kindFile, n, 0), name)
 	}
 	if err == nil {
 		err = vr.drain()
@@ -117,7 +131,7 @@ func ExtractFile(ctx context.Context, r io.Reader, want Expect, dest, name strin
 	if err := ctx.Err(); err != nil {
 		return Stats{}, err
 	}
-	return Stats{Entries: 1, Bytes: n}, staging.commit()
+	return Stats{Entries: 1, Bytes: n, Usage: footprint(kindFile, n, 0)}, staging.commit()
 }
 
 // staging is a private directory beside its destination.
@@ -342,7 +356,7 @@ func (x *extractor) entry(tr *tar.Reader, hdr *tar.Header) error {
 	x.stats.Entries++
 	switch hdr.Typeflag {
 	case tar.TypeDir:
-		if _, err := x.tree.add(name, kindDir, ""); err != nil {
+		if err := x.add(hdr, name, kindDir, "", 0); err != nil {
 			return err
 		}
 		x.modes[name] = mode
@@ -355,7 +369,7 @@ func (x *extractor) entry(tr *tar.Reader, hdr *tar.Header) error {
 		if hdr.Linkname == "" || strings.ContainsRune(hdr.Linkname, 0) {
 			return entryErr(ErrUnsafeEntry, hdr.Name, "invalid symlink target %q", hdr.Linkname)
 		}
-		if _, err := x.tree.add(name, kindSymlink, hdr.Linkname); err != nil {
+		if err := x.add(hdr, name, kindSymlink, hdr.Linkname, 0); err != nil {
 			return err
 		}
 		return x.inParent(name, func(dirfd int, base string) error {
@@ -369,7 +383,7 @@ func (x *extractor) entry(tr *tar.Reader, hdr *tar.Header) error {
 		if err != nil {
 			return entryErr(ErrUnsafeEntry, hdr.Name, "hardlink target %q is unsafe", hdr.Linkname)
 		}
-		if _, err := x.tree.add(name, kindHardlink, src); err != nil {
+		if err := x.add(hdr, name, kindHardlink, src, 0); err != nil {
 			return err
 		}
 		if err := x.settle(); err != nil { // the source may still be queued
@@ -390,11 +404,25 @@ func (x *extractor) entry(tr *tar.Reader, hdr *tar.Header) error {
 			return unix.Linkat(srcfd, path.Base(src), dirfd, base, 0)
 		})
 	default:
-		if _, err := x.tree.add(name, kindFile, ""); err != nil {
+		if hdr.Size < 0 {
+			return fmt.Errorf("%w: entry %q: negative size", ErrCorrupt, hdr.Name)
+		}
+		if err := x.add(hdr, name, kindFile, "", hdr.Size); err != nil {
 			return err
 		}
 		return x.file(tr, hdr, name, mode)
 	}
+}
+
+// add records an entry in the tree and charges its footprint, with that
+// of the parents it implies, against the limits: before anything is
+// written, so that an archive stops at the first entry past them.
+func (x *extractor) add(hdr *tar.Header, name string, k kind, target string, size int64) error {
+	u, err := x.tree.add(name, k, target, size)
+	if err != nil {
+		return err
+	}
+	return x.lim.charge(&x.stats.Usage, u, hdr.Name)
 }
 
 // cleanName returns the canonical relative form of an entry name, "" for
@@ -423,11 +451,8 @@ func (x *extractor) cleanName(raw string) (string, error) {
 	return name, nil
 }
 
+// file writes a regular file's content; add has charged it.
 func (x *extractor) file(tr *tar.Reader, hdr *tar.Header, name string, mode uint32) error {
-	budget := x.lim.MaxBytes - x.stats.Bytes
-	if hdr.Size < 0 || hdr.Size > budget {
-		return entryErr(ErrLimitExceeded, hdr.Name, "content would exceed %d bytes in total", x.lim.MaxBytes)
-	}
 	if w := x.writers; w != nil && hdr.Size <= smallFileMax {
 		if err := w.failed(); err != nil {
 			return err

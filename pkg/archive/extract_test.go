@@ -319,11 +319,39 @@ func hostileCases() []hostileCase {
 				}
 				b.file("f", 0o644, "x")
 			})},
-		{name: "total bytes over MaxBytes", entry: "b", err: archive.ErrLimitExceeded, msg: "exceed 100 bytes",
-			lim: archive.Limits{MaxBytes: 100},
+		{name: "total footprint over MaxBytes", entry: "b", err: archive.ErrLimitExceeded, msg: "more than 8191 bytes of disk",
+			lim: archive.Limits{MaxBytes: 2*archive.BlockSize - 1},
 			build: tarOnly(func(b *tarBuilder, o string) {
 				b.file("a", 0o644, strings.Repeat("a", 60)).file("b", 0o644, strings.Repeat("b", 60))
 			})},
+		// Content alone is far below MaxBytes in the cases that follow.
+		{name: "empty directories over MaxBytes", entry: "d9/", err: archive.ErrLimitExceeded, msg: "raise maxArtifactBytes",
+			lim: archive.Limits{MaxBytes: 9 * archive.BlockSize},
+			build: tarOnly(func(b *tarBuilder, o string) {
+				for i := range 20 {
+					b.dir(fmt.Sprintf("d%d/", i), 0o755)
+				}
+			})},
+		{name: "empty files over MaxBytes by the directories their paths imply", entry: "a/b/c/d/e", err: archive.ErrLimitExceeded,
+			msg: "more than 12288 bytes of disk", lim: archive.Limits{MaxBytes: 3 * archive.BlockSize},
+			build: tarOnly(func(b *tarBuilder, o string) { b.file("a/b/c/e", 0o644, "").file("a/b/c/d/e", 0o644, "") })},
+		{name: "one-byte files over MaxBytes", entry: "f3", err: archive.ErrLimitExceeded, msg: "more than 12288 bytes of disk",
+			lim: archive.Limits{MaxBytes: 3 * archive.BlockSize},
+			build: tarOnly(func(b *tarBuilder, o string) {
+				for i := range 5 {
+					b.file(fmt.Sprintf("f%d", i), 0o644, "x")
+				}
+			})},
+		{name: "long symlink targets over MaxBytes", entry: "l2", err: archive.ErrLimitExceeded, msg: "more than 8192 bytes of disk",
+			lim: archive.Limits{MaxBytes: 2 * archive.BlockSize},
+			build: tarOnly(func(b *tarBuilder, o string) {
+				for i := range 3 {
+					b.symlink(fmt.Sprintf("l%d", i), strings.Repeat("t", 60))
+				}
+			})},
+		{name: "implied directories over MaxEntries as inodes", entry: "a/b/c/f", err: archive.ErrLimitExceeded,
+			msg: "more than 3 inodes", lim: archive.Limits{MaxEntries: 3},
+			build: tarOnly(func(b *tarBuilder, o string) { b.file("a/b/c/f", 0o644, "") })},
 		{name: "one file over MaxBytes", entry: "a", err: archive.ErrLimitExceeded,
 			lim:   archive.Limits{MaxBytes: 100},
 			build: tarOnly(func(b *tarBuilder, o string) { b.file("a", 0o644, strings.Repeat("a", 101)) })},
@@ -367,6 +395,10 @@ func hostileCases() []hostileCase {
 			build: func(t testing.TB, _ string) []byte { return bomb(t, archive.Zstd, "padding") }},
 
 		// Stream integrity.
+		// Read again after the end, through bufio, by the detection of
+		// the compression: found by fuzzing.
+		{name: "one byte", err: archive.ErrCorrupt, msg: "unexpected EOF",
+			build: func(t testing.TB, _ string) []byte { return []byte("/") }},
 		{name: "truncated tar, digest of the truncated bytes", entry: "blob", err: archive.ErrCorrupt, msg: "unexpected EOF",
 			build: func(t testing.TB, _ string) []byte { return truncated(t, archive.None) }},
 		{name: "truncated gzip, digest of the truncated bytes", entry: "blob", err: archive.ErrCorrupt, msg: "unexpected EOF",
@@ -618,7 +650,9 @@ func goodCases() []goodCase {
 			"a/h":        `file 0600 "secret"`,
 		},
 		links: [][]string{{"a/b/secret", "a/h"}, {"ro/f", "ro/sub/h2"}},
-		stats: archive.Stats{Entries: 16, Bytes: int64(len("secret#!/bin/sh\nrog"))},
+		// 5 directories, 4 non-empty files and an empty one, 4 short
+		// symlinks, 2 hardlinks.
+		stats: archive.Stats{Entries: 16, Bytes: int64(len("secret#!/bin/sh\nrog")), Usage: usage(5+4, 5+5+4)},
 	}, {
 		name: "./-prefixed GNU archive",
 		build: func(t testing.TB) []byte {
@@ -637,7 +671,7 @@ func goodCases() []goodCase {
 			strings.Repeat("long", 40): `file 0644 "long"`,
 		},
 		links: [][]string{{"d/f", "h"}},
-		stats: archive.Stats{Entries: 5, Bytes: 7},
+		stats: archive.Stats{Entries: 5, Bytes: 7, Usage: usage(3, 4)}, // the root entry is not counted
 	}, {
 		name: "pax global headers, one with a hostile path, are ignored",
 		build: func(t testing.TB) []byte {
@@ -651,13 +685,39 @@ func goodCases() []goodCase {
 				bytes()
 		},
 		want:  map[string]string{".": "dir 0755", "f": `file 0644 "f"`, "g": `file 0600 "g"`},
-		stats: archive.Stats{Entries: 2, Bytes: 2},
+		stats: archive.Stats{Entries: 2, Bytes: 2, Usage: usage(2, 2)},
 	}, {
 		name:    "dest exists as an empty directory",
 		destDir: true,
 		build:   func(t testing.TB) []byte { return newTar(t).dir("./", 0o700).file("f", 0o640, "x").bytes() },
 		want:    map[string]string{".": "dir 0700", "f": `file 0640 "x"`},
-		stats:   archive.Stats{Entries: 1, Bytes: 1},
+		stats:   archive.Stats{Entries: 1, Bytes: 1, Usage: usage(1, 1)},
+	}, {
+		name: "empty directories take a block and an inode each",
+		build: func(t testing.TB) []byte {
+			b := newTar(t)
+			for i := range 100 {
+				b.dir(fmt.Sprintf("d%02d/", i), 0o755)
+			}
+			return b.bytes()
+		},
+		want: func() map[string]string {
+			m := map[string]string{".": "dir 0755"}
+			for i := range 100 {
+				m[fmt.Sprintf("d%02d", i)] = "dir 0755"
+			}
+			return m
+		}(),
+		stats: archive.Stats{Entries: 100, Usage: usage(100, 100)},
+	}, {
+		name: "a symlink target longer than 59 bytes takes a block",
+		build: func(t testing.TB) []byte {
+			return newTar(t).symlink("short", strings.Repeat("s", 59)).symlink("long", strings.Repeat("l", 60)).bytes()
+		},
+		want: map[string]string{
+			".": "dir 0755", "short": "symlink " + strings.Repeat("s", 59), "long": "symlink " + strings.Repeat("l", 60),
+		},
+		stats: archive.Stats{Entries: 2, Usage: usage(1, 2)},
 	}, {
 		name:  "empty archive",
 		build: func(t testing.TB) []byte { return newTar(t).bytes() },
@@ -671,7 +731,7 @@ func goodCases() []goodCase {
 			".": "dir 0755", "x": "dir 0755", "x/y": "dir 0755", "x/y/f": `file 0644 "f"`,
 			"p": "dir 0751", "p/q": `file 0644 "q"`,
 		},
-		stats: archive.Stats{Entries: 3, Bytes: 2},
+		stats: archive.Stats{Entries: 3, Bytes: 2, Usage: usage(5, 5)}, // x and x/y are implied
 	}, {
 		name: "setuid, setgid and sticky bits are dropped",
 		build: func(t testing.TB) []byte {
@@ -680,7 +740,7 @@ func goodCases() []goodCase {
 		want: map[string]string{
 			".": "dir 0755", "suid": `file 0755 "s"`, "sgid": "dir 0775", "tmp": "dir 0777", "all": `file 0777 "a"`,
 		},
-		stats: archive.Stats{Entries: 4, Bytes: 2},
+		stats: archive.Stats{Entries: 4, Bytes: 2, Usage: usage(4, 4)},
 	}, {
 		name: "safe symlink chains",
 		build: func(t testing.TB) []byte {
@@ -691,27 +751,27 @@ func goodCases() []goodCase {
 			".": "dir 0755", "s": "symlink .", "l": "symlink s/x", "d": "dir 0755", "d/up": "symlink ..",
 			"via": "symlink d/up/d", "x": `file 0644 "x"`,
 		},
-		stats: archive.Stats{Entries: 6, Bytes: 1},
+		stats: archive.Stats{Entries: 6, Bytes: 1, Usage: usage(2, 6)}, // short symlinks take no block
 	}, {
 		name: "NUL ends a ustar name",
 		build: func(t testing.TB) []byte {
 			return newTar(t).raw(rawHeader{Name: "f\x00/../../evil", Typeflag: tar.TypeReg, Mode: 0o644, Size: 1}, "f").bytes()
 		},
 		want:  map[string]string{".": "dir 0755", "f": `file 0644 "f"`},
-		stats: archive.Stats{Entries: 1, Bytes: 1},
+		stats: archive.Stats{Entries: 1, Bytes: 1, Usage: usage(1, 1)},
 	}, {
 		name: "repeated directory entries",
 		build: func(t testing.TB) []byte {
 			return newTar(t).dir("d/", 0o755).file("d/f", 0o644, "f").dir("./d", 0o750).bytes()
 		},
 		want:  map[string]string{".": "dir 0755", "d": "dir 0750", "d/f": `file 0644 "f"`},
-		stats: archive.Stats{Entries: 3, Bytes: 1},
+		stats: archive.Stats{Entries: 3, Bytes: 1, Usage: usage(2, 2)}, // d counts once
 	}, {
 		name:    "zero blocks after the end of the archive",
 		padding: 9 << 10,
 		build:   func(t testing.TB) []byte { return newTar(t).file("f", 0o644, "f").bytes() },
 		want:    map[string]string{".": "dir 0755", "f": `file 0644 "f"`},
-		stats:   archive.Stats{Entries: 1, Bytes: 1},
+		stats:   archive.Stats{Entries: 1, Bytes: 1, Usage: usage(1, 1)},
 	}, {
 		// More directories than Extract keeps descriptors for, with
 		// hardlinks whose source directory must survive the eviction.
@@ -719,7 +779,7 @@ func goodCases() []goodCase {
 		build: manyDirs,
 		want:  manyWant,
 		links: [][]string{manyLinks},
-		stats: archive.Stats{Entries: 1 + 200*3, Bytes: 6 + 200*3},
+		stats: archive.Stats{Entries: 1 + 200*3, Bytes: 6 + 200*3, Usage: usage(2+200*2, 2+200*2)}, // src is implied
 	}}
 }
 
@@ -747,6 +807,9 @@ func TestExtractAcceptsValidArchives(t *testing.T) {
 				}
 				if stats != tc.stats {
 					t.Errorf("stats = %+v, want %+v", stats, tc.stats)
+				}
+				if u, err := archive.Measure(context.Background(), dest, archive.Limits{}); err != nil || u != stats.Usage {
+					t.Errorf("Measure = %+v, %v; want Extract's %+v", u, err, stats.Usage)
 				}
 				if d := diffTrees(tc.want, describe(t, dest)); d != "" {
 					t.Errorf("extracted tree:\n%s", d)
@@ -839,6 +902,12 @@ func TestExtractFile(t *testing.T) {
 		{name: "declared size larger", file: "f", err: archive.ErrDigestMismatch, errText: "declared",
 			expect: func(e archive.Expect) archive.Expect { e.Size++; return e }},
 		{name: "over MaxBytes", file: "f", err: archive.ErrLimitExceeded, lim: archive.Limits{MaxBytes: 1000}},
+		{name: "footprint at MaxBytes", file: "f", lim: archive.Limits{MaxBytes: 100 << 10}},
+		{name: "footprint over MaxBytes", file: "f", err: archive.ErrLimitExceeded, errText: "more than 102399 bytes of disk",
+			lim: archive.Limits{MaxBytes: 100<<10 - 1}},
+		{name: "footprint over MaxBytes, size unknown", file: "f", err: archive.ErrLimitExceeded, errText: "raise maxArtifactBytes",
+			lim:    archive.Limits{MaxBytes: 100<<10 - 1},
+			expect: func(e archive.Expect) archive.Expect { e.Size = -1; return e }},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -853,7 +922,7 @@ func TestExtractFile(t *testing.T) {
 				if err != nil {
 					t.Fatalf("ExtractFile: %v", err)
 				}
-				if stats != (archive.Stats{Entries: 1, Bytes: int64(len(content))}) {
+				if stats != (archive.Stats{Entries: 1, Bytes: int64(len(content)), Usage: usage(len(content)/archive.BlockSize, 1)}) {
 					t.Errorf("stats = %+v", stats)
 				}
 				got := describe(t, dest)
@@ -944,6 +1013,9 @@ func TestRoundTrip(t *testing.T) {
 			}
 			if gotComp != c || stats != packStats {
 				t.Errorf("Extract = %+v, %q; want %+v, %q", stats, gotComp, packStats, c)
+			}
+			if u, err := archive.Measure(context.Background(), src, archive.Limits{}); err != nil || u != packStats.Usage {
+				t.Errorf("Measure = %+v, %v; want Pack's %+v", u, err, packStats.Usage)
 			}
 			if d := diffTrees(wantTree, describe(t, dest)); d != "" {
 				t.Errorf("round trip changed the tree:\n%s", d)

@@ -85,8 +85,12 @@ func FuzzExtract(f *testing.F) {
 			}
 			return
 		}
-		if stats.Bytes > fuzzLimits.MaxBytes || stats.Entries > fuzzLimits.MaxEntries {
+		if stats.Usage.Bytes > fuzzLimits.MaxBytes || stats.Usage.Inodes > fuzzLimits.MaxEntries || stats.Entries > fuzzLimits.MaxEntries {
 			fail("stats %+v exceed %+v", stats, fuzzLimits)
+		}
+		// Extract counts from the headers what Measure finds on disk.
+		if u, err := archive.Measure(context.Background(), l.dest, archive.Limits{MaxBytes: -1, MaxEntries: -1}); err != nil || u != stats.Usage {
+			fail("Measure = %+v, %v; Extract reported %+v", u, err, stats.Usage)
 		}
 		if err := checkConfined(l.dest); err != nil {
 			fail("Extract succeeded but: %v", err)

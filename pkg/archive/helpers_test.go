@@ -393,3 +393,9 @@ func (zeroReader) Read(p []byte) (int, error) {
 	clear(p)
 	return len(p), nil
 }
+
+// usage is the Usage of a tree whose entries take blocks blocks of disk and
+// inodes inodes.
+func usage(blocks, inodes int) archive.Usage {
+	return archive.Usage{Bytes: int64(blocks) * archive.BlockSize, Inodes: int64(inodes)}
+}

@@ -15,6 +15,20 @@ import (
 type Stats struct {
 	Entries int64 // entries in the archive, the root excluded
 	Bytes   int64 // bytes of regular file content
+	Usage   Usage // what the tree takes on disk, by the rule on Usage
+}
+
+// PackOption configures Pack.
+type PackOption func(*packOptions)
+
+type packOptions struct {
+	lim Limits
+}
+
+// WithPackLimits makes Pack refuse a tree that Extract would refuse with
+// lim. Default: Limits{}, Extract's defaults.
+func WithPackLimits(lim Limits) PackOption {
+	return func(o *packOptions) { o.lim = lim }
 }
 
 // Pack writes dir to w as an uncompressed, reproducible tar stream in one
@@ -24,13 +38,19 @@ type Stats struct {
 // descriptors opened with O_NOFOLLOW, so a link inside dir cannot make it read
 // anything outside. Symlinks whose target would leave dir, sockets, devices and
 // FIFOs are refused with an error naming the path, because Extract would
-// refuse them too. So are trees Extract's default Limits would refuse: more
-// than DefaultMaxEntries entries, or a name or link target longer than
-// DefaultMaxPathLength (ErrLimitExceeded); this also bounds what Pack
+// refuse them too. So are trees that Extract would refuse with the
+// [WithPackLimits] limits (default: Extract's defaults): more than
+// MaxEntries entries or inodes, a disk footprint ([Usage]) over MaxBytes,
+// or a name or link target longer than MaxPathLength (ErrLimitExceeded),
+// each detected before the entry is written; this also bounds what Pack
 // keeps in memory, the names of the tree. Pack is safe for concurrent use
 // on different directories; dir must not change while it runs (a file
 // that shrinks is an error).
-func Pack(ctx context.Context, dir string, w io.Writer) (Stats, error) {
+func Pack(ctx context.Context, dir string, w io.Writer, opts ...PackOption) (Stats, error) {
+	var o packOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
 	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return Stats{}, &os.PathError{Op: "open", Path: dir, Err: err}
@@ -38,6 +58,7 @@ func Pack(ctx context.Context, dir string, w io.Writer) (Stats, error) {
 	defer unix.Close(fd)
 	p := &packer{
 		ctx:   ctx,
+		lim:   o.lim.withDefaults(),
 		tw:    tar.NewWriter(w),
 		links: map[inode]string{},
 		tree:  newTree(),
@@ -56,6 +77,7 @@ type inode struct{ dev, ino uint64 }
 
 type packer struct {
 	ctx   context.Context
+	lim   Limits
 	tw    *tar.Writer
 	links map[inode]string // first name of each multiply-linked file
 	tree  *tree
@@ -93,20 +115,20 @@ func (p *packer) entry(dirfd int, prefix, name string) error {
 		Format:  tar.FormatPAX,
 	}
 	p.stats.Entries++
-	if p.stats.Entries > DefaultMaxEntries {
-		return fmt.Errorf("%w: the tree has more than %d entries", ErrLimitExceeded, DefaultMaxEntries)
+	if p.stats.Entries > p.lim.MaxEntries {
+		return fmt.Errorf("%w: the tree has more than %d entries", ErrLimitExceeded, p.lim.MaxEntries)
 	}
 	n := len(rel)
 	if st.Mode&unix.S_IFMT == unix.S_IFDIR {
 		n++ // its name ends in "/"
 	}
-	if n > DefaultMaxPathLength {
-		return fmt.Errorf("%w: %q...: name longer than %d bytes", ErrLimitExceeded, rel[:64], DefaultMaxPathLength)
+	if n > p.lim.MaxPathLength {
+		return fmt.Errorf("%w: %q...: name longer than %d bytes", ErrLimitExceeded, rel[:min(len(rel), 64)], p.lim.MaxPathLength)
 	}
 	switch st.Mode & unix.S_IFMT {
 	case unix.S_IFDIR:
 		hdr.Typeflag, hdr.Name = tar.TypeDir, rel+"/"
-		if _, err := p.tree.add(rel, kindDir, ""); err != nil {
+		if err := p.add(rel, kindDir, "", 0); err != nil {
 			return err
 		}
 		if err := p.tw.WriteHeader(hdr); err != nil {
@@ -123,10 +145,10 @@ func (p *packer) entry(dirfd int, prefix, name string) error {
 		if err != nil {
 			return &os.PathError{Op: "readlink", Path: rel, Err: err}
 		}
-		if len(target) > DefaultMaxPathLength {
-			return fmt.Errorf("%w: %q: link target longer than %d bytes", ErrLimitExceeded, rel, DefaultMaxPathLength)
+		if len(target) > p.lim.MaxPathLength {
+			return fmt.Errorf("%w: %q: link target longer than %d bytes", ErrLimitExceeded, rel, p.lim.MaxPathLength)
 		}
-		if _, err := p.tree.add(rel, kindSymlink, target); err != nil {
+		if err := p.add(rel, kindSymlink, target, 0); err != nil {
 			return err
 		}
 		hdr.Typeflag, hdr.Linkname = tar.TypeSymlink, target
@@ -135,7 +157,7 @@ func (p *packer) entry(dirfd int, prefix, name string) error {
 		if st.Nlink > 1 {
 			key := inode{uint64(st.Dev), st.Ino}
 			if first, ok := p.links[key]; ok {
-				if _, err := p.tree.add(rel, kindHardlink, first); err != nil {
+				if err := p.add(rel, kindHardlink, first, 0); err != nil {
 					return err
 				}
 				hdr.Typeflag, hdr.Linkname = tar.TypeLink, first
@@ -143,7 +165,7 @@ func (p *packer) entry(dirfd int, prefix, name string) error {
 			}
 			p.links[key] = rel
 		}
-		if _, err := p.tree.add(rel, kindFile, ""); err != nil {
+		if err := p.add(rel, kindFile, "", st.Size); err != nil {
 			return err
 		}
 		return p.file(dirfd, name, hdr, &st)
@@ -151,6 +173,16 @@ func (p *packer) entry(dirfd int, prefix, name string) error {
 		return fmt.Errorf("%w: %q is a %s; only regular files, directories and symlinks can be archived",
 			ErrUnsupportedFile, rel, fileKind(st.Mode))
 	}
+}
+
+// add records an entry in the tree and charges its footprint against the
+// limits, as Extract will.
+func (p *packer) add(rel string, k kind, target string, size int64) error {
+	u, err := p.tree.add(rel, k, target, size)
+	if err != nil {
+		return err
+	}
+	return p.lim.charge(&p.stats.Usage, u, rel)
 }
 
 func (p *packer) file(dirfd int, name string, hdr *tar.Header, st *unix.Stat_t) error {

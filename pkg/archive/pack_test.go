@@ -330,7 +330,9 @@ func TestPackHeaders(t *testing.T) {
 	if !slices.IsSortedFunc(names, byComponents) {
 		t.Errorf("names not sorted: %v", names)
 	}
-	if want := (archive.Stats{Entries: int64(len(want)), Bytes: bytesIn}); stats != want {
+	// 7 directories, 6 non-empty files and an empty one, 3 short
+	// symlinks, 2 hardlinks.
+	if want := (archive.Stats{Entries: int64(len(want)), Bytes: bytesIn, Usage: usage(7+6, 7+7+3)}); stats != want {
 		t.Errorf("stats %+v, want %+v", stats, want)
 	}
 	if bytesIn != int64(len("hello"+"sorts after a/ because a < a.b"+"sg"+"#!/bin/sh\n"+"linked"+"read-only")) {
@@ -530,7 +532,7 @@ func TestPackDoesNotFollowSymlinks(t *testing.T) {
 		got = append(got, h.Name+" "+string(h.Typeflag)+" "+h.Linkname)
 	}
 	want := []string{"d/ 5 ", "d/e/ 5 ", "d/e/up 2 ..", "ld 2 d"}
-	if !slices.Equal(got, want) || stats != (archive.Stats{Entries: 4}) {
+	if !slices.Equal(got, want) || stats != (archive.Stats{Entries: 4, Usage: usage(2, 4)}) {
 		t.Errorf("Pack = %q, %+v; want %q", got, stats, want)
 	}
 }
@@ -571,5 +573,88 @@ func TestPackRefusesLongNames(t *testing.T) {
 	_, err = archive.Pack(context.Background(), root, io.Discard)
 	if !errors.Is(err, archive.ErrLimitExceeded) {
 		t.Errorf("Pack = %v, want ErrLimitExceeded", err)
+	}
+}
+
+// TestPackAndMeasureLimits: Pack refuses, and Measure reports, a tree
+// whose disk footprint passes the limits even when its content does not,
+// naming the first path past them.
+func TestPackAndMeasureLimits(t *testing.T) {
+	dirs := func(n int) []packNode {
+		var s []packNode
+		for i := range n {
+			s = append(s, packNode{path: "d" + strconv.Itoa(i), kind: 'd', mode: 0o755})
+		}
+		return s
+	}
+	cases := []struct {
+		name  string
+		spec  []packNode
+		lim   archive.Limits
+		usage archive.Usage // on success
+		path  string        // on failure, the error names it
+		msg   string
+	}{
+		{name: "empty directories within MaxBytes", spec: dirs(3), lim: archive.Limits{MaxBytes: 3 * archive.BlockSize},
+			usage: usage(3, 3)},
+		{name: "empty directories over MaxBytes", spec: dirs(4), lim: archive.Limits{MaxBytes: 3 * archive.BlockSize},
+			path: "d3", msg: "more than 12288 bytes of disk"},
+		{name: "one-byte files over MaxBytes", lim: archive.Limits{MaxBytes: 2*archive.BlockSize + 1},
+			spec: []packNode{{path: "a", kind: 'f', mode: 0o644, data: "a"}, {path: "b", kind: 'f', mode: 0o644, data: "b"},
+				{path: "c", kind: 'f', mode: 0o644, data: "c"}},
+			path: "c", msg: "raise maxArtifactBytes"},
+		{name: "hardlinks take nothing", lim: archive.Limits{MaxBytes: archive.BlockSize, MaxEntries: 4},
+			spec: []packNode{{path: "f", kind: 'f', mode: 0o644, data: strings.Repeat("x", archive.BlockSize)},
+				{path: "h1", kind: 'h', target: "f"}, {path: "h2", kind: 'h', target: "f"}},
+			usage: usage(1, 1)},
+		{name: "a long symlink target takes a block", lim: archive.Limits{MaxBytes: archive.BlockSize},
+			spec: []packNode{{path: "a", kind: 's', target: strings.Repeat("t", 60)}, {path: "b", kind: 's', target: strings.Repeat("t", 60)}},
+			path: "b", msg: "more than 4096 bytes of disk"},
+		{name: "empty files over MaxEntries", spec: []packNode{{path: "a", kind: 'd', mode: 0o755},
+			{path: "a/x", kind: 'f', mode: 0o644}, {path: "a/y", kind: 'f', mode: 0o644}},
+			lim: archive.Limits{MaxEntries: 2}, path: "a/y", msg: "more than 2"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			root := tempDir(t)
+			buildTree(t, root, tc.spec, buildOpts{mtime: time.Now(), uid: -1, umask: 0o022})
+			var buf bytes.Buffer
+			stats, err := archive.Pack(context.Background(), root, &buf, archive.WithPackLimits(tc.lim))
+			measured, merr := archive.Measure(context.Background(), root, tc.lim)
+			if tc.path == "" {
+				if err != nil || merr != nil {
+					t.Fatalf("Pack: %v; Measure: %v", err, merr)
+				}
+				if stats.Usage != tc.usage || measured != tc.usage {
+					t.Errorf("Pack usage %+v, Measure %+v; want %+v", stats.Usage, measured, tc.usage)
+				}
+				return
+			}
+			for what, err := range map[string]error{"Pack": err, "Measure": merr} {
+				if !errors.Is(err, archive.ErrLimitExceeded) {
+					t.Fatalf("%s = %v, want ErrLimitExceeded", what, err)
+				}
+				if what == "Pack" && tc.msg == "more than 2" {
+					continue // Pack counts the entries first, with its own message
+				}
+				if !strings.Contains(err.Error(), strconv.Quote(tc.path)) || !strings.Contains(err.Error(), tc.msg) {
+					t.Errorf("%s error %q does not name %q with %q", what, err, tc.path, tc.msg)
+				}
+			}
+			if measured.Bytes > tc.lim.MaxBytes && tc.lim.MaxBytes > 0 {
+				t.Errorf("Measure went on past the limit: %+v", measured)
+			}
+			// Nothing of the entry past the limit was written.
+			tr := tar.NewReader(&buf)
+			for {
+				h, err := tr.Next()
+				if err != nil {
+					break
+				}
+				if strings.TrimSuffix(h.Name, "/") == tc.path {
+					t.Errorf("Pack wrote %q, the entry past the limit", h.Name)
+				}
+			}
+		})
 	}
 }

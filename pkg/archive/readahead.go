@@ -61,7 +61,9 @@ func (ra *readAhead) Read(p []byte) (int, error) {
 	for ra.off == len(ra.cur) {
 		if ra.cur != nil {
 			ra.free <- ra.cur
-			ra.cur = nil
+			// off too: a Read after the end (bufio reads again once it
+			// has returned io.EOF) must not slice the nil chunk.
+			ra.cur, ra.off = nil, 0
 		}
 		buf, ok := <-ra.chunks
 		if !ok {

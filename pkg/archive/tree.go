@@ -38,36 +38,43 @@ type tree struct {
 
 func newTree() *tree { return &tree{nodes: map[string]node{}} }
 
-// add records the entry name (clean, relative, non-empty) and reports
-// whether it was already present as a directory. Parents that are absent are
-// recorded as directories, as tar extractors create them.
-func (t *tree) add(name string, k kind, target string) (existed bool, err error) {
-	if err := t.addParents(name); err != nil {
-		return false, err
+// add records the entry name (clean, relative, non-empty) and returns the
+// Usage it adds to the tree: its footprint (size is a file's content), plus
+// that of the parents it implies, and nothing for a directory already
+// present. Parents that are absent are recorded as directories, as tar
+// extractors create them.
+func (t *tree) add(name string, k kind, target string, size int64) (Usage, error) {
+	implied, err := t.addParents(name)
+	if err != nil {
+		return Usage{}, err
 	}
+	u := Usage{Bytes: implied * BlockSize, Inodes: implied}
 	if old, ok := t.nodes[name]; ok {
 		if old.kind == kindDir && k == kindDir {
-			return true, nil
+			return u, nil
 		}
-		return false, entryErr(ErrUnsafeEntry, name, "duplicate entry")
+		return Usage{}, entryErr(ErrUnsafeEntry, name, "duplicate entry")
 	}
 	switch k {
 	case kindHardlink:
 		src, ok := t.nodes[target]
 		if !ok || (src.kind != kindFile && src.kind != kindHardlink) {
-			return false, entryErr(ErrUnsafeEntry, name, "hardlink target %q is not a regular file earlier in the archive", target)
+			return Usage{}, entryErr(ErrUnsafeEntry, name, "hardlink target %q is not a regular file earlier in the archive", target)
 		}
 	case kindSymlink:
 		if path.IsAbs(target) {
-			return false, entryErr(ErrUnsafeEntry, name, "symlink target %q is absolute", target)
+			return Usage{}, entryErr(ErrUnsafeEntry, name, "symlink target %q is absolute", target)
 		}
 		t.links = append(t.links, name)
 	}
 	t.nodes[name] = node{kind: k, target: target}
-	return false, nil
+	f := footprint(k, size, len(target))
+	return Usage{Bytes: u.Bytes + f.Bytes, Inodes: u.Inodes + f.Inodes}, nil
 }
 
-func (t *tree) addParents(name string) error {
+// addParents records name's absent parents as directories and returns how
+// many it recorded.
+func (t *tree) addParents(name string) (implied int64, err error) {
 	for i := 0; i < len(name); i++ {
 		if name[i] != '/' {
 			continue
@@ -77,13 +84,14 @@ func (t *tree) addParents(name string) error {
 		switch {
 		case !ok:
 			t.nodes[dir] = node{kind: kindDir}
+			implied++
 		case n.kind == kindSymlink:
-			return entryErr(ErrUnsafeEntry, name, "path resolves through symlink %q", dir)
+			return 0, entryErr(ErrUnsafeEntry, name, "path resolves through symlink %q", dir)
 		case n.kind != kindDir:
-			return entryErr(ErrUnsafeEntry, name, "parent %q is not a directory", dir)
+			return 0, entryErr(ErrUnsafeEntry, name, "parent %q is not a directory", dir)
 		}
 	}
-	return nil
+	return implied, nil
 }
 
 // checkLinks resolves every symlink against the final tree, following links

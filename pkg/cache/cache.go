@@ -3,13 +3,19 @@
 // by; it is filled once however many volumes ask for it at the same time,
 // becomes visible only once complete and verified, is pinned while a volume
 // mounts it, and is evicted least recently used first when the cache grows
-// beyond its byte bound.
+// beyond its bound on disk space or on inodes.
+//
+// An entry counts for the disk footprint of its tree by archive's rule
+// ([archive.Usage]: whole blocks per file, a block per directory, an inode
+// for each), plus its own directory and metadata file: two inodes and 8 KiB.
+// So a tree of 40,000 empty directories counts 160 MB, not nothing.
 //
 // Layout of the cache directory:
 //
 //	<key>/        the extracted content, bind-mounted read-only into pods
-//	<key>.json    the entry's metadata; written after <key>/, so a
-//	              directory without it is incomplete and removed at Open
+//	<key>.json    the entry's metadata, its usage; written after <key>/,
+//	              so a directory without it is incomplete and removed at
+//	              Open
 //	boot_id       the kernel boot the entries were written in
 //	.*            staging and trash directories, removed at Open
 //
@@ -33,6 +39,8 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/tektoncd/artifacts-csi-driver/internal/atomicfile"
+	"github.com/tektoncd/artifacts-csi-driver/pkg/archive"
+	"github.com/tektoncd/artifacts-csi-driver/pkg/errdefs"
 )
 
 // FillTimeout bounds one fill. A fill runs detached from the context of the
@@ -40,25 +48,66 @@ import (
 // NodePublishVolume after two minutes) does not waste the transfer.
 const FillTimeout = 30 * time.Minute
 
+// DefaultMaxInodes bounds the inodes of a cache opened without
+// WithMaxInodes: archive.DefaultMaxEntries, so that, as with the byte
+// bounds (both 10 GiB by default), any artifact the default per-artifact
+// limits admit fits an empty cache.
+const DefaultMaxInodes = archive.DefaultMaxEntries
+
+// entryOverhead is what an entry takes besides its tree: the tree's root
+// directory and the metadata file.
+var entryOverhead = archive.Usage{Bytes: 2 * archive.BlockSize, Inodes: 2}
+
+// ErrTooLarge marks a fill whose content alone exceeds a bound of the
+// cache; it is of class errdefs.ErrTooLarge, and nothing of it is kept.
+var ErrTooLarge = errdefs.New("larger than the input cache", errdefs.ErrTooLarge)
+
 var keyPattern = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,199}$`)
 
 // FillFunc writes an entry's content into dest, which does not exist yet:
 // it must create dest only once the content is complete and verified (as
-// archive.Extract does, through a staging directory beside it). It returns
-// the size in bytes the entry should count for.
+// archive.Extract does, through a staging directory beside it). The size
+// it returns is not used: Acquire measures what it wrote with
+// archive.Measure, one fstatat per entry. A fill that knows the usage of
+// what it wrote is a FillUsageFunc, which spares that walk.
 type FillFunc func(ctx context.Context, dest string) (size int64, err error)
+
+// FillUsageFunc is a FillFunc that returns the Usage of the tree it wrote
+// in dest, by archive's rule: what archive.Extract returns in Stats.Usage.
+// The cache trusts it, for its accounting and its bounds.
+type FillUsageFunc func(ctx context.Context, dest string) (archive.Usage, error)
+
+// Option configures Open.
+type Option func(*options)
+
+type options struct {
+	maxInodes int64
+}
+
+// WithMaxInodes bounds the inodes the cache's entries take; n must be
+// positive. Default DefaultMaxInodes.
+func WithMaxInodes(n int64) Option {
+	return func(o *options) { o.maxInodes = n }
+}
+
+// Stats describes what the cache holds.
+type Stats struct {
+	Entries int
+	// Bytes and Inodes are the entries' usage, as the bounds count it.
+	Bytes, Inodes int64
+}
 
 // Cache is safe for concurrent use.
 type Cache struct {
-	dir      string
-	maxBytes int64
+	dir string
+	max archive.Usage // the bounds
 
 	trash sync.WaitGroup
 
 	mu      sync.Mutex
 	entries map[string]*entry
 	fills   map[string]*fillCall
-	bytes   int64
+	used    archive.Usage
 }
 
 // fillCall is a fill in progress and the callers waiting for it; when it
@@ -71,20 +120,35 @@ type fillCall struct {
 }
 
 type entry struct {
-	size     int64
+	usage    archive.Usage // overhead included
 	refs     int
 	lastUsed time.Time
 }
 
+// meta is an entry's <key>.json.
 type meta struct {
-	Size int64 `json:"size"`
+	// Size and Inodes are the entry's usage, overhead included. Entries
+	// written before inodes were counted have no Inodes, and a Size
+	// counting file content only.
+	Size   int64 `json:"size"`
+	Inodes int64 `json:"inodes,omitempty"`
 }
 
-// Open loads the cache in dir (created if missing, mode 0700) bounded to
-// maxBytes.
-// Incomplete entries, leftovers of interrupted fills and evictions, and
-// every entry from an earlier boot are removed.
-func Open(ctx context.Context, dir string, maxBytes int64) (*Cache, error) {
+// Open loads the cache in dir (created if missing, mode 0700), bounded to
+// maxBytes of disk (which must be positive) and to the inodes of
+// WithMaxInodes. Incomplete entries, leftovers of interrupted fills and
+// evictions, and every entry from an earlier boot are removed; entries an
+// earlier version wrote without their inodes are measured, once, and their
+// metadata rewritten. Entries over the bounds stay until eviction can take
+// them.
+func Open(ctx context.Context, dir string, maxBytes int64, opts ...Option) (*Cache, error) {
+	o := options{maxInodes: DefaultMaxInodes}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if maxBytes <= 0 || o.maxInodes <= 0 {
+		return nil, fmt.Errorf("input cache %s: bounds must be positive, got %d bytes and %d inodes", dir, maxBytes, o.maxInodes)
+	}
 	// Only the plugin walks in: pods reach an entry through its bind
 	// mount, and no host user may reach a verified tree to alter it (the
 	// entries themselves are writable by their owner, root).
@@ -94,13 +158,13 @@ func Open(ctx context.Context, dir string, maxBytes int64) (*Cache, error) {
 	if err := os.Chmod(dir, 0o700); err != nil {
 		return nil, err
 	}
-	c := &Cache{dir: dir, maxBytes: maxBytes, entries: map[string]*entry{}, fills: map[string]*fillCall{}}
+	c := &Cache{dir: dir, max: archive.Usage{Bytes: maxBytes, Inodes: o.maxInodes}, entries: map[string]*entry{}, fills: map[string]*fillCall{}}
 	logger := klog.FromContext(ctx)
 	fresh, err := c.sameBoot()
 	if err != nil {
 		return nil, err
 	}
-	discarded := 0
+	discarded, measured := 0, 0
 	names, err := readDirNames(dir)
 	if err != nil {
 		return nil, err
@@ -127,8 +191,21 @@ func Open(ctx context.Context, dir string, maxBytes int64) (*Cache, error) {
 			continue
 		}
 		info, _ := os.Stat(filepath.Join(dir, n))
-		c.entries[key] = &entry{size: m.Size, lastUsed: info.ModTime()}
-		c.bytes += m.Size
+		u := archive.Usage{Bytes: m.Size, Inodes: m.Inodes}
+		if m.Inodes == 0 {
+			if u, err = c.measure(ctx, key, info.ModTime()); err != nil {
+				logger.Error(err, "Discarded an input cache entry that could not be measured", "dir", dir, "key", key)
+				c.remove(n)
+				c.remove(key)
+				continue
+			}
+			measured++
+		}
+		c.entries[key] = &entry{usage: u, lastUsed: info.ModTime()}
+		c.used = add(c.used, u)
+	}
+	if measured > 0 {
+		logger.Info("Measured input cache entries an earlier version wrote without their inodes", "dir", dir, "entries", measured)
 	}
 	if !fresh {
 		if discarded > 0 {
@@ -138,8 +215,29 @@ func Open(ctx context.Context, dir string, maxBytes int64) (*Cache, error) {
 			return nil, err
 		}
 	}
-	logger.V(2).Info("Opened input cache", "dir", dir, "entries", len(c.entries), "bytes", c.bytes, "maxBytes", maxBytes)
+	logger.V(2).Info("Opened input cache", "dir", dir, "entries", len(c.entries), "bytes", c.used.Bytes, "inodes", c.used.Inodes,
+		"maxBytes", c.max.Bytes, "maxInodes", c.max.Inodes)
 	return c, nil
+}
+
+// measure returns the usage of key's tree, overhead included, and records
+// it in the metadata, whose modification time, the entry's last use, stays
+// lastUsed.
+func (c *Cache) measure(ctx context.Context, key string, lastUsed time.Time) (archive.Usage, error) {
+	u, err := archive.Measure(ctx, c.Path(key), archive.Limits{MaxBytes: -1, MaxEntries: -1})
+	if err != nil {
+		return archive.Usage{}, err
+	}
+	u = add(u, entryOverhead)
+	p := c.Path(key) + ".json"
+	if err := atomicfile.WriteJSON(p, meta{Size: u.Bytes, Inodes: u.Inodes}, 0o644, atomicfile.BestEffort); err != nil {
+		return archive.Usage{}, err
+	}
+	return u, os.Chtimes(p, lastUsed, lastUsed)
+}
+
+func add(a, b archive.Usage) archive.Usage {
+	return archive.Usage{Bytes: a.Bytes + b.Bytes, Inodes: a.Inodes + b.Inodes}
 }
 
 // Acquire returns the directory holding key's content and pins it until
@@ -147,7 +245,27 @@ func Open(ctx context.Context, dir string, maxBytes int64) (*Cache, error) {
 // share a single fill, each waiting no longer than its own ctx allows. hit
 // reports whether the content was there already. key must be a lower-case
 // file name such as "manifest-sha256-<hex>".
+//
+// A filled entry counts for the usage of what fill wrote, measured once
+// fill returns. When that alone exceeds the cache's bounds, Acquire fails
+// with ErrTooLarge and removes it; otherwise least recently used unpinned
+// entries are evicted until the cache is within both bounds again, or
+// only pinned entries are left.
 func (c *Cache) Acquire(ctx context.Context, key string, fill FillFunc) (path string, hit bool, err error) {
+	if fill == nil {
+		return c.AcquireUsage(ctx, key, nil)
+	}
+	return c.AcquireUsage(ctx, key, func(ctx context.Context, dest string) (archive.Usage, error) {
+		if _, err := fill(ctx, dest); err != nil {
+			return archive.Usage{}, err
+		}
+		return archive.Measure(ctx, dest, archive.Limits{MaxBytes: -1, MaxEntries: -1})
+	})
+}
+
+// AcquireUsage is Acquire with a fill that reports the usage of what it
+// wrote, which the cache then does not measure.
+func (c *Cache) AcquireUsage(ctx context.Context, key string, fill FillUsageFunc) (path string, hit bool, err error) {
 	if !keyPattern.MatchString(key) {
 		return "", false, fmt.Errorf("invalid cache key %q", key)
 	}
@@ -230,18 +348,18 @@ func (c *Cache) releaseLocked(key string) {
 // Path returns where key's content lives (whether or not it is there).
 func (c *Cache) Path(key string) string { return filepath.Join(c.dir, key) }
 
-// Stats reports the bytes and entries the cache holds.
-func (c *Cache) Stats() (bytes int64, entries int) {
+// Stats reports what the cache holds.
+func (c *Cache) Stats() Stats {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.bytes, len(c.entries)
+	return Stats{Entries: len(c.entries), Bytes: c.used.Bytes, Inodes: c.used.Inodes}
 }
 
 // Wait blocks until background removals of evicted entries have finished.
 func (c *Cache) Wait() { c.trash.Wait() }
 
-func (c *Cache) fill(ctx context.Context, key string, fill FillFunc, call *fillCall) {
-	size, err := c.runFill(ctx, key, fill)
+func (c *Cache) fill(ctx context.Context, key string, fill FillUsageFunc, call *fillCall) {
+	u, err := c.runFill(ctx, key, fill)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	delete(c.fills, key)
@@ -249,14 +367,15 @@ func (c *Cache) fill(ctx context.Context, key string, fill FillFunc, call *fillC
 	if err == nil {
 		// Pinned for every waiter; with none left (all gave up), kept
 		// unpinned for their retries.
-		c.entries[key] = &entry{size: size, refs: call.waiters, lastUsed: time.Now()}
-		c.bytes += size
+		c.entries[key] = &entry{usage: u, refs: call.waiters, lastUsed: time.Now()}
+		c.used = add(c.used, u)
 		c.evictLocked()
 	}
 	close(call.done)
 }
 
-func (c *Cache) runFill(ctx context.Context, key string, fill FillFunc) (int64, error) {
+// runFill fills key and returns its usage, overhead included.
+func (c *Cache) runFill(ctx context.Context, key string, fill FillUsageFunc) (archive.Usage, error) {
 	ctx, cancel := context.WithTimeout(ctx, FillTimeout)
 	defer cancel()
 	dest := c.Path(key)
@@ -264,23 +383,43 @@ func (c *Cache) runFill(ctx context.Context, key string, fill FillFunc) (int64, 
 	// directory without metadata here is from a fill that failed after the
 	// rename (writing the metadata), so it is safe to replace.
 	if err := os.RemoveAll(dest); err != nil {
-		return 0, err
+		return archive.Usage{}, err
 	}
-	size, err := fill(ctx, dest)
+	u, err := fill(ctx, dest)
 	if err != nil {
-		return 0, err
+		os.RemoveAll(dest) // a FillFunc's measurement may fail after the fill
+		return archive.Usage{}, err
 	}
-	if err := atomicfile.WriteJSON(dest+".json", meta{Size: size}, 0o644, atomicfile.BestEffort); err != nil {
+	u = add(u, entryOverhead)
+	if err := c.fits(key, u); err != nil {
 		os.RemoveAll(dest)
-		return 0, fmt.Errorf("record cache entry %s: %w", key, err)
+		return archive.Usage{}, err
 	}
-	return size, nil
+	if err := atomicfile.WriteJSON(dest+".json", meta{Size: u.Bytes, Inodes: u.Inodes}, 0o644, atomicfile.BestEffort); err != nil {
+		os.RemoveAll(dest)
+		return archive.Usage{}, fmt.Errorf("record cache entry %s: %w", key, err)
+	}
+	return u, nil
+}
+
+// fits fails with ErrTooLarge when u, an entry's usage, exceeds a bound of
+// the cache by itself: no eviction could make room for it.
+func (c *Cache) fits(key string, u archive.Usage) error {
+	switch {
+	case u.Bytes > c.max.Bytes:
+		return fmt.Errorf("%w: %s takes %d bytes of disk (file content in 4 KiB blocks, 4 KiB per directory), "+
+			"more than the whole cache may hold, %d bytes (--cache-size)", ErrTooLarge, key, u.Bytes, c.max.Bytes)
+	case u.Inodes > c.max.Inodes:
+		return fmt.Errorf("%w: %s takes %d inodes (files, directories and symlinks), "+
+			"more than the whole cache may hold, %d (--cache-max-inodes)", ErrTooLarge, key, u.Inodes, c.max.Inodes)
+	}
+	return nil
 }
 
 // evictLocked removes unpinned entries, least recently used first, until
-// the cache fits its bound.
+// the cache fits both its bounds.
 func (c *Cache) evictLocked() {
-	for c.bytes > c.maxBytes {
+	for c.used.Bytes > c.max.Bytes || c.used.Inodes > c.max.Inodes {
 		victim := ""
 		for k, e := range c.entries {
 			if e.refs == 0 && (victim == "" || e.lastUsed.Before(c.entries[victim].lastUsed)) {
@@ -290,7 +429,7 @@ func (c *Cache) evictLocked() {
 		if victim == "" {
 			return // everything left is mounted
 		}
-		c.bytes -= c.entries[victim].size
+		c.used = add(c.used, archive.Usage{Bytes: -c.entries[victim].usage.Bytes, Inodes: -c.entries[victim].usage.Inodes})
 		delete(c.entries, victim)
 		c.remove(victim + ".json")
 		c.remove(victim)

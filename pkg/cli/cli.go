@@ -193,8 +193,8 @@ in DIR. Standard output receives the resolved reference.`,
 			return nil
 		},
 	}
-	cmd.Flags().Int64Var(&g.limits.MaxBytes, "max-bytes", archive.DefaultMaxBytes, "refuse an artifact whose files hold more bytes than this")
-	cmd.Flags().Int64Var(&g.limits.MaxEntries, "max-entries", archive.DefaultMaxEntries, "refuse an archive with more entries than this")
+	cmd.Flags().Int64Var(&g.limits.MaxBytes, "max-bytes", archive.DefaultMaxBytes, "refuse an artifact whose disk footprint is larger than this (file content in 4 KiB blocks, plus 4 KiB per directory)")
+	cmd.Flags().Int64Var(&g.limits.MaxEntries, "max-entries", archive.DefaultMaxEntries, "refuse an archive with more entries, or inodes, than this")
 	return cmd
 }
 

@@ -87,8 +87,8 @@ type Config struct {
 	PlainHTTP bool
 	// Compression of directory outputs. Default gzip.
 	Compression archive.Compression
-	// MaxArtifactBytes caps an artifact's uncompressed content, in and out.
-	// Default 10Gi.
+	// MaxArtifactBytes caps an artifact's size on disk, archive.Usage:
+	// file content in 4 KiB blocks, plus 4 KiB per directory. Default 10Gi.
 	MaxArtifactBytes int64
 	// VerifyAccess re-checks, on every input cache hit, that the pod's
 	// credentials can read the manifest. Default true.

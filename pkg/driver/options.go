@@ -14,6 +14,7 @@ import (
 
 	"github.com/tektoncd/artifacts-csi-driver/internal/command"
 	"github.com/tektoncd/artifacts-csi-driver/internal/unixsock"
+	"github.com/tektoncd/artifacts-csi-driver/pkg/cache"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/oci"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/outputfs"
 )
@@ -36,9 +37,16 @@ type Options struct {
 	// StateDir holds the input cache, output spool and journal; it must
 	// survive plugin restarts (a hostPath). Default /var/lib/artifacts-csi.
 	StateDir string
-	// CacheBytes bounds the input cache; entries no mount uses are evicted,
-	// least recently used first. Default 10Gi.
+	// CacheBytes bounds the disk footprint of the input cache (file content
+	// in 4 KiB blocks, 4 KiB per directory: archive.Usage); entries no
+	// mount uses are evicted, least recently used first. Default 10Gi.
 	CacheBytes int64
+	// CacheInodes bounds the inodes of the input cache, evicting as
+	// CacheBytes does. Default 1,000,000: the per-artifact entry cap, so
+	// that, as with CacheBytes, any artifact the default limits admit fits
+	// an empty cache; it is about a sixth of the inodes of a 100Gi ext4
+	// filesystem (one per 16 KiB), where 10Gi is a tenth of its bytes.
+	CacheInodes int64
 	// CacheGrantTTL is how long a registry's yes to a pod's access check
 	// lets pods of the same namespace, presenting the same credentials for
 	// the same repository, skip the check on a cache hit, where
@@ -123,6 +131,7 @@ func NewOptions() *Options {
 		KubeletDir:          "/var/lib/kubelet",
 		StateDir:            "/var/lib/artifacts-csi",
 		CacheBytes:          10 << 30,
+		CacheInodes:         cache.DefaultMaxInodes,
 		CacheGrantTTL:       10 * time.Minute,
 		BrokerTokenFile:     "/var/run/secrets/artifacts.tekton.dev/broker/token",
 		BrokerCAFile:        "/etc/artifacts-csi/broker/ca.crt",
@@ -148,7 +157,8 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.NodeID, "node-id", o.NodeID, "name of this node (required; usually from the downward API)")
 	fs.StringVar(&o.KubeletDir, "kubelet-dir", o.KubeletDir, "kubelet root directory")
 	fs.StringVar(&o.StateDir, "state-dir", o.StateDir, "directory for the input cache, output spool and journal; must survive restarts")
-	fs.Var((*command.ByteSize)(&o.CacheBytes), "cache-size", "bound of the input cache, e.g. 512Mi or 10Gi")
+	fs.Var((*command.ByteSize)(&o.CacheBytes), "cache-size", "bound of the input cache's disk footprint, e.g. 512Mi or 10Gi")
+	fs.Int64Var(&o.CacheInodes, "cache-max-inodes", o.CacheInodes, "bound of the inodes (files, directories, symlinks) of the input cache")
 	fs.DurationVar(&o.CacheGrantTTL, "cache-grant-ttl", o.CacheGrantTTL, "how long a registry's yes to an access check spares the same namespace and credentials the check on cache hits (with cache.verifyAccess=false)")
 	fs.DurationVar(&o.UploadDeadline, "upload-deadline", o.UploadDeadline, "how long an output may wait for the registry before it is marked failed")
 	fs.BoolVar(&o.Registration, "plugin-registration", o.Registration, "serve kubelet plugin registration (turn off when running node-driver-registrar)")
@@ -186,6 +196,9 @@ func (o *Options) Validate() error {
 	}
 	if o.CacheBytes <= 0 {
 		errs = append(errs, fmt.Errorf("--cache-size must be positive, got %d", o.CacheBytes))
+	}
+	if o.CacheInodes <= 0 {
+		errs = append(errs, fmt.Errorf("--cache-max-inodes must be positive, got %d", o.CacheInodes))
 	}
 	if o.CacheGrantTTL < 0 {
 		errs = append(errs, fmt.Errorf("--cache-grant-ttl must not be negative, got %s", o.CacheGrantTTL))

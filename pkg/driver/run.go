@@ -105,7 +105,7 @@ func newPlugin(ctx context.Context, o *Options, version string) (_ *plugin, err 
 			return nil, fmt.Errorf("%w (or run with --output-filesystem=%s, which bounds outputs only at push)", err, outputfs.KindDir)
 		}
 	}
-	if p.cache, err = cache.Open(ctx, filepath.Join(o.StateDir, "cache"), o.CacheBytes); err != nil {
+	if p.cache, err = cache.Open(ctx, filepath.Join(o.StateDir, "cache"), o.CacheBytes, cache.WithMaxInodes(o.CacheInodes)); err != nil {
 		return nil, fmt.Errorf("open input cache: %w", err)
 	}
 	dc, err := digestcache.Open(filepath.Join(o.StateDir, "digests"))
@@ -151,7 +151,10 @@ func newPlugin(ctx context.Context, o *Options, version string) (_ *plugin, err 
 		source.Namespaces = p.view
 		p.tekton = &tekton.Resolver{Reader: live}
 	}
-	p.metrics = metrics.New(p.cache.Stats, func() metrics.QueueStats { return p.outputs.Stats() })
+	p.metrics = metrics.New(func() metrics.CacheStats {
+		s := p.cache.Stats()
+		return metrics.CacheStats{Bytes: s.Bytes, Inodes: s.Inodes, Entries: s.Entries}
+	}, func() metrics.QueueStats { return p.outputs.Stats() })
 	p.outputs, err = outputs.Open(ctx, outputs.Options{
 		Dir: o.StateDir, Stores: stores, Recorder: rec,
 		Deadline: o.UploadDeadline, Workers: o.UploadWorkers, Metrics: p.metrics,

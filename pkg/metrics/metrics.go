@@ -23,6 +23,14 @@ const (
 	UploadFailed = "failed" // given up: deadline passed or the output can never be pushed
 )
 
+// CacheStats describes the input cache.
+type CacheStats struct {
+	// Bytes and Inodes are what its entries take on disk, as its bounds
+	// count them.
+	Bytes, Inodes int64
+	Entries       int
+}
+
 // QueueStats describes the outputs waiting for upload.
 type QueueStats struct {
 	// Pending counts sealed outputs not pushed yet; Oldest is when the
@@ -46,7 +54,7 @@ type Metrics struct {
 
 // New registers the metrics, with Go and process collectors, in a registry
 // of their own. cache and queue are read at every scrape.
-func New(cache func() (bytes int64, entries int), queue func() QueueStats) *Metrics {
+func New(cache func() CacheStats, queue func() QueueStats) *Metrics {
 	m := &Metrics{
 		registry: prometheus.NewRegistry(),
 		operations: prometheus.NewHistogramVec(prometheus.HistogramOpts{
@@ -82,8 +90,9 @@ func New(cache func() (bytes int64, entries int), queue func() QueueStats) *Metr
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.operations, m.pulled, m.pushed, m.cacheLookups, m.uploads, m.limits,
-		gauge("cache_bytes", "Bytes held by the input cache.", func() float64 { b, _ := cache(); return float64(b) }),
-		gauge("cache_entries", "Artifacts held by the input cache.", func() float64 { _, n := cache(); return float64(n) }),
+		gauge("cache_bytes", "Disk footprint of the input cache: file content in 4 KiB blocks, 4 KiB per directory.", func() float64 { return float64(cache().Bytes) }),
+		gauge("cache_inodes", "Inodes of the input cache: its files, directories and symlinks.", func() float64 { return float64(cache().Inodes) }),
+		gauge("cache_entries", "Artifacts held by the input cache.", func() float64 { return float64(cache().Entries) }),
 		gauge("upload_queue_depth", "Sealed outputs waiting to be pushed.", func() float64 { return float64(queue().Pending) }),
 		gauge("upload_oldest_pending_seconds", "Age of the oldest output waiting to be pushed, 0 when none.", func() float64 {
 			if q := queue(); !q.Oldest.IsZero() {

@@ -28,12 +28,18 @@ func TestNil(t *testing.T) {
 
 // TestHandler: recorded values are served in the exposition format.
 func TestHandler(t *testing.T) {
-	m := New(func() (int64, int) { return 0, 0 }, func() QueueStats { return QueueStats{} })
+	m := New(func() CacheStats { return CacheStats{Bytes: 8192, Inodes: 7, Entries: 1} }, func() QueueStats { return QueueStats{} })
 	m.Pushed(42)
 	rec := httptest.NewRecorder()
 	m.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
-	if rec.Code != http.StatusOK || !strings.Contains(rec.Body.String(), " 42") {
-		t.Errorf("handler answered %d:\n%s", rec.Code, rec.Body.String())
+	body := rec.Body.String()
+	if rec.Code != http.StatusOK || !strings.Contains(body, " 42") {
+		t.Errorf("handler answered %d:\n%s", rec.Code, body)
+	}
+	for _, want := range []string{"artifacts_csi_cache_bytes 8192", "artifacts_csi_cache_inodes 7", "artifacts_csi_cache_entries 1"} {
+		if !strings.Contains(body, want) {
+			t.Errorf("no %q in:\n%s", want, body)
+		}
 	}
 }
 
