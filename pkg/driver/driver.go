@@ -69,9 +69,10 @@ type EventSink interface {
 type InputCache interface {
 	// Has reports whether key is cached.
 	Has(key string) bool
-	// Acquire returns the path of key's entry, filling it with fill on a
-	// miss, and pins it until Release.
-	Acquire(ctx context.Context, key string, fill cache.FillFunc) (path string, hit bool, err error)
+	// AcquireUsage returns the path of key's entry, filling it with fill
+	// on a miss (fill reports the disk usage of what it wrote), and pins
+	// it until Release.
+	AcquireUsage(ctx context.Context, key string, fill cache.FillUsageFunc) (path string, hit bool, err error)
 	// Pin pins key's entry if it is cached, and reports whether it is.
 	Pin(key string) bool
 	// Release unpins key's entry.

@@ -119,7 +119,7 @@ func (d *Driver) publishInput(ctx context.Context, req *csi.NodePublishVolumeReq
 		}
 		d.grants.grant(key, who)
 	}
-	path, hit, err := d.deps.Cache.Acquire(ctx, key, d.fill(src, cfg.MaxArtifactBytes))
+	path, hit, err := d.deps.Cache.AcquireUsage(ctx, key, d.fill(src, cfg.MaxArtifactBytes))
 	if err != nil {
 		return fmt.Errorf("input %q (%s): %w", spec.Artifact, src.ref, err)
 	}
@@ -224,22 +224,22 @@ func (d *Driver) tenant(ctx context.Context, spec *volume.Spec, s settings, src 
 
 // fill returns what fetches an input into the cache, within maxBytes,
 // once one of the FillWorkers slots is free.
-func (d *Driver) fill(src source, maxBytes int64) cache.FillFunc {
-	return func(ctx context.Context, dest string) (int64, error) {
+func (d *Driver) fill(src source, maxBytes int64) cache.FillUsageFunc {
+	return func(ctx context.Context, dest string) (archive.Usage, error) {
 		// At most FillWorkers at once: each holds a stream, a decompressor
 		// and extraction buffers.
 		select {
 		case d.fills <- struct{}{}:
 			defer func() { <-d.fills }()
 		case <-ctx.Done():
-			return 0, ctx.Err()
+			return archive.Usage{}, ctx.Err()
 		}
 		res, err := src.store.Pull(ctx, src.ref, dest, archive.Limits{MaxBytes: maxBytes})
 		if err != nil {
-			return 0, err
+			return archive.Usage{}, err
 		}
 		d.deps.Metrics.Pulled(res.Layer.Size)
-		return res.Stats.Bytes, nil
+		return res.Stats.Usage, nil
 	}
 }
 

@@ -121,8 +121,8 @@ func TestRetryFailedOutput(t *testing.T) {
 	f := newFixture(t, testregistry.InMemory(t, false))
 	m := f.open()
 	v := f.volume("csi-retry")
-	v.MaxBytes = 10
-	os.WriteFile(filepath.Join(f.publish(m, v), "f"), make([]byte, 11), 0o644)
+	v.MaxBytes = 8 << 10 // two blocks
+	os.WriteFile(filepath.Join(f.publish(m, v), "f"), make([]byte, 9<<10), 0o644)
 	f.seal(m, v.ID)
 	f.run(m)
 	waitFor(t, "the failure", func() bool { got, _ := m.Get(v.ID); return got.State == Failed && got.Recorded })

@@ -2,8 +2,8 @@ package outputs
 
 import (
 	"context"
+	"errors"
 	"fmt"
-	"io/fs"
 	"path/filepath"
 
 	"github.com/tektoncd/artifacts-csi-driver/internal/atomicfile"
@@ -21,11 +21,11 @@ var errUnpushable = errdefs.New("cannot be pushed", errdefs.ErrInvalid)
 // credentials its pod had at publish.
 func (m *Manager) push(ctx context.Context, dir string, v Volume) (*Result, error) {
 	data := filepath.Join(dir, dataDir)
-	if n, err := treeSize(data, v.MaxBytes); err != nil {
+	if _, err := archive.Measure(ctx, data, archive.Limits{MaxBytes: v.MaxBytes}); err != nil {
+		if errors.Is(err, archive.ErrLimitExceeded) {
+			err = errdefs.Limit("maxArtifactBytes", "raise it in the namespace's config-artifact-storage ConfigMap, under the cluster's ceiling", err)
+		}
 		return nil, err
-	} else if n > v.MaxBytes {
-		return nil, errdefs.Limit("maxArtifactBytes", "raise it in the namespace's config-artifact-storage ConfigMap, under the cluster's ceiling",
-			fmt.Errorf("%w: the output holds more than maxArtifactBytes (%d bytes)", archive.ErrLimitExceeded, v.MaxBytes))
 	}
 	var creds credentials.Snapshot
 	if err := atomicfile.ReadJSON(filepath.Join(dir, credentialsFile), &creds); err != nil {
@@ -51,26 +51,4 @@ func (m *Manager) push(ctx context.Context, dir string, v Volume) (*Result, erro
 	}
 	return &Result{Ref: res.Ref.String(), Digest: res.Manifest.Digest.String(), LayerDigest: res.Layer.Digest.String(),
 		Size: res.Layer.Size, MediaType: string(res.Layer.MediaType), Location: res.Location}, nil
-}
-
-// treeSize sums the sizes of the regular files under dir, stopping early
-// once it passes limit. It does not follow symbolic links.
-func treeSize(dir string, limit int64) (int64, error) {
-	var n int64
-	err := filepath.WalkDir(dir, func(_ string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		if d.Type().IsRegular() {
-			info, err := d.Info()
-			if err != nil {
-				return err
-			}
-			if n += info.Size(); n > limit {
-				return filepath.SkipAll
-			}
-		}
-		return nil
-	})
-	return n, err
 }
