@@ -14,8 +14,8 @@
 //	spool/<volume id>/          the same, once sealed: waiting for upload,
 //	                            pushed but not recorded, or failed
 //
-// A volume moves from outputs/ to spool/ in one rename. Before its first
-// upload attempt its data is frozen: read-only and synced to disk, so that
+// A volume moves from outputs/ to spool/ in one rename. Then, before any
+// upload attempt, its data is frozen: read-only and synced to disk, so that
 // what is pushed is what the pod wrote, never a tree an unclean reboot
 // tore (a volume published before a reboot and never frozen is failed
 // instead). Once pushed and recorded, its directory is deleted; a failed

@@ -3,10 +3,12 @@ package outputs
 import (
 	"fmt"
 	"net/http"
+	"path/filepath"
 	"slices"
 	"testing"
 	"time"
 
+	"github.com/tektoncd/artifacts-csi-driver/internal/atomicfile"
 	"github.com/tektoncd/artifacts-csi-driver/internal/testregistry"
 	"github.com/tektoncd/artifacts-csi-driver/internal/testtree"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/record"
@@ -32,7 +34,24 @@ func TestStalledDestination(t *testing.T) {
 		f.seal(m, v.ID)
 	}
 	f.run(m)
-	waitFor(t, "an upload to the stalled registry", func() bool { got, _ := m.Get("csi-stalled-0"); return got.Uploading })
+	waitFor(t, "an upload to the stalled registry", func() bool {
+		for i := range 3 {
+			if got, _ := m.Get(fmt.Sprint("csi-stalled-", i)); got.Uploading {
+				return true
+			}
+		}
+		return false
+	})
+	// Frozen on workers of their own, even those that wait for a worker
+	// to upload: a reboot now cannot tear them.
+	waitFor(t, "every output frozen", func() bool {
+		for _, v := range m.List() {
+			if !v.Frozen {
+				return false
+			}
+		}
+		return true
+	})
 	v := f.volume("csi-other")
 	testtree.Write(t, f.publish(m, v), 1)
 	f.seal(m, v.ID)
@@ -59,6 +78,14 @@ func TestNamespacesTakeTurns(t *testing.T) {
 	v.Pod.Namespace = "quiet"
 	testtree.Write(t, f.publish(m, v), 1)
 	f.seal(m, v.ID)
+	// Frozen already, so that all are ready for upload at once.
+	for _, got := range m.List() {
+		got.Frozen = true
+		if err := atomicfile.WriteJSON(filepath.Join(f.dir, "spool", got.ID, journalFile), &got, 0o600, atomicfile.Durable); err != nil {
+			t.Fatal(err)
+		}
+	}
+	m = f.open()
 	f.run(m)
 	waitFor(t, "every push", func() bool { return m.Stats().Pending == 0 })
 	var pushed []string
@@ -80,7 +107,6 @@ func TestDestination(t *testing.T) {
 		{Volume{Backend: store.OCI, Repository: "registry.example:5000/team/out"}, "registry.example:5000"},
 		{Volume{Repository: "ghcr.io/org/x"}, "ghcr.io"},
 		{Volume{Backend: "gcs", Repository: "bucket/prefix"}, "provider:gcs"},
-		{Volume{Backend: store.OCI, Repository: "ghcr.io/org/x", State: Failed}, ""},
 	} {
 		if got := destination(&tt.v); got != tt.want {
 			t.Errorf("destination(%+v) = %q, want %q", tt.v, got, tt.want)

@@ -65,22 +65,33 @@ func (m *Manager) Run(ctx context.Context) {
 			}
 			ready = append(ready, v)
 		}
+		start := func(v *Volume, quick bool) {
+			id, host, ns := v.ID, destination(v), v.Pod.Namespace
+			m.running[id] = true
+			s.start(host, ns, quick)
+			wg.Go(func() {
+				m.process(klog.NewContext(ctx, logger.WithValues("volumeID", id)), id)
+				m.mu.Lock()
+				delete(m.running, id)
+				s.done(host, ns, quick)
+				m.mu.Unlock()
+				m.poke()
+			})
+		}
+		// Quick work first, on workers of its own: it never waits on a
+		// destination, and nothing should wait for it behind one.
+		for i, v := range ready {
+			if quickWork(v) && s.quick < m.o.Workers {
+				start(v, true)
+				ready[i] = nil
+			}
+		}
 		for s.busy < m.o.Workers {
 			v := s.pick(ready, m.o.HostWorkers)
 			if v == nil {
 				break
 			}
-			id, host, ns := v.ID, destination(v), v.Pod.Namespace
-			m.running[id] = true
-			s.start(host, ns)
-			wg.Go(func() {
-				m.process(klog.NewContext(ctx, logger.WithValues("volumeID", id)), id)
-				m.mu.Lock()
-				delete(m.running, id)
-				s.done(host, ns)
-				m.mu.Unlock()
-				m.poke()
-			})
+			start(v, false)
 		}
 		m.mu.Unlock()
 
@@ -98,9 +109,16 @@ func (m *Manager) Run(ctx context.Context) {
 	}
 }
 
-// scheduler counts the uploads running, by destination and namespace. The
-// Manager's mutex guards it.
+// quickWork reports whether what v needs next involves no destination:
+// freezing its data, recording its failure, deleting it once expired.
+func quickWork(v *Volume) bool {
+	return v.State == Failed || v.State == Sealed && !v.Frozen
+}
+
+// scheduler counts the uploads running, by destination and namespace, and
+// the quick work running. The Manager's mutex guards it.
 type scheduler struct {
+	quick     int
 	busy      int
 	host      map[string]int // running, by destination
 	namespace map[string]int // running, by namespace
@@ -109,12 +127,11 @@ type scheduler struct {
 }
 
 // pick removes from ready and returns the next output to upload, or nil
-// when none may start. A failed output (its record or its expiry) is
-// quick and goes to no destination: it may always start.
+// when none may start.
 func (s *scheduler) pick(ready []*Volume, perHost int) *Volume {
 	best := -1
 	for i, v := range ready {
-		if v == nil || (v.State != Failed && s.host[destination(v)] >= perHost) {
+		if v == nil || quickWork(v) || s.host[destination(v)] >= perHost {
 			continue
 		}
 		if best < 0 || s.before(v, ready[best]) {
@@ -140,7 +157,11 @@ func (s *scheduler) before(a, b *Volume) bool {
 	return a.SealedAt.Before(b.SealedAt)
 }
 
-func (s *scheduler) start(host, ns string) {
+func (s *scheduler) start(host, ns string, quick bool) {
+	if quick {
+		s.quick++
+		return
+	}
 	s.clock++
 	s.busy++
 	s.host[host]++
@@ -148,7 +169,11 @@ func (s *scheduler) start(host, ns string) {
 	s.served[ns] = s.clock
 }
 
-func (s *scheduler) done(host, ns string) {
+func (s *scheduler) done(host, ns string, quick bool) {
+	if quick {
+		s.quick--
+		return
+	}
 	s.busy--
 	if s.host[host]--; s.host[host] == 0 {
 		delete(s.host, host)
@@ -161,9 +186,6 @@ func (s *scheduler) done(host, ns string) {
 // destination names where v goes: its registry host, or its storage
 // provider.
 func destination(v *Volume) string {
-	if v.State == Failed {
-		return ""
-	}
 	if v.Backend != "" && v.Backend != store.OCI {
 		return "provider:" + v.Backend
 	}
@@ -183,14 +205,11 @@ func (m *Manager) process(ctx context.Context, id string) {
 		m.settle(ctx, v, dir)
 		return
 	}
+	if v.State == Sealed && !v.Frozen {
+		m.freeze(ctx, v, dir)
+		return
+	}
 	if v.State == Sealed {
-		if v.Attempts == 0 {
-			m.record(ctx, v, record.Pending, "")
-		}
-		if !v.Frozen && v.Boot != "" && v.Boot != bootid.Current() {
-			m.fail(ctx, v, errTorn)
-			return
-		}
 		// On disk before the attempt: if the plugin dies during it, Open
 		// counts it (see interrupted).
 		v.Uploading = true
@@ -251,17 +270,36 @@ func (m *Manager) process(ctx context.Context, id string) {
 // frozen.
 var errTorn = errdefs.New("the node restarted before this output's data was synced to disk: what the pod wrote may be incomplete, so it is not pushed", errdefs.ErrCorrupt)
 
-// attempt freezes v's data, the first time, then pushes it.
-func (m *Manager) attempt(ctx context.Context, dir string, v *Volume) (*Result, error) {
-	if !v.Frozen {
-		if err := m.o.Filesystem.Freeze(ctx, dir); err != nil {
-			return nil, fmt.Errorf("freeze the output's data: %w", err)
-		}
-		v.Frozen = true
-		w := *v
-		w.Uploading = true // the attempt goes on
-		m.save(ctx, w, atomicfile.Durable)
+// freeze makes a sealed output's data read-only and durable, as soon as
+// it is sealed (on workers no destination holds): from then on a reboot
+// cannot tear it. It records the output Pending, for a from: consumer to
+// wait. Data a reboot may have torn before it was frozen is never pushed:
+// the output fails instead.
+func (m *Manager) freeze(ctx context.Context, v Volume, dir string) {
+	m.record(ctx, v, record.Pending, "")
+	if v.Boot != "" && v.Boot != bootid.Current() {
+		m.fail(ctx, v, errTorn)
+		return
 	}
+	if err := m.o.Filesystem.Freeze(ctx, dir); err != nil {
+		err = fmt.Errorf("freeze the output's data: %w", err)
+		if !errdefs.Retryable(err) || !time.Now().Before(v.SealedAt.Add(m.o.Deadline)) {
+			m.fail(ctx, v, err)
+			return
+		}
+		v.Attempts++
+		v.LastError = err.Error()
+		v.NextAttempt = time.Now().Add(m.backoff(v.Attempts))
+		klog.FromContext(ctx).Error(err, "Could not freeze an output's data; will retry", "retryIn", v.NextAttempt.Sub(time.Now()).Round(time.Millisecond))
+		m.save(ctx, v, atomicfile.BestEffort)
+		return
+	}
+	v.Frozen, v.Attempts, v.NextAttempt, v.LastError = true, 0, time.Time{}, ""
+	m.save(ctx, v, atomicfile.Durable)
+}
+
+// attempt pushes v's frozen data.
+func (m *Manager) attempt(ctx context.Context, dir string, v *Volume) (*Result, error) {
 	// Mounted for the attempt only: outputs waiting for a registry hold
 	// no loop device.
 	defer m.release(ctx, dir)
