@@ -216,26 +216,11 @@ func (s *Server) collect(ctx context.Context, pod *corev1.Pod) (credentials.Snap
 // namespace's labelled ConfigMap's, else the cluster's. Annotations cannot
 // set it.
 func (s *Server) credentialsSecret(ctx context.Context, namespace string) (string, error) {
-	data := func(key client.ObjectKey, labelled bool) (map[string]string, error) {
-		cm := &corev1.ConfigMap{}
-		err := s.Reader.Get(ctx, key, cm)
-		if apierrors.IsNotFound(err) || labelled && cm.Labels[config.LabelConfigType] != config.ConfigTypeArtifactStorage {
-			return nil, nil
-		}
-		if err != nil {
-			return nil, fmt.Errorf("get ConfigMap %s: %w", key, err)
-		}
-		return cm.Data, nil
-	}
-	cluster, err := data(s.ClusterConfig, false)
-	if err != nil {
-		return "", err
-	}
-	ns, err := data(client.ObjectKey{Namespace: namespace, Name: config.ConfigMapName}, true)
-	if err != nil {
+	cfg, err := config.ReadNamespace(ctx, s.Reader, s.ClusterConfig, namespace)
+	var ke *config.KeyError
+	if err != nil && !errors.As(err, &ke) {
 		return "", err
 	}
 	// Invalid values are the node plugin's to report, on the pod.
-	cfg, _ := config.Resolve(config.Layer{Level: config.LevelCluster, Data: cluster}, config.Layer{Level: config.LevelNamespace, Data: ns})
 	return cfg.CredentialsSecret, nil
 }

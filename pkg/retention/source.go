@@ -2,6 +2,7 @@ package retention
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -78,26 +79,11 @@ func (a *APIConfig) Config(ctx context.Context, namespace string) (config.Config
 	if ok && time.Now().Before(e.expires) {
 		return e.c, nil
 	}
-	data := func(key client.ObjectKey, labelled bool) (map[string]string, error) {
-		cm := &corev1.ConfigMap{}
-		err := a.Reader.Get(ctx, key, cm)
-		if apierrors.IsNotFound(err) || err == nil && labelled && cm.Labels[config.LabelConfigType] != config.ConfigTypeArtifactStorage {
-			return nil, nil
-		}
-		if err != nil {
-			return nil, fmt.Errorf("get ConfigMap %s: %w", key, err)
-		}
-		return cm.Data, nil
-	}
-	cluster, err := data(a.Cluster, false)
-	if err != nil {
+	c, err := config.ReadNamespace(ctx, a.Reader, a.Cluster, namespace)
+	var ke *config.KeyError
+	if err != nil && !errors.As(err, &ke) {
 		return config.Config{}, err
 	}
-	ns, err := data(client.ObjectKey{Namespace: namespace, Name: config.ConfigMapName}, true)
-	if err != nil {
-		return config.Config{}, err
-	}
-	c, err := config.Resolve(config.Layer{Level: config.LevelCluster, Data: cluster}, config.Layer{Level: config.LevelNamespace, Data: ns})
 	if err != nil {
 		klog.FromContext(ctx).V(4).Info("Invalid configuration values keep their defaults", "namespace", namespace, "err", err)
 	}
