@@ -158,7 +158,7 @@ func newPlugin(ctx context.Context, o *Options, version string) (_ *plugin, err 
 	p.outputs, err = outputs.Open(ctx, outputs.Options{
 		Dir: o.StateDir, Stores: stores, Recorder: rec,
 		Deadline: o.UploadDeadline, Workers: o.UploadWorkers, Metrics: p.metrics,
-		Filesystem: fsys, FailedTTL: o.FailedOutputTTL,
+		Filesystem: fsys, FailedTTL: o.FailedOutputTTL, Events: p.warner(),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("open output journal: %w", err)
@@ -251,6 +251,15 @@ func (p *plugin) close() {
 	if p.lock != nil {
 		p.lock.Close() // releases the lock
 	}
+}
+
+// warner returns the plugin's Events as an outputs.Warner, or nil without
+// an API client.
+func (p *plugin) warner() outputs.Warner {
+	if p.events == nil {
+		return nil
+	}
+	return p.events
 }
 
 // lockDir takes an exclusive lock on dir (created if need be), held until

@@ -51,6 +51,9 @@ func (Dir) Freeze(_ context.Context, dir string) error {
 // Release does nothing: there is nothing to unmount.
 func (Dir) Release(context.Context, string) error { return nil }
 
+// Exhausted reports "": a plain directory has no bound of its own.
+func (Dir) Exhausted(string) (string, error) { return "", nil }
+
 // setOwner gives the data directory its mode: with gid >= 0 it belongs to
 // that group, setgid and group-writable; otherwise it is world-writable.
 func setOwner(data string, gid int) error {

@@ -234,6 +234,23 @@ func (e *Ext4) Release(ctx context.Context, dir string) error {
 	return fmt.Errorf("unmount %s: still a mount point after 16 unmounts", data)
 }
 
+// Exhausted reports whether the filesystem mounted at dir/data has no
+// block left for its pod (beyond what ext4 keeps back for its own
+// metadata) or no inode.
+func (e *Ext4) Exhausted(dir string) (string, error) {
+	var st unix.Statfs_t
+	if err := unix.Statfs(filepath.Join(dir, DataDir), &st); err != nil {
+		return "", err
+	}
+	switch {
+	case st.Ffree == 0:
+		return "inodes", nil
+	case st.Bavail == 0:
+		return "bytes", nil
+	}
+	return "", nil
+}
+
 func (e *Ext4) mount(image, target string, readOnly bool) error {
 	dev, err := attach(image, readOnly)
 	if err != nil {

@@ -83,6 +83,12 @@ type Filesystem interface {
 	// Release undoes Mount and Create's mount, so that dir can be removed.
 	// Idempotent: a dir already released, or missing, is not an error.
 	Release(ctx context.Context, dir string) error
+	// Exhausted reports which bound of a mounted output the pod used up,
+	// "bytes" or "inodes", so that it got ENOSPC; "" when none, or when
+	// the storage has no bound of its own. It sees a pod that filled its
+	// output, as cp or tar do, not one refused a single write larger than
+	// the room left.
+	Exhausted(dir string) (string, error)
 }
 
 // Kind names a Filesystem implementation, as the node plugin's

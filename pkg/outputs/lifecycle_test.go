@@ -4,7 +4,9 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -16,6 +18,7 @@ import (
 	"github.com/tektoncd/artifacts-csi-driver/pkg/credentials"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/outputfs"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/record"
+	"github.com/tektoncd/artifacts-csi-driver/pkg/volume"
 )
 
 // TestFailedOutputLifecycle: a failed output loses its credentials at
@@ -142,5 +145,58 @@ func TestRetryFailedOutput(t *testing.T) {
 	}
 	if err := m.Retry(f.ctx, v.ID, credentials.Snapshot{}); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("retry of a pushed output: %v", err)
+	}
+}
+
+type warnings struct {
+	mu   sync.Mutex
+	msgs []string
+}
+
+func (w *warnings) Warn(_ volume.Pod, reason, message string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.msgs = append(w.msgs, reason+": "+message)
+}
+
+func (w *warnings) all() []string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return slices.Clone(w.msgs)
+}
+
+// TestExt4OutputExhausted: a pod that used up its output's filesystem is
+// told why it got ENOSPC, on the pod.
+func TestExt4OutputExhausted(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("loop devices need root")
+	}
+	f := newFixture(t, testregistry.InMemory(t, false))
+	fsys, err := outputfs.NewExt4(outputfs.Ext4Options{Templates: filepath.Join(f.dir, "templates")})
+	if err != nil {
+		t.Skip(err)
+	}
+	w := &warnings{}
+	f.opts.Filesystem, f.opts.Events = fsys, w
+	m := f.open()
+	v := f.volume("csi-full")
+	v.MaxBytes = 1 << 20
+	// As cp or tar write: a chunk at a time, until the kernel refuses.
+	out, err := os.Create(filepath.Join(f.publish(m, v), "big"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for err == nil {
+		_, err = out.Write(make([]byte, 64<<10))
+	}
+	out.Close()
+	if !errors.Is(err, unix.ENOSPC) {
+		t.Fatalf("writing past the bound: %v", err)
+	}
+	f.seal(m, v.ID)
+	f.run(m)
+	waitFor(t, "the warning", func() bool { return len(w.all()) > 0 })
+	if got := w.all()[0]; !strings.Contains(got, record.ReasonLimitExceeded) || !strings.Contains(got, "used up its filesystem's bytes") {
+		t.Errorf("warning %q", got)
 	}
 }

@@ -157,6 +157,14 @@ type Options struct {
 	FailedTTL time.Duration
 	// Metrics, when set, counts uploads and pushed bytes.
 	Metrics *metrics.Metrics
+	// Events, when set, is told of a bound an output hit, to report it on
+	// the pod.
+	Events Warner
+}
+
+// Warner reports a Warning on a pod (record.Events does).
+type Warner interface {
+	Warn(pod volume.Pod, reason, message string)
 }
 
 // Manager owns the output volumes of a node. It is safe for concurrent

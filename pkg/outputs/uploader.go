@@ -296,6 +296,22 @@ func (m *Manager) freeze(ctx context.Context, v Volume, dir string) {
 	}
 	v.Frozen, v.Attempts, v.NextAttempt, v.LastError = true, 0, time.Time{}, ""
 	m.save(ctx, v, atomicfile.Durable)
+	m.exhausted(ctx, v, dir)
+}
+
+// exhausted reports an output whose pod used up its filesystem, and so got
+// ENOSPC: the pod's own error says little of why.
+func (m *Manager) exhausted(ctx context.Context, v Volume, dir string) {
+	which, err := m.o.Filesystem.Exhausted(dir)
+	if err != nil || which == "" {
+		return
+	}
+	msg := fmt.Sprintf("output %q used up its filesystem's %s, and the pod got ENOSPC (bound maxArtifactBytes: raise it in the namespace's config-artifact-storage ConfigMap, under the cluster's ceiling; an output has an inode per KiB of it)", v.Metadata.Name, which)
+	klog.FromContext(ctx).Info("Output hit its bound", "bound", which, "pod", klog.KRef(v.Pod.Namespace, v.Pod.Name))
+	m.o.Metrics.LimitHit("maxArtifactBytes")
+	if m.o.Events != nil {
+		m.o.Events.Warn(v.Pod, record.ReasonLimitExceeded, msg)
+	}
 }
 
 // attempt pushes v's frozen data.
