@@ -109,7 +109,7 @@ func TestErrors(t *testing.T) {
 		{"pull missing tag", []string{"pull", host + "/team/app:nope", filepath.Join(t.TempDir(), "d")}, "not found"},
 		{"inspect bad output", []string{"inspect", "-o", "yaml", ref}, "unknown output format"},
 		{"pull over the entry limit", []string{"pull", "--max-entries", "3", ref, filepath.Join(t.TempDir(), "d")}, "more than 3 entries"},
-		{"pull over the byte limit", []string{"pull", "--max-bytes", "1000", ref, filepath.Join(t.TempDir(), "d")}, "more than 1000 bytes of disk"},
+		{"pull over the byte limit", []string{"pull", "--max-bytes", "1000", ref, filepath.Join(t.TempDir(), "d")}, "an artifact of at most 1000 bytes"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

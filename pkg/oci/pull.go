@@ -125,7 +125,7 @@ func newBlobSource(d v1.Hash, lim archive.Limits) *blobSource {
 	s := &blobSource{d: d, max: -1}
 	if content > 0 {
 		s.max = content + min(content/64+blobOverhead, math.MaxInt64-1-content)
-		s.why = fmt.Sprintf("more than the %d bytes allowed for an artifact of at most %d bytes of content (maxArtifactBytes)", s.max, content)
+		s.why = fmt.Sprintf("more than the %d bytes allowed for an artifact of at most %d bytes (maxArtifactBytes)", s.max, content)
 	}
 	return s
 }
