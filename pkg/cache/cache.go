@@ -405,13 +405,14 @@ func (c *Cache) runFill(ctx context.Context, key string, fill FillUsageFunc) (ar
 // fits fails with ErrTooLarge when u, an entry's usage, exceeds a bound of
 // the cache by itself: no eviction could make room for it.
 func (c *Cache) fits(key string, u archive.Usage) error {
+	const raise = "raise it on the node plugin, or lower maxArtifactBytes so that no input can outgrow the cache"
 	switch {
 	case u.Bytes > c.max.Bytes:
-		return fmt.Errorf("%w: %s takes %d bytes of disk (file content in 4 KiB blocks, 4 KiB per directory), "+
-			"more than the whole cache may hold, %d bytes (--cache-size)", ErrTooLarge, key, u.Bytes, c.max.Bytes)
+		return errdefs.Limit("--cache-size", raise, fmt.Errorf("%w: %s takes %d bytes of disk (file content in 4 KiB blocks, 4 KiB per directory), "+
+			"more than the whole cache may hold, %d bytes", ErrTooLarge, key, u.Bytes, c.max.Bytes))
 	case u.Inodes > c.max.Inodes:
-		return fmt.Errorf("%w: %s takes %d inodes (files, directories and symlinks), "+
-			"more than the whole cache may hold, %d (--cache-max-inodes)", ErrTooLarge, key, u.Inodes, c.max.Inodes)
+		return errdefs.Limit("--cache-max-inodes", raise, fmt.Errorf("%w: %s takes %d inodes (files, directories and symlinks), "+
+			"more than the whole cache may hold, %d", ErrTooLarge, key, u.Inodes, c.max.Inodes))
 	}
 	return nil
 }
