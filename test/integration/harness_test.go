@@ -80,6 +80,7 @@ type plugin struct {
 	conn                            *grpc.ClientConn
 	node                            csi.NodeClient
 	extraArgs                       []string
+	bin                             string // default pluginBin
 }
 
 // newPlugin prepares directories and a config with the given keys; start
@@ -126,7 +127,11 @@ func (p *plugin) start() {
 	args := append([]string{"--node-id=node-1", "--endpoint=unix://" + p.socket, "--kubelet-dir=" + p.kubeletDir,
 		"--state-dir=" + p.stateDir, "--config-dir=" + p.configDir, "--http-address=", "--plugin-registration=false", "-v=4"},
 		p.extraArgs...)
-	p.cmd = exec.Command(pluginBin, args...)
+	bin := p.bin
+	if bin == "" {
+		bin = pluginBin
+	}
+	p.cmd = exec.Command(bin, args...)
 	p.cmd.Stdout, p.cmd.Stderr = p.log, p.log
 	if err := p.cmd.Start(); err != nil {
 		p.t.Fatal(err)
