@@ -19,13 +19,17 @@ import (
 	"text/tabwriter"
 	"time"
 
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
 	"github.com/tektoncd/artifacts-csi-driver/pkg/archive"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/artifact"
+	"github.com/tektoncd/artifacts-csi-driver/pkg/attest"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/digestcache"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/oci"
+	"github.com/tektoncd/artifacts-csi-driver/pkg/provenance"
+	"github.com/tektoncd/artifacts-csi-driver/pkg/signing"
 )
 
 // globals are the flags every subcommand takes.
@@ -52,7 +56,7 @@ func NewCommand(version string, stdout io.Writer, stderr *os.File) *cobra.Comman
 		"talk plain HTTP to the registry (default: HTTPS, except localhost and private addresses)")
 	root.PersistentFlags().BoolVar(&g.noCache, "no-cache", false,
 		"do not use or update the local digest cache that lets an unchanged tree be re-pushed without compressing it")
-	root.AddCommand(g.pushCommand(), g.pullCommand(), g.inspectCommand())
+	root.AddCommand(g.pushCommand(), g.pullCommand(), g.inspectCommand(), g.verifyCommand())
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	return root
@@ -226,6 +230,68 @@ func (g *globals) inspectCommand() *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVarP(&output, "output", "o", "text", "output format: text or json")
+	return cmd
+}
+
+func (g *globals) verifyCommand() *cobra.Command {
+	var keyFile, output string
+	cmd := &cobra.Command{
+		Use:   "verify REF --key FILE",
+		Short: "Check that an artifact has a provenance signed by a trusted key, as the node plugin does before it mounts one",
+		Long: "Check that the artifact REF names (by digest, or a tag resolved to one) has a SLSA provenance attached,\n" +
+			"signed by one of the PEM public keys in FILE (the driver's published keys: the ConfigMap\n" +
+			"artifacts-signing-keys, trusted.pub), whose subject is that digest. Prints what it states.",
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if output != "text" && output != "json" {
+				return fmt.Errorf("unknown output format %q (want text or json)", output)
+			}
+			pem, err := os.ReadFile(keyFile)
+			if err != nil {
+				return err
+			}
+			keys, err := signing.ParseKeys(pem)
+			if err != nil {
+				return fmt.Errorf("--key %s: %w", keyFile, err)
+			}
+			ref, err := oci.ParseReference(args[0], oci.SchemeOf(g.plainHTTP))
+			if err != nil {
+				return err
+			}
+			c, _ := g.client("")
+			d, err := c.Resolve(cmd.Context(), ref)
+			if err != nil {
+				return err
+			}
+			digest, err := v1.NewHash(d.DigestStr())
+			if err != nil {
+				return err
+			}
+			v, err := attest.Verify(cmd.Context(), c, ref.Repository(), digest, keys)
+			if err != nil {
+				return err
+			}
+			if output == "json" {
+				b, err := provenance.Marshal(v.Statement)
+				if err != nil {
+					return err
+				}
+				_, err = fmt.Fprintln(g.stdout, string(b))
+				return err
+			}
+			fmt.Fprintf(g.stdout, "Verified:    %s\nKey:         %s\nProvenance:  %s\n", d, v.KeyHint, ref.Repository().Digest(v.Bundle.String()))
+			if p, err := provenance.Predicate(v.Statement); err == nil {
+				fmt.Fprintf(g.stdout, "Build type:  %s\nInvocation:  %s\n", p.GetBuildDefinition().GetBuildType(), p.GetRunDetails().GetMetadata().GetInvocationId())
+				for _, dep := range p.GetBuildDefinition().GetResolvedDependencies() {
+					fmt.Fprintf(g.stdout, "Input:       %s %s\n", dep.GetName(), dep.GetUri())
+				}
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&keyFile, "key", "", "PEM file of the trusted public keys (required)")
+	cmd.Flags().StringVarP(&output, "output", "o", "text", "output format: text, or json (the verified statement)")
+	cmd.MarkFlagRequired("key")
 	return cmd
 }
 

@@ -28,13 +28,17 @@ type Attachment struct {
 	Annotations  map[string]string
 }
 
-// Attach pushes a as a referrer of subject in repo, by digest: the
-// registry's referrers API lists it, or, without one, the sha256-<hex>
-// fallback tag (kept consistent as Push keeps it). The same attachment
-// gives the same manifest, so Attach is idempotent. It returns the
-// manifest's descriptor.
-func (c *Client) Attach(ctx context.Context, repo name.Repository, subject v1.Descriptor, a Attachment) (v1.Descriptor, error) {
+// Attach pushes a as a referrer of manifest subject in repo, by digest:
+// the registry's referrers API lists it, or, without one, the
+// sha256-<hex> fallback tag (kept consistent as Push keeps it). The same
+// attachment gives the same manifest, so Attach is idempotent. It returns
+// the manifest's descriptor.
+func (c *Client) Attach(ctx context.Context, repo name.Repository, subject v1.Hash, a Attachment) (v1.Descriptor, error) {
 	opts := c.remoteOptions(ctx)
+	subj, err := remote.Head(repo.Digest(subject.String()), opts...)
+	if err != nil {
+		return v1.Descriptor{}, fmt.Errorf("attach to %s: %w", subject, classify(err))
+	}
 	empty := static.NewLayer(artifact.EmptyBlob(), artifact.EmptyMediaType)
 	layer := static.NewLayer(a.Content, types.MediaType(a.MediaType))
 	for _, l := range []v1.Layer{empty, layer} {
@@ -49,7 +53,7 @@ func (c *Client) Attach(ctx context.Context, repo name.Repository, subject v1.De
 		Config:        artifact.Descriptor(artifact.EmptyMediaType, artifact.EmptyBlob()),
 		Layers:        []v1.Descriptor{artifact.Descriptor(types.MediaType(a.MediaType), a.Content)},
 		Annotations:   a.Annotations,
-		Subject:       &v1.Descriptor{MediaType: subject.MediaType, Digest: subject.Digest, Size: subject.Size},
+		Subject:       &v1.Descriptor{MediaType: subj.MediaType, Digest: subj.Digest, Size: subj.Size},
 	}
 	raw, err := json.Marshal(m)
 	if err != nil {

@@ -30,16 +30,16 @@ func TestAttach(t *testing.T) {
 			}
 			a := oci.Attachment{ArtifactType: bundleType, MediaType: bundleType, Content: []byte(`{"mediaType":"` + bundleType + `"}`),
 				Annotations: map[string]string{"dev.sigstore.bundle.predicateType": "https://slsa.dev/provenance/v1"}}
-			first, err := c.Attach(ctx, r, res.Manifest, a)
+			first, err := c.Attach(ctx, r, res.Manifest.Digest, a)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if again, err := c.Attach(ctx, r, res.Manifest, a); err != nil || again.Digest != first.Digest {
+			if again, err := c.Attach(ctx, r, res.Manifest.Digest, a); err != nil || again.Digest != first.Digest {
 				t.Fatalf("a second Attach: %v, %v; want the same manifest", again.Digest, err)
 			}
 			other := a
 			other.ArtifactType = "application/vnd.example.other"
-			if _, err := c.Attach(ctx, r, res.Manifest, other); err != nil {
+			if _, err := c.Attach(ctx, r, res.Manifest.Digest, other); err != nil {
 				t.Fatal(err)
 			}
 			list, err := c.Attached(ctx, r, res.Manifest.Digest, bundleType)
