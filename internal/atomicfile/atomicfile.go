@@ -82,13 +82,16 @@ func ReadJSON(path string, v any) error {
 }
 
 // SyncDir fsyncs a directory, making renames and creations in it durable.
-func SyncDir(dir string) error {
-	d, err := os.Open(dir)
+func SyncDir(dir string) error { return Fsync(dir) }
+
+// Fsync fsyncs the file or directory at path.
+func Fsync(path string) error {
+	f, err := os.Open(path)
 	if err != nil {
 		return err
 	}
-	defer d.Close()
-	return d.Sync()
+	defer f.Close()
+	return f.Sync()
 }
 
 // IsTemp reports whether name is a temporary file Write left behind when it

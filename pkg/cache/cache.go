@@ -39,6 +39,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/tektoncd/artifacts-csi-driver/internal/atomicfile"
+	"github.com/tektoncd/artifacts-csi-driver/internal/bootid"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/archive"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/errdefs"
 )
@@ -460,24 +461,16 @@ func (c *Cache) remove(name string) {
 
 const bootIDFile = "boot_id"
 
-func currentBootID() string {
-	b, err := os.ReadFile("/proc/sys/kernel/random/boot_id")
-	if err != nil {
-		return "unknown"
-	}
-	return strings.TrimSpace(string(b))
-}
-
 func (c *Cache) sameBoot() (bool, error) {
 	b, err := os.ReadFile(filepath.Join(c.dir, bootIDFile))
 	if errors.Is(err, os.ErrNotExist) {
 		return false, nil
 	}
-	return err == nil && string(b) == currentBootID(), err
+	return err == nil && string(b) == bootid.Current(), err
 }
 
 func (c *Cache) writeBootID() error {
-	return atomicfile.Write(filepath.Join(c.dir, bootIDFile), []byte(currentBootID()), 0o644, atomicfile.Durable)
+	return atomicfile.Write(filepath.Join(c.dir, bootIDFile), []byte(bootid.Current()), 0o644, atomicfile.Durable)
 }
 
 func readDirNames(dir string) ([]string, error) {

@@ -209,7 +209,7 @@ func (e *Ext4) Freeze(ctx context.Context, dir string) error {
 	}
 	// Remounting synced the filesystem, and the loop device flushed what
 	// it wrote to the image; this makes sure of it.
-	return syncFile(filepath.Join(dir, ImageFile))
+	return atomicfile.Fsync(filepath.Join(dir, ImageFile))
 }
 
 // Release unmounts dir/data; the loop device goes when its last mount
@@ -325,7 +325,7 @@ func (e *Ext4) format(ctx context.Context, path string, size, inodes int64) erro
 		return fmt.Errorf("mke2fs: %w: %s", err, strings.TrimSpace(string(out)))
 	}
 	// A template torn by a crash would tear every image cloned from it.
-	if err := syncFile(tmp); err != nil {
+	if err := atomicfile.Fsync(tmp); err != nil {
 		return err
 	}
 	if err := os.Rename(tmp, path); err != nil {
@@ -333,15 +333,6 @@ func (e *Ext4) format(ctx context.Context, path string, size, inodes int64) erro
 	}
 	klog.FromContext(ctx).V(2).Info("Formatted an output filesystem template", "size", size, "inodes", inodes, "path", path)
 	return atomicfile.SyncDir(e.o.Templates)
-}
-
-func syncFile(path string) error {
-	f, err := os.Open(path)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	return f.Sync()
 }
 
 // cloneSparse copies src's data extents to a new file dst of the same

@@ -79,20 +79,12 @@ func TestTornOutputNotPushed(t *testing.T) {
 // the data is read-only once the upload begins, and nothing stays
 // mounted after the push.
 func TestExt4Outputs(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("loop devices need root")
-	}
-	f := newFixture(t, testregistry.InMemory(t, false))
-	fsys, err := outputfs.NewExt4(outputfs.Ext4Options{Templates: filepath.Join(f.dir, "templates")})
-	if err != nil {
-		t.Skip(err)
-	}
-	f.opts.Filesystem = fsys
+	f := newExt4Fixture(t)
 	m := f.open()
 	v := f.volume("csi-ext4")
 	v.MaxBytes = 4 << 20
 	data := f.publish(m, v)
-	err = os.WriteFile(filepath.Join(data, "big"), make([]byte, 8<<20), 0o644)
+	err := os.WriteFile(filepath.Join(data, "big"), make([]byte, 8<<20), 0o644)
 	if !errors.Is(err, unix.ENOSPC) {
 		t.Fatalf("writing twice the bound: %v, want ENOSPC", err)
 	}
@@ -168,16 +160,9 @@ func (w *warnings) all() []string {
 // TestExt4OutputExhausted: a pod that used up its output's filesystem is
 // told why it got ENOSPC, on the pod.
 func TestExt4OutputExhausted(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("loop devices need root")
-	}
-	f := newFixture(t, testregistry.InMemory(t, false))
-	fsys, err := outputfs.NewExt4(outputfs.Ext4Options{Templates: filepath.Join(f.dir, "templates")})
-	if err != nil {
-		t.Skip(err)
-	}
+	f := newExt4Fixture(t)
 	w := &warnings{}
-	f.opts.Filesystem, f.opts.Events = fsys, w
+	f.opts.Events = w
 	m := f.open()
 	v := f.volume("csi-full")
 	v.MaxBytes = 1 << 20
@@ -199,4 +184,20 @@ func TestExt4OutputExhausted(t *testing.T) {
 	if got := w.all()[0]; !strings.Contains(got, record.ReasonLimitExceeded) || !strings.Contains(got, "used up its filesystem's bytes") {
 		t.Errorf("warning %q", got)
 	}
+}
+
+// newExt4Fixture is newFixture with ext4 output filesystems; it skips
+// where they cannot be made (not root, no loop devices or mke2fs).
+func newExt4Fixture(t *testing.T) *fixture {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("loop devices need root")
+	}
+	f := newFixture(t, testregistry.InMemory(t, false))
+	fsys, err := outputfs.NewExt4(outputfs.Ext4Options{Templates: filepath.Join(f.dir, "templates")})
+	if err != nil {
+		t.Skip(err)
+	}
+	f.opts.Filesystem = fsys
+	return f
 }

@@ -13,6 +13,9 @@ import (
 	"github.com/tektoncd/artifacts-csi-driver/pkg/store"
 )
 
+// raiseMaxBytes says how to raise an output's bound.
+const raiseMaxBytes = "raise it in the namespace's config-artifact-storage ConfigMap, under the cluster's ceiling"
+
 // errUnpushable marks an output whose journal or credentials on disk
 // cannot be used: no retry can fix it.
 var errUnpushable = errdefs.New("cannot be pushed", errdefs.ErrInvalid)
@@ -23,7 +26,7 @@ func (m *Manager) push(ctx context.Context, dir string, v Volume) (*Result, erro
 	data := filepath.Join(dir, dataDir)
 	if _, err := archive.Measure(ctx, data, archive.Limits{MaxBytes: v.MaxBytes}); err != nil {
 		if errors.Is(err, archive.ErrLimitExceeded) {
-			err = errdefs.Limit("maxArtifactBytes", "raise it in the namespace's config-artifact-storage ConfigMap, under the cluster's ceiling", err)
+			err = errdefs.Limit("maxArtifactBytes", raiseMaxBytes, err)
 		}
 		return nil, err
 	}

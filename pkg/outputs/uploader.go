@@ -249,9 +249,7 @@ func (m *Manager) process(ctx context.Context, id string) {
 		return
 	}
 	if err := m.record(ctx, v, record.Pushed, ""); err != nil {
-		v.Attempts++
-		v.NextAttempt = time.Now().Add(m.backoff(v.Attempts))
-		m.save(ctx, v, atomicfile.BestEffort)
+		m.later(ctx, v)
 		return
 	}
 	if err := m.remove(ctx, dir); err != nil {
@@ -287,11 +285,9 @@ func (m *Manager) freeze(ctx context.Context, v Volume, dir string) {
 			m.fail(ctx, v, err)
 			return
 		}
-		v.Attempts++
 		v.LastError = err.Error()
-		v.NextAttempt = time.Now().Add(m.backoff(v.Attempts))
-		klog.FromContext(ctx).Error(err, "Could not freeze an output's data; will retry", "retryIn", v.NextAttempt.Sub(time.Now()).Round(time.Millisecond))
-		m.save(ctx, v, atomicfile.BestEffort)
+		klog.FromContext(ctx).Error(err, "Could not freeze an output's data; will retry")
+		m.later(ctx, v)
 		return
 	}
 	v.Frozen, v.Attempts, v.NextAttempt, v.LastError = true, 0, time.Time{}, ""
@@ -306,7 +302,7 @@ func (m *Manager) exhausted(ctx context.Context, v Volume, dir string) {
 	if err != nil || which == "" {
 		return
 	}
-	msg := fmt.Sprintf("output %q used up its filesystem's %s, and the pod got ENOSPC (bound maxArtifactBytes: raise it in the namespace's config-artifact-storage ConfigMap, under the cluster's ceiling; an output has an inode per KiB of it)", v.Metadata.Name, which)
+	msg := fmt.Sprintf("output %q used up its filesystem's %s, and the pod got ENOSPC (bound maxArtifactBytes: %s; an output has an inode per KiB of it)", v.Metadata.Name, which, raiseMaxBytes)
 	klog.FromContext(ctx).Info("Output hit its bound", "bound", which, "pod", klog.KRef(v.Pod.Namespace, v.Pod.Name))
 	m.o.Metrics.LimitHit("maxArtifactBytes")
 	if m.o.Events != nil {
@@ -373,9 +369,7 @@ func (m *Manager) settle(ctx context.Context, v Volume, dir string) {
 	logger := klog.FromContext(ctx)
 	if !v.Recorded {
 		if err := m.record(ctx, v, record.Failed, v.LastError); err != nil {
-			v.Attempts++
-			v.NextAttempt = time.Now().Add(m.backoff(v.Attempts))
-			m.save(ctx, v, atomicfile.BestEffort)
+			m.later(ctx, v)
 			return
 		}
 		v.Recorded, v.Attempts, v.NextAttempt = true, 0, time.Time{}
@@ -393,6 +387,15 @@ func (m *Manager) settle(ctx context.Context, v Volume, dir string) {
 	m.forget(v.ID)
 	logger.Info("Deleted a failed output's data after its time to live", "artifact", v.Metadata.Name,
 		"pod", klog.KRef(v.Pod.Namespace, v.Pod.Name), "failedAt", v.FailedAt)
+}
+
+// later counts a failed step of v and schedules the next after a
+// backoff. The journal need not reach the disk: a restart only retries
+// sooner.
+func (m *Manager) later(ctx context.Context, v Volume) {
+	v.Attempts++
+	v.NextAttempt = time.Now().Add(m.backoff(v.Attempts))
+	m.save(ctx, v, atomicfile.BestEffort)
 }
 
 func (m *Manager) forget(id string) {
