@@ -69,7 +69,8 @@ func (k *Kubernetes) Record(ctx context.Context, r Record) error {
 		return fmt.Errorf("create ArtifactRecord %s/%s: %w", obj.Namespace, obj.Name, err)
 	}
 	obj.Status = v1alpha1.ArtifactRecordStatus{
-		Phase: r.Phase, Digest: r.Digest, LayerDigest: r.LayerDigest, Size: r.Size,
+		Provenance: obj.Status.Provenance, // the controller's, kept as it is (the admission policy insists)
+		Phase:      r.Phase, Digest: r.Digest, LayerDigest: r.LayerDigest, Size: r.Size,
 		MediaType: r.MediaType, Location: r.Location, Message: r.Message, LastUpdateTime: metav1.NewTime(r.Time),
 	}
 	if err := k.Client.Status().Update(ctx, obj); err != nil {

@@ -103,8 +103,31 @@ func TestNodeRecordsPolicy(t *testing.T) {
 	if err := node2.Create(ctx, record("node-2s", "node-2")); err != nil {
 		t.Errorf("node-2 writing its own record: %v", err)
 	}
-	// The spec is immutable for everyone, the administrator too.
+	// Only the controller writes a provenance: a node may neither add one
+	// nor change or drop the controller's.
+	forged := own.DeepCopy()
+	forged.Status.Provenance = &v1alpha1.Provenance{Digest: "sha256:" + strings.Repeat("a", 64)}
+	denied("node-1 adding a provenance", node1.Status().Update(ctx, forged), "only the controller writes status.provenance")
 	got := &v1alpha1.ArtifactRecord{}
+	if err := env.Client.Get(ctx, client.ObjectKeyFromObject(own), got); err != nil {
+		t.Fatal(err)
+	}
+	got.Status.Provenance = &v1alpha1.Provenance{Digest: "sha256:" + strings.Repeat("b", 64), KeyID: "k"}
+	if err := env.Client.Status().Update(ctx, got); err != nil {
+		t.Fatalf("the controller (administrator) adding a provenance: %v", err)
+	}
+	changed := got.DeepCopy()
+	changed.Status.Provenance.KeyID = "other"
+	denied("node-1 changing the provenance", node1.Status().Update(ctx, changed), "only the controller writes status.provenance")
+	dropped := got.DeepCopy()
+	dropped.Status.Provenance = nil
+	denied("node-1 dropping the provenance", node1.Status().Update(ctx, dropped), "only the controller writes status.provenance")
+	kept := got.DeepCopy()
+	kept.Status.Message = "still there"
+	if err := node1.Status().Update(ctx, kept); err != nil {
+		t.Errorf("node-1 updating its record, provenance kept as it is: %v", err)
+	}
+	// The spec is immutable for everyone, the administrator too.
 	if err := env.Client.Get(ctx, client.ObjectKeyFromObject(own), got); err != nil {
 		t.Fatal(err)
 	}

@@ -158,7 +158,43 @@ type ArtifactRecordStatus struct {
 	// LastUpdateTime is when the node plugin last wrote the status.
 	// +optional
 	LastUpdateTime metav1.Time `json:"lastUpdateTime,omitempty"`
+	// Provenance is the signed provenance of a Pushed output. The
+	// controller alone writes it, after checking the record against
+	// Tekton's state; the admission policy keeps node plugins from
+	// changing it.
+	// +optional
+	Provenance *Provenance `json:"provenance,omitempty"`
 }
+
+// Provenance says where an output's signed provenance (an in-toto
+// statement with a SLSA v1 predicate, in a Sigstore bundle) is, or why
+// there is none.
+type Provenance struct {
+	// Digest is the manifest digest of the referrer holding the bundle,
+	// attached to the artifact in its repository (OCI registries).
+	// +optional
+	Digest string `json:"digest,omitempty"`
+	// Bundle is the Sigstore bundle itself (JSON), for a storage
+	// provider, which holds no referrers and which the controller cannot
+	// reach. Its signature, not this record, is what a verifier trusts.
+	// +optional
+	// +kubebuilder:validation:MaxLength=262144
+	Bundle string `json:"bundle,omitempty"`
+	// KeyID is the hint of the key that signed it (the bundle's
+	// publicKey.hint: the SHA-256 of the public key, hex).
+	// +optional
+	KeyID string `json:"keyID,omitempty"`
+	// SignedAt is when the controller signed it.
+	// +optional
+	SignedAt metav1.Time `json:"signedAt,omitempty"`
+	// Message says why the output has no provenance yet; empty once
+	// signed.
+	// +optional
+	Message string `json:"message,omitempty"`
+}
+
+// Signed reports whether p names a signed provenance.
+func (p *Provenance) Signed() bool { return p != nil && (p.Digest != "" || p.Bundle != "") }
 
 // ArtifactRecordList is a list of ArtifactRecords.
 //
