@@ -44,6 +44,7 @@ import (
 	"github.com/tektoncd/artifacts-csi-driver/pkg/metrics"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/oci"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/retention"
+	"github.com/tektoncd/artifacts-csi-driver/pkg/signing"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/status"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/tekton"
 )
@@ -61,10 +62,15 @@ const taskRunNameField = "spec.taskRun.name"
 // patches records (its finalizer) and deletes those whose output is due,
 // reads namespaces (is one being deleted?), and the same ConfigMaps and
 // Secrets (oci.credentialsSecret) with a GET, and posts Events on records.
+// The attestor (provenance.go) reads PipelineRuns, patches the status of
+// records, and keeps the signing key in a Secret of the driver's
+// namespace and its public keys in a ConfigMap there.
 //
 // +kubebuilder:rbac:groups=tekton.dev,resources=taskruns,verbs=get;list;watch
 // +kubebuilder:rbac:groups=tekton.dev,resources=taskruns/status,verbs=patch
 // +kubebuilder:rbac:groups=artifacts.tekton.dev,resources=artifactrecords,verbs=get;list;watch;patch;delete
+// +kubebuilder:rbac:groups=artifacts.tekton.dev,resources=artifactrecords/status,verbs=patch
+// +kubebuilder:rbac:groups=tekton.dev,resources=pipelineruns,verbs=get
 // +kubebuilder:rbac:groups="",resources=pods;serviceaccounts;secrets;configmaps;namespaces,verbs=get
 // +kubebuilder:rbac:groups=authentication.k8s.io,resources=tokenreviews,verbs=create
 // +kubebuilder:rbac:groups="",namespace=artifacts-csi,resources=secrets,verbs=create
@@ -290,22 +296,37 @@ func NewManager(ctx context.Context, cfg *rest.Config, o *Options, adjust ...fun
 	if err != nil {
 		return nil, err
 	}
+	cfgSource := &retention.APIConfig{Reader: mgr.GetAPIReader(), Cluster: client.ObjectKey{Namespace: o.Namespace, Name: artifactconfig.ConfigMapName}}
+	// No credentials of the controller's own: only a namespace's.
+	registries := &retention.SecretRegistries{Reader: mgr.GetAPIReader(), Client: oci.New(oci.Options{Keychain: authn.NewMultiKeychain(), UserAgent: cfg.UserAgent})}
 	ret := &retention.Reconciler{
 		Options: o.Retention, Client: mgr.GetClient(), Reader: mgr.GetAPIReader(),
-		Config: &retention.APIConfig{Reader: mgr.GetAPIReader(), Cluster: client.ObjectKey{Namespace: o.Namespace, Name: artifactconfig.ConfigMapName}},
-		// No credentials of the controller's own: only a namespace's.
-		Registries: &retention.SecretRegistries{Reader: mgr.GetAPIReader(), Client: oci.New(oci.Options{Keychain: authn.NewMultiKeychain(), UserAgent: cfg.UserAgent})},
+		Config: cfgSource, Registries: registries,
 		Events:     mgr.GetEventRecorderFor("artifacts-controller"), //nolint:staticcheck // core/v1 Events, which the role grants
 		Metrics:    retentionMetrics,
 	}
 	if err := ret.SetupWithManager(mgr); err != nil {
 		return nil, fmt.Errorf("set up retention: %w", err)
 	}
-	if o.BrokerAddress != "0" {
-		kube, err := kubernetes.NewForConfig(cfg)
+	kube, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return nil, err
+	}
+	if o.SignProvenance {
+		signer, trusted, err := signing.EnsureKey(ctx, kube, o.Namespace)
 		if err != nil {
 			return nil, err
 		}
+		att := &Attestor{
+			Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), Config: cfgSource, Registries: registries,
+			Signer: signer, Keys: trusted, Version: o.Version,
+			Events: mgr.GetEventRecorderFor("artifacts-controller"), //nolint:staticcheck // core/v1 Events, which the role grants
+		}
+		if err := att.SetupWithManager(mgr, o.Concurrency); err != nil {
+			return nil, fmt.Errorf("set up provenance: %w", err)
+		}
+	}
+	if o.BrokerAddress != "0" {
 		cert, err := broker.EnsureCertificate(ctx, kube, o.Namespace, o.brokerHosts())
 		if err != nil {
 			return nil, err
@@ -347,6 +368,7 @@ func Run(ctx context.Context, o *Options, version string) error {
 	if err != nil {
 		return err
 	}
+	o.Version = version
 	mgr, err := NewManager(ctx, cfg, o)
 	if err != nil {
 		return err

@@ -40,16 +40,22 @@ func eventually(t *testing.T, what string, cond func() error) {
 
 // startController runs the controller in-process against env, with
 // leader election in namespace default and short leases.
-func startController(t *testing.T, env *testenv.Env) {
+// adjust, if any, changes the options last.
+func startController(t *testing.T, env *testenv.Env, adjust ...func(*controller.Options)) {
 	ctrl.SetLogger(klog.Background())
 	o := controller.NewOptions()
 	o.MetricsBindAddress, o.HealthProbeBindAddress, o.LeaderElectionNamespace, o.BrokerAddress = "0", "127.0.0.1:0", "default", "0"
+	o.SignProvenance = false // TestProvenance's
+	for _, f := range adjust {
+		f(o)
+	}
 	if err := o.Validate(); err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(t.Context())
 	mgr, err := controller.NewManager(ctx, env.Config, o, func(mo *manager.Options) {
 		mo.LeaseDuration, mo.RenewDeadline, mo.RetryPeriod = ptr(5*time.Second), ptr(4*time.Second), ptr(500*time.Millisecond)
+		mo.Controller.SkipNameValidation = ptr(true) // a manager per test, in one process
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -52,6 +52,14 @@ type Options struct {
 	// Namespace: the only user the broker answers. Default
 	// artifacts-csi-node.
 	NodeServiceAccount string
+	// SignProvenance makes the controller sign the provenance of every
+	// pushed output (see Attestor), with the key it keeps in Secret
+	// artifacts-signing-key in Namespace (made at first start). Default
+	// true.
+	SignProvenance bool
+	// Version is the driver's version, which provenance names as the
+	// builder's; Run sets it. Not a flag.
+	Version string
 	// Retention configures the removal of outputs from registries (the
 	// retention.* configuration keys say which); see retention.Options.
 	Retention retention.Options
@@ -68,6 +76,7 @@ func NewOptions() *Options {
 		Namespace:              namespaceDefault(),
 		BrokerAddress:          ":9443",
 		NodeServiceAccount:     "artifacts-csi-node",
+		SignProvenance:         true,
 		Retention:              *retention.NewOptions(),
 	}
 }
@@ -102,6 +111,7 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.BrokerAddress, "broker-address", o.BrokerAddress, `address of the credentials broker, HTTPS ("0": off)`)
 	fs.StringSliceVar(&o.BrokerHosts, "broker-hosts", o.BrokerHosts, "names and addresses of the broker's certificate (default: the Service artifacts-controller, 127.0.0.1, localhost)")
 	fs.StringVar(&o.NodeServiceAccount, "node-service-account", o.NodeServiceAccount, "the node plugin's ServiceAccount in --namespace, whom the broker answers")
+	fs.BoolVar(&o.SignProvenance, "sign-provenance", o.SignProvenance, "sign the provenance of every pushed output with the key of Secret artifacts-signing-key in --namespace (made at first start)")
 	o.Retention.AddFlags(fs)
 }
 

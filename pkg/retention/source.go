@@ -116,6 +116,12 @@ var errNoCredentials = errdefs.New("credentials Secret not found", errdefs.ErrPr
 
 // Open implements Registries.
 func (s *SecretRegistries) Open(ctx context.Context, namespace string, c config.Config) (Registry, error) {
+	return s.Registry(ctx, namespace, c)
+}
+
+// Registry returns the registry client of namespace, with the credentials
+// its configuration c names.
+func (s *SecretRegistries) Registry(ctx context.Context, namespace string, c config.Config) (*oci.Client, error) {
 	if c.CredentialsSecret == "" {
 		return s.Client, nil
 	}

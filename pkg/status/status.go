@@ -93,6 +93,15 @@ func digestValue(digest string) (Value, error) {
 	return Value{Digest: map[string]string{algo: hex}}, nil
 }
 
+// ValueOf returns the value of a record's artifact: NewValue for an OCI
+// registry, NewProviderValue for a storage provider.
+func ValueOf(r *v1alpha1.ArtifactRecord) (Value, error) {
+	if r.Spec.StoreBackend() != v1alpha1.BackendOCI {
+		return NewProviderValue(r.Spec.StoreBackend(), r.Spec.Repository, r.Spec.Artifact, r.Status.Digest, r.Status.Location)
+	}
+	return NewValue(r.Spec.Repository, r.Status.Digest)
+}
+
 // Desired returns the artifacts records show: an Output record that is
 // Pushed is an output, an Input record that is Consumed an input; other
 // records are left out. Records are grouped by artifact name, their values
@@ -113,10 +122,7 @@ func Desired(records []v1alpha1.ArtifactRecord) (Artifacts, error) {
 		default:
 			continue
 		}
-		v, err := NewValue(r.Spec.Repository, r.Status.Digest)
-		if r.Spec.StoreBackend() != v1alpha1.BackendOCI {
-			v, err = NewProviderValue(r.Spec.StoreBackend(), r.Spec.Repository, r.Spec.Artifact, r.Status.Digest, r.Status.Location)
-		}
+		v, err := ValueOf(&r)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("ArtifactRecord %s/%s: %w", r.Namespace, r.Name, err))
 			continue
