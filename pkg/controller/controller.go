@@ -302,8 +302,8 @@ func NewManager(ctx context.Context, cfg *rest.Config, o *Options, adjust ...fun
 	ret := &retention.Reconciler{
 		Options: o.Retention, Client: mgr.GetClient(), Reader: mgr.GetAPIReader(),
 		Config: cfgSource, Registries: registries,
-		Events:     mgr.GetEventRecorderFor("artifacts-controller"), //nolint:staticcheck // core/v1 Events, which the role grants
-		Metrics:    retentionMetrics,
+		Events:  mgr.GetEventRecorderFor("artifacts-controller"), //nolint:staticcheck // core/v1 Events, which the role grants
+		Metrics: retentionMetrics,
 	}
 	if err := ret.SetupWithManager(mgr); err != nil {
 		return nil, fmt.Errorf("set up retention: %w", err)

@@ -49,7 +49,6 @@ type RegistryClients interface {
 
 var _ RegistryClients = (*retention.SecretRegistries)(nil)
 
-
 // Attestor signs the provenance of every Pushed output record, once the
 // record is confirmed against Tekton's state as the TaskRun reconciler
 // confirms it before merging (its TaskRun names its pod, and the pod ran

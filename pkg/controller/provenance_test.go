@@ -205,4 +205,3 @@ func mustCreate(t *testing.T, env *testenv.Env, obj client.Object) {
 		t.Fatalf("create %T %s: %v", obj, obj.GetName(), err)
 	}
 }
-
