@@ -6,7 +6,6 @@ package attest
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -15,6 +14,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	intoto "github.com/in-toto/attestation/go/v1"
 
+	"github.com/tektoncd/artifacts-csi-driver/pkg/errdefs"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/oci"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/provenance"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/signing"
@@ -58,33 +58,63 @@ type Verified struct {
 // ErrNone: no attached bundle verifies [signing.ErrUntrusted].
 var ErrNone = fmt.Errorf("%w: no provenance signed by a trusted key", signing.ErrUntrusted)
 
-// Verify finds the provenance bundles attached to digest in repo and
-// returns the first that one of keys verifies for that digest. When none
-// does, the error wraps ErrNone and says why each one failed.
-func Verify(ctx context.Context, c *oci.Client, repo name.Repository, digest v1.Hash, keys signing.Keys) (*Verified, error) {
+// MaxBundles bounds the provenance bundles of one artifact that are read:
+// a registry listing more is answered with the first MaxBundles.
+const MaxBundles = 16
+
+// Bundle is a provenance bundle attached to an artifact.
+type Bundle struct {
+	// Digest is the referrer's manifest digest.
+	Digest v1.Hash
+	// Content is the bundle (JSON), verified against its digest; nil when
+	// it could not be read, and Err says why.
+	Content []byte
+	Err     error
+}
+
+// Bundles lists the provenance bundles attached to digest in repo, at
+// most MaxBundles, and reads each, within MaxBundleBytes. A bundle that
+// cannot be read is returned with its error, unless the registry is
+// unreachable or ctx is done: then that error alone.
+func Bundles(ctx context.Context, c *oci.Client, repo name.Repository, digest v1.Hash) ([]Bundle, error) {
 	refs, err := c.Attached(ctx, repo, digest, signing.BundleMediaType)
 	if err != nil {
 		return nil, err
 	}
-	if len(refs) == 0 {
+	out := make([]Bundle, 0, min(len(refs), MaxBundles))
+	for _, d := range refs[:min(len(refs), MaxBundles)] {
+		a, err := c.Attachment(ctx, repo, d.Digest, MaxBundleBytes)
+		if err != nil && (ctx.Err() != nil || errdefs.ClassOf(err) == errdefs.ErrUnavailable) {
+			return nil, err
+		}
+		out = append(out, Bundle{Digest: d.Digest, Content: a.Content, Err: err})
+	}
+	return out, nil
+}
+
+// Verify finds the provenance bundles attached to digest in repo and
+// returns the first that one of keys verifies for that digest. When none
+// does, the error wraps ErrNone and says why each one failed.
+func Verify(ctx context.Context, c *oci.Client, repo name.Repository, digest v1.Hash, keys signing.Keys) (*Verified, error) {
+	bundles, err := Bundles(ctx, c, repo, digest)
+	if err != nil {
+		return nil, err
+	}
+	if len(bundles) == 0 {
 		return nil, fmt.Errorf("%w: %s has none attached", ErrNone, repo.Digest(digest.String()))
 	}
 	var why []string
-	for _, d := range refs {
-		a, err := c.Attachment(ctx, repo, d.Digest, MaxBundleBytes)
-		if err != nil {
-			if !errors.Is(err, signing.ErrUntrusted) && ctx.Err() != nil {
-				return nil, err
-			}
-			why = append(why, fmt.Sprintf("%s: %v", d.Digest, err))
+	for _, b := range bundles {
+		if b.Err != nil {
+			why = append(why, fmt.Sprintf("%s: %v", b.Digest, b.Err))
 			continue
 		}
-		st, hint, err := signing.Verify(a.Content, keys, digest.String())
+		st, hint, err := signing.Verify(b.Content, keys, digest.String())
 		if err != nil {
-			why = append(why, fmt.Sprintf("%s: %v", d.Digest, err))
+			why = append(why, fmt.Sprintf("%s: %v", b.Digest, err))
 			continue
 		}
-		return &Verified{Statement: st, KeyHint: hint, Bundle: d.Digest}, nil
+		return &Verified{Statement: st, KeyHint: hint, Bundle: b.Digest}, nil
 	}
 	return nil, fmt.Errorf("%w: %s", ErrNone, strings.Join(why, "; "))
 }

@@ -44,12 +44,16 @@ const (
 	// namespace levels only; the cluster's are ceilings.
 	KeyRetentionPolicy = "retention.policy"
 	KeyRetentionMaxAge = "retention.maxAge"
+	// KeyProvenanceRequired and KeyProvenanceSameNamespace are ceilings:
+	// a level above may turn them on, never off.
+	KeyProvenanceRequired      = "provenance.required"
+	KeyProvenanceSameNamespace = "provenance.sameNamespace"
 )
 
 // Keys lists every key, in the order the documentation gives them.
 var Keys = []string{KeyBackend, KeyRepository, KeyTagPattern, KeyGroupByPipelineRun, KeyCredentialsSecret,
 	KeyPlainHTTP, KeyAllowedRepositories, KeyProviderRepository, KeyCompression, KeyMaxArtifactBytes, KeyVerifyAccess,
-	KeyRetentionPolicy, KeyRetentionMaxAge}
+	KeyRetentionPolicy, KeyRetentionMaxAge, KeyProvenanceRequired, KeyProvenanceSameNamespace}
 
 // levelKeys are the keys a PipelineRun or Pipeline annotation may never
 // set, whatever maps annotations to keys: they are the cluster's and the
@@ -100,7 +104,26 @@ type Config struct {
 	// Retention says when the controller removes outputs from the
 	// registry. Default: never (Keep, no maximum age).
 	Retention Retention
+	// Provenance says what an input's provenance must show before the
+	// input is mounted. Default: nothing (no verification).
+	Provenance Provenance
 }
+
+// Provenance is what an input's signed provenance must show before its
+// volume is published. The zero value requires nothing.
+type Provenance struct {
+	// Required: an input is mounted only if a provenance signed by a
+	// trusted key (the controller's) is attached to its digest. Default
+	// false.
+	Required bool
+	// SameNamespace: ... and that provenance names the consumer's
+	// namespace as the producer's; implies Required. Default false.
+	SameNamespace bool
+}
+
+// Enabled reports whether inputs are verified at all.
+func (p Provenance) Enabled() bool { return p.Required || p.SameNamespace }
+
 
 // RetentionPolicy says whether the deletion of a run removes its outputs.
 type RetentionPolicy string
@@ -246,7 +269,8 @@ func sets(data map[string]string, key, value string) bool {
 // data, with every ceiling it relaxed put back to prev's value, and err
 // (next's errors) with a *KeyError for each. The ceilings are the
 // security settings: cache.verifyAccess, maxArtifactBytes and
-// oci.plainHTTP may be tightened, never relaxed; oci.allowedRepositories
+// oci.plainHTTP, provenance.required and provenance.sameNamespace may be
+// tightened, never relaxed; oci.allowedRepositories
 // is the cluster level's alone. The retention settings bound how long
 // artifacts stay in the registry, as maxArtifactBytes bounds their size:
 // retention.policy may be turned to OnRunDeletion, not back to Keep, and
@@ -271,6 +295,14 @@ func bound(prev, next Config, data map[string]string, err error) (Config, error)
 	if !prev.PlainHTTP && next.PlainHTTP {
 		refuse(KeyPlainHTTP, "a level below requires HTTPS: plain HTTP may not be turned on here")
 		next.PlainHTTP = false
+	}
+	if prev.Provenance.Required && !next.Provenance.Required {
+		refuse(KeyProvenanceRequired, "a level below requires a signed provenance of every input: it may not be turned off here")
+		next.Provenance.Required = true
+	}
+	if prev.Provenance.SameNamespace && !next.Provenance.SameNamespace {
+		refuse(KeyProvenanceSameNamespace, "a level below requires inputs produced in the consumer's namespace: it may not be turned off here")
+		next.Provenance.SameNamespace = true
 	}
 	if prev.Retention.OnRunDeletion() && !next.Retention.OnRunDeletion() {
 		refuse(KeyRetentionPolicy, "a level below removes a run's outputs when it is deleted: Keep may not be set here")
@@ -408,6 +440,10 @@ func (c Config) Apply(data map[string]string) (Config, error) {
 			default:
 				bad(k, v, "want %s or %s", RetainKeep, RetainOnRunDeletion)
 			}
+		case KeyProvenanceRequired:
+			parseBool(k, v, &c.Provenance.Required)
+		case KeyProvenanceSameNamespace:
+			parseBool(k, v, &c.Provenance.SameNamespace)
 		case KeyRetentionMaxAge:
 			if d, err := ParseAge(v); err != nil {
 				bad(k, v, "%v", err)

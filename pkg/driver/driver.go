@@ -28,6 +28,7 @@ import (
 	"github.com/tektoncd/artifacts-csi-driver/pkg/outputs"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/record"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/store"
+	"github.com/tektoncd/artifacts-csi-driver/pkg/trust"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/tekton"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/volume"
 )
@@ -126,6 +127,10 @@ type Deps struct {
 	// Events reports invalid configuration and failed from: inputs on the
 	// pod. Default none (kubelet still reports the gRPC error).
 	Events EventSink
+	// Trust verifies the provenance of inputs, where the configuration or
+	// the volume asks for it. Default: a trust.Verifier with the keys of
+	// Options.TrustedKeys.
+	Trust *trust.Verifier
 }
 
 // Driver serves the CSI Identity, Node and Controller services. It is safe
@@ -157,6 +162,9 @@ func New(ctx context.Context, o *Options, version string, deps Deps) (*Driver, e
 	}
 	if deps.Recorder == nil {
 		deps.Recorder = record.Log{}
+	}
+	if deps.Trust == nil {
+		deps.Trust = &trust.Verifier{Keys: &trust.KeyFile{Path: o.TrustedKeys}}
 	}
 	d := &Driver{o: o, version: version, deps: deps, inputs: map[string]*inputVolume{}, grants: newGrants(o.CacheGrantTTL),
 		fills: make(chan struct{}, max(o.FillWorkers, 1))}

@@ -13,11 +13,17 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/tektoncd/artifacts-csi-driver/internal/atomicfile"
+	artifactsv1alpha1 "github.com/tektoncd/artifacts-csi-driver/pkg/apis/artifacts/v1alpha1"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/archive"
+	"github.com/tektoncd/artifacts-csi-driver/pkg/attest"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/cache"
+	"github.com/tektoncd/artifacts-csi-driver/pkg/config"
+	"github.com/tektoncd/artifacts-csi-driver/pkg/errdefs"
+	"github.com/tektoncd/artifacts-csi-driver/pkg/metrics"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/record"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/store"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/tekton"
+	"github.com/tektoncd/artifacts-csi-driver/pkg/trust"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/volume"
 )
 
@@ -119,6 +125,9 @@ func (d *Driver) publishInput(ctx context.Context, req *csi.NodePublishVolumeReq
 		}
 		d.grants.grant(key, who)
 	}
+	if err := d.verifyInput(ctx, spec, cfg, src); err != nil {
+		return err
+	}
 	path, hit, err := d.deps.Cache.AcquireUsage(ctx, key, d.fill(src, cfg.MaxArtifactBytes))
 	if err != nil {
 		return fmt.Errorf("input %q (%s): %w", spec.Artifact, src.ref, err)
@@ -168,6 +177,8 @@ type source struct {
 	store    store.Store
 	ref      store.Ref
 	location string // where the store says the artifact is, once checked
+	// producer is the record a from: input resolved to.
+	producer *artifactsv1alpha1.ArtifactRecord
 }
 
 // inputSource returns what an input names, in the store it names it in:
@@ -181,8 +192,9 @@ func (d *Driver) inputSource(ctx context.Context, spec *volume.Spec, s settings)
 	id := store.Identity{Backend: s.cfg.Backend, Keychain: kc, PlainHTTP: s.cfg.PlainHTTP, Namespace: spec.Pod.Namespace}
 	raw := spec.Ref
 	wrongRef := volume.ErrInvalid // the Task author's to fix
+	var rec *artifactsv1alpha1.ArtifactRecord
 	if spec.From != nil {
-		rec, err := d.resolveFrom(ctx, spec, s.id)
+		rec, err = d.resolveFrom(ctx, spec, s.id)
 		if errors.Is(err, errNotConfigured) {
 			d.warn(spec.Pod, record.ReasonInputFailed, err.Error())
 		}
@@ -201,7 +213,11 @@ func (d *Driver) inputSource(ctx context.Context, spec *volume.Spec, s settings)
 	if err != nil {
 		return source{}, fmt.Errorf("%w: %s: %w", wrongRef, volume.AttrRef, err)
 	}
-	return source{store: st, ref: ref}, nil
+	src := source{store: st, ref: ref}
+	if spec.From != nil {
+		src.producer = rec
+	}
+	return src, nil
 }
 
 // tenant names who reads src for the pod of spec: its repository, the
@@ -250,4 +266,65 @@ func (d *Driver) recordInput(ctx context.Context, in *inputVolume, spec *volume.
 	if err := d.deps.Recorder.Record(ctx, r); err != nil {
 		klog.FromContext(ctx).Error(err, "Could not record input")
 	}
+}
+
+// verifyInput checks, before src becomes visible, that a provenance
+// signed by a trusted key exists for its exact digest and meets the
+// policy of cfg and spec: provenance.required and
+// provenance.sameNamespace, the volume's producerTask, and for a from:
+// input the producer TaskRun it resolved to. A storage provider's
+// artifact is verified by the bundle on its producer's record. A refusal
+// is a failed precondition, reported on the pod with what to fix.
+func (d *Driver) verifyInput(ctx context.Context, spec *volume.Spec, cfg config.Config, src source) error {
+	p := trust.Policy{Required: cfg.Provenance.Enabled(), Task: spec.ProducerTask}
+	if cfg.Provenance.SameNamespace {
+		p.Namespace = spec.Pod.Namespace
+	}
+	if !p.Active() {
+		return nil
+	}
+	if rec := src.producer; rec != nil && rec.Spec.TaskRun != nil {
+		p.Invocation = "taskrun/" + rec.Spec.TaskRun.UID
+	}
+	var (
+		res trust.Result
+		err error
+	)
+	if src.producer != nil && src.ref.Backend != store.OCI {
+		var bundle []byte
+		if prov := src.producer.Status.Provenance; prov != nil {
+			bundle = []byte(prov.Bundle)
+		}
+		res, err = d.deps.Trust.VerifyBundle(ctx, src.ref.Digest, p, bundle)
+	} else {
+		res, err = d.deps.Trust.Verify(ctx, src.ref.Digest, p, func(ctx context.Context) ([]attest.Bundle, error) {
+			return src.store.Bundles(ctx, src.ref)
+		})
+	}
+	if err != nil {
+		err = fmt.Errorf("input %q (%s): %w%s", spec.Artifact, src.ref, err, provenanceFix(err, src))
+		if errdefs.ClassOf(err) == errdefs.ErrPrecondition {
+			d.deps.Metrics.ProvenanceCheck(metrics.ProvenanceRefused)
+			d.warn(spec.Pod, record.ReasonProvenanceRefused, err.Error())
+		}
+		return err
+	}
+	d.deps.Metrics.ProvenanceCheck(map[bool]string{true: metrics.ProvenanceCached, false: metrics.ProvenanceVerified}[res.Cached])
+	klog.FromContext(ctx).V(4).Info("Input provenance verified", "ref", src.ref, "keyID", res.Claim.KeyID, "producer", res.Claim.Invocation, "cached", res.Cached)
+	return nil
+}
+
+// provenanceFix says how to fix a refusal of verifyInput.
+func provenanceFix(err error, src source) string {
+	switch {
+	case errors.Is(err, trust.ErrNoKeys):
+		return ": the node plugin reads the trusted keys from ConfigMap artifacts-signing-keys (--trusted-keys), which the controller publishes when it runs with --sign-provenance"
+	case errors.Is(err, trust.ErrNoProvenance) && src.ref.Backend != store.OCI && src.producer == nil:
+		return ": a storage provider's artifact carries its provenance on its producer's ArtifactRecord; name the input with from:, not ref:"
+	case errors.Is(err, trust.ErrNoProvenance):
+		return ": only outputs of this driver's output volumes get a provenance, signed by the controller once Tekton's state confirms their producer; an artifact pushed by other means (artifacts push, oras, a registry copy) has none"
+	case errors.Is(err, trust.ErrUntrusted):
+		return ": its provenance must be signed by a key of ConfigMap artifacts-signing-keys, and not altered since"
+	}
+	return ""
 }

@@ -17,6 +17,7 @@ import (
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
 	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	corev1 "k8s.io/api/core/v1"
@@ -29,6 +30,7 @@ import (
 	"github.com/tektoncd/artifacts-csi-driver/internal/testkit"
 	v1alpha1 "github.com/tektoncd/artifacts-csi-driver/pkg/apis/artifacts/v1alpha1"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/archive"
+	"github.com/tektoncd/artifacts-csi-driver/pkg/attest"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/cache"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/config"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/credentials"
@@ -60,6 +62,8 @@ type fakeStores struct {
 	artifacts map[string]map[string]string // digest → file → content
 	checkErr  map[string]error
 	pullErr   map[string]error
+	bundles   map[string][][]byte // digest → provenance bundles attached
+	listed    int                 // Bundles calls
 	checks    []store.Ref
 	pulls     []store.Ref
 	ids       []store.Identity
@@ -129,6 +133,20 @@ func (f *fakeStore) Pull(_ context.Context, ref store.Ref, dest string, _ archiv
 		n += int64(len(content))
 	}
 	return &store.Pulled{Stats: archive.Stats{Bytes: n}}, nil
+}
+
+func (f *fakeStore) Bundles(_ context.Context, ref store.Ref) ([]attest.Bundle, error) {
+	f.s.mu.Lock()
+	defer f.s.mu.Unlock()
+	f.s.listed++
+	if ref.Backend != store.OCI {
+		return nil, nil
+	}
+	var out []attest.Bundle
+	for i, b := range f.s.bundles[ref.Digest] {
+		out = append(out, attest.Bundle{Digest: v1.Hash{Algorithm: "sha256", Hex: fmt.Sprintf("%064x", i)}, Content: b})
+	}
+	return out, nil
 }
 
 func (f *fakeStore) Push(context.Context, store.PushRequest) (*store.Pushed, error) {

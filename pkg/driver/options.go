@@ -65,6 +65,12 @@ type Options struct {
 	// a directory, read at each publish. Default /etc/artifacts-csi/config;
 	// a missing directory means every default.
 	ConfigDir string
+	// TrustedKeys is the file of PEM public keys an input's provenance
+	// must be signed by, when the configuration asks for verification:
+	// trusted.pub of ConfigMap artifacts-signing-keys, which the
+	// controller publishes, mounted; read at each verification. Default
+	// /etc/artifacts-csi/signing-keys/trusted.pub.
+	TrustedKeys string
 	// ProvidersDir holds the sockets of the storage providers,
 	// <dir>/<name>.sock, for namespaces whose backend is not oci. Default
 	// /var/run/artifacts-csi/providers.
@@ -139,6 +145,7 @@ func NewOptions() *Options {
 		Registration:        true,
 		HTTPAddress:         ":9809",
 		ConfigDir:           "/etc/artifacts-csi/config",
+		TrustedKeys:         "/etc/artifacts-csi/signing-keys/trusted.pub",
 		UploadWorkers:       4,
 		OutputFilesystem:    outputfs.KindExt4,
 		Mke2fs:              "mke2fs",
@@ -165,6 +172,7 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.HTTPAddress, "http-address", o.HTTPAddress, "address for /healthz and /metrics (empty: off)")
 	fs.StringVar(&o.RegistrationPath, "kubelet-registration-path", o.RegistrationPath, "CSI socket path as kubelet sees it (default: the --endpoint path)")
 	fs.StringVar(&o.ConfigDir, "config-dir", o.ConfigDir, "cluster config-artifact-storage ConfigMap mounted as a directory")
+	fs.StringVar(&o.TrustedKeys, "trusted-keys", o.TrustedKeys, "PEM public keys that sign the provenance of inputs (trusted.pub of ConfigMap artifacts-signing-keys), read at each verification")
 	fs.StringVar(&o.ProvidersDir, "providers-dir", o.ProvidersDir, "directory of the storage providers' sockets, <name>.sock")
 	fs.Var(&o.OutputFilesystem, "output-filesystem", "how an output's size is bounded while its pod writes: ext4 (a loop-mounted filesystem of maxArtifactBytes) or directory (checked at push only)")
 	fs.StringVar(&o.Mke2fs, "mke2fs", o.Mke2fs, "the mke2fs program of ext4 output filesystems")

@@ -50,6 +50,7 @@ type Metrics struct {
 	cacheLookups *prometheus.CounterVec
 	uploads      *prometheus.CounterVec
 	limits       *prometheus.CounterVec
+	provenance   *prometheus.CounterVec
 }
 
 // New registers the metrics, with Go and process collectors, in a registry
@@ -78,6 +79,10 @@ func New(cache func() CacheStats, queue func() QueueStats) *Metrics {
 			Namespace: namespace, Name: "uploads_total",
 			Help: "Output upload attempts by result (pushed, retry, failed).",
 		}, []string{"result"}),
+		provenance: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "provenance_checks_total",
+			Help: "Inputs whose provenance was checked before they were mounted, by result: verified, cached (a verification of the same digest and keys reused) or refused.",
+		}, []string{"result"}),
 		limits: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: namespace, Name: "limits_hit_total",
 			Help: "Operations refused or given up because they hit a bound, by bound (a configuration key or flag).",
@@ -89,7 +94,7 @@ func New(cache func() CacheStats, queue func() QueueStats) *Metrics {
 	m.registry.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		m.operations, m.pulled, m.pushed, m.cacheLookups, m.uploads, m.limits,
+		m.operations, m.pulled, m.pushed, m.cacheLookups, m.uploads, m.limits, m.provenance,
 		gauge("cache_bytes", "Disk footprint of the input cache: file content in 4 KiB blocks, 4 KiB per directory.", func() float64 { return float64(cache().Bytes) }),
 		gauge("cache_inodes", "Inodes of the input cache: its files, directories and symlinks.", func() float64 { return float64(cache().Inodes) }),
 		gauge("cache_entries", "Artifacts held by the input cache.", func() float64 { return float64(cache().Entries) }),
@@ -147,6 +152,21 @@ func (m *Metrics) CacheLookup(hit bool) {
 func (m *Metrics) Upload(result string) {
 	if m != nil {
 		m.uploads.WithLabelValues(result).Inc()
+	}
+}
+
+// Provenance results.
+const (
+	ProvenanceVerified = "verified"
+	ProvenanceCached   = "cached"
+	ProvenanceRefused  = "refused"
+)
+
+// ProvenanceCheck counts an input's provenance check: ProvenanceVerified,
+// ProvenanceCached or ProvenanceRefused.
+func (m *Metrics) ProvenanceCheck(result string) {
+	if m != nil {
+		m.provenance.WithLabelValues(result).Inc()
 	}
 }
 

@@ -25,6 +25,7 @@ import (
 	"github.com/tektoncd/artifacts-csi-driver/internal/testregistry"
 	"github.com/tektoncd/artifacts-csi-driver/internal/testtree"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/archive"
+	"github.com/tektoncd/artifacts-csi-driver/pkg/attest"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/artifact"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/credentials"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/oci"
@@ -464,6 +465,9 @@ func (p *fakeProvider) Push(_ context.Context, req store.PushRequest) (*store.Pu
 }
 
 func (p *fakeProvider) Parse(string) (store.Ref, error) { panic("not used") }
+func (p *fakeProvider) Bundles(context.Context, store.Ref) ([]attest.Bundle, error) {
+	panic("not used")
+}
 func (p *fakeProvider) Check(context.Context, store.Ref) (string, error) {
 	panic("not used")
 }

@@ -31,6 +31,10 @@ const (
 	// ReasonLimitExceeded: a volume hit one of the driver's bounds; the
 	// message names the bound and how to raise it.
 	ReasonLimitExceeded = "ArtifactLimitExceeded"
+	// ReasonProvenanceRefused: an input's provenance is missing, not
+	// signed by a trusted key, or names another producer than the policy
+	// requires; the input is not mounted.
+	ReasonProvenanceRefused = "ArtifactProvenanceRefused"
 )
 
 // Events is a Recorder that reports outputs on their pod as Kubernetes

@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/tektoncd/artifacts-csi-driver/pkg/archive"
+	"github.com/tektoncd/artifacts-csi-driver/pkg/attest"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/errdefs"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/provider"
 	pb "github.com/tektoncd/artifacts-csi-driver/proto/provider/v1alpha1"
@@ -45,6 +46,9 @@ func (p providerStore) Pull(ctx context.Context, ref Ref, dest string, lim archi
 	}
 	return &Pulled{Layer: res.Layer, Stats: res.Stats}, nil
 }
+
+// Bundles implements Store: a provider keeps no attachments.
+func (p providerStore) Bundles(context.Context, Ref) ([]attest.Bundle, error) { return nil, nil }
 
 func (p providerStore) Push(ctx context.Context, req PushRequest) (*Pushed, error) {
 	res, err := p.client.Push(ctx, provider.PushRequest{

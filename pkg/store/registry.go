@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/tektoncd/artifacts-csi-driver/pkg/archive"
+	"github.com/tektoncd/artifacts-csi-driver/pkg/attest"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/errdefs"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/oci"
 )
@@ -57,6 +58,18 @@ func (r registry) Pull(ctx context.Context, ref Ref, dest string, lim archive.Li
 		return nil, err
 	}
 	return &Pulled{Layer: res.Layer, Stats: res.Stats}, nil
+}
+
+func (r registry) Bundles(ctx context.Context, ref Ref) ([]attest.Bundle, error) {
+	if ref.Blob {
+		return nil, nil
+	}
+	parsed, err := r.reference(ref)
+	if err != nil {
+		return nil, err
+	}
+	h, _ := parsed.Digest() // Parse required one
+	return attest.Bundles(ctx, r.client, parsed.Repository(), h)
 }
 
 func (r registry) Push(ctx context.Context, req PushRequest) (*Pushed, error) {

@@ -25,6 +25,7 @@ import (
 
 	"github.com/tektoncd/artifacts-csi-driver/pkg/archive"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/artifact"
+	"github.com/tektoncd/artifacts-csi-driver/pkg/attest"
 )
 
 // OCI is the backend of OCI registries. Any other backend is the name of a
@@ -47,6 +48,11 @@ type Store interface {
 	// into dest, which must not exist, within lim. Nothing is left in dest
 	// on error.
 	Pull(ctx context.Context, ref Ref, dest string, lim archive.Limits) (*Pulled, error)
+	// Bundles returns the signed provenance bundles attached to ref, as
+	// attest.Bundles reads them; none for a Konflux blob reference, or
+	// for a store that keeps no attachments (a storage provider: the
+	// controller keeps those bundles on the producer's record).
+	Bundles(ctx context.Context, ref Ref) ([]attest.Bundle, error)
 	// Push archives req.Dir and stores it as an artifact. It is
 	// idempotent: the same tree and request give the same manifest digest.
 	Push(ctx context.Context, req PushRequest) (*Pushed, error)

@@ -54,6 +54,10 @@ const (
 	AttrFrom        = "from"
 	AttrBuildOutput = "buildOutput"
 	AttrMediaType   = "mediaType"
+	// AttrProducerTask (inputs) names the Task (taskRef.name) whose run
+	// must have produced the input, as its signed provenance states: the
+	// input is then verified whatever the configuration says.
+	AttrProducerTask = "producerTask"
 )
 
 // Keys kubelet adds to the volume context (podInfoOnMount, ephemeral).
@@ -67,7 +71,7 @@ const (
 	KeyServiceAccountTok = kubeletPrefix + "serviceAccount.tokens"
 )
 
-var userKeys = []string{AttrDirection, AttrArtifact, AttrRef, AttrFrom, AttrBuildOutput, AttrMediaType}
+var userKeys = []string{AttrDirection, AttrArtifact, AttrRef, AttrFrom, AttrBuildOutput, AttrMediaType, AttrProducerTask}
 
 // Pod identifies the pod a volume is for.
 type Pod struct {
@@ -92,6 +96,8 @@ type Spec struct {
 	Ref string
 	// From is set for an input resolved from a producer's record.
 	From *From
+	// ProducerTask, for an input, is the Task its provenance must name.
+	ProducerTask string
 	// BuildOutput and MediaType apply to outputs.
 	BuildOutput bool
 	MediaType   string
@@ -99,8 +105,9 @@ type Spec struct {
 }
 
 var (
-	dns1123Label = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`)
-	fromPattern  = regexp.MustCompile(`^tasks\.([^.]+)\.outputs\.([^.]+)$`)
+	dns1123Label     = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`)
+	dns1123Subdomain = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`)
+	fromPattern      = regexp.MustCompile(`^tasks\.([^.]+)\.outputs\.([^.]+)$`)
 )
 
 func invalid(format string, args ...any) error {
@@ -174,9 +181,15 @@ func Parse(ctx map[string]string) (*Spec, error) {
 			}
 			s.From = &From{PipelineTask: m[1], Artifact: m[2]}
 		}
+		if v, ok := ctx[AttrProducerTask]; ok {
+			if len(v) > 253 || !dns1123Subdomain.MatchString(v) {
+				return nil, invalid("%s must be the name of a Task (a DNS-1123 subdomain), got %q", AttrProducerTask, v)
+			}
+			s.ProducerTask = v
+		}
 	case Output:
-		if hasRef || hasFrom {
-			return nil, invalid("%s and %s apply to inputs only", AttrRef, AttrFrom)
+		if _, ok := ctx[AttrProducerTask]; ok || hasRef || hasFrom {
+			return nil, invalid("%s, %s and %s apply to inputs only", AttrRef, AttrFrom, AttrProducerTask)
 		}
 		if v, ok := ctx[AttrBuildOutput]; ok {
 			b, err := strconv.ParseBool(v)

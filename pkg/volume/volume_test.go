@@ -53,6 +53,12 @@ func TestParse(t *testing.T) {
 					t.Errorf("from = %+v", s.From)
 				}
 			}},
+		{name: "input from a named Task", ctx: kubelet(map[string]string{"direction": "input", "artifact": "source", "ref": "reg.io/team/src@" + digest, "producerTask": "git-clone.v2"}),
+			want: func(t *testing.T, s *volume.Spec) {
+				if s.ProducerTask != "git-clone.v2" {
+					t.Errorf("producerTask = %q", s.ProducerTask)
+				}
+			}},
 		{name: "output", ctx: kubelet(map[string]string{"direction": "output", "artifact": "sbom", "buildOutput": "true", "mediaType": "application/spdx+json"}),
 			want: func(t *testing.T, s *volume.Spec) {
 				if s.Direction != volume.Output || !s.BuildOutput || s.MediaType != "application/spdx+json" {
@@ -76,6 +82,8 @@ func TestParse(t *testing.T) {
 		{name: "input with bad ref", ctx: kubelet(map[string]string{"direction": "input", "artifact": "x", "ref": "reg.io/a@md5:abc"}), error: "ref:"},
 		{name: "bad from", ctx: kubelet(map[string]string{"direction": "input", "artifact": "x", "from": "tasks.a.results.b"}), error: "tasks.<pipelineTask>.outputs.<artifact>"},
 		{name: "input with buildOutput", ctx: kubelet(map[string]string{"direction": "input", "artifact": "x", "from": "tasks.a.outputs.b", "buildOutput": "true"}), error: "buildOutput applies to outputs only"},
+		{name: "producerTask on an output", ctx: kubelet(map[string]string{"direction": "output", "artifact": "x", "producerTask": "build"}), error: "inputs only"},
+		{name: "bad producerTask", ctx: kubelet(map[string]string{"direction": "input", "artifact": "x", "from": "tasks.a.outputs.b", "producerTask": "Build Task"}), error: "producerTask must be the name of a Task"},
 		{name: "output with ref", ctx: kubelet(map[string]string{"direction": "output", "artifact": "x", "ref": "reg.io/a@" + digest}), error: "inputs only"},
 		{name: "bad buildOutput", ctx: kubelet(map[string]string{"direction": "output", "artifact": "x", "buildOutput": "yes please"}), error: "buildOutput must be"},
 		{name: "bad mediaType", ctx: kubelet(map[string]string{"direction": "output", "artifact": "x", "mediaType": "json"}), error: "mediaType must be a media type"},
