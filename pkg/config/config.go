@@ -124,7 +124,6 @@ type Provenance struct {
 // Enabled reports whether inputs are verified at all.
 func (p Provenance) Enabled() bool { return p.Required || p.SameNamespace }
 
-
 // RetentionPolicy says whether the deletion of a run removes its outputs.
 type RetentionPolicy string
 

@@ -166,7 +166,9 @@ func TestCeilings(t *testing.T) {
 			func(c Config) bool { return c.Provenance.Required && c.Provenance.SameNamespace },
 			map[string]Level{KeyProvenanceRequired: LevelNamespace, KeyProvenanceSameNamespace: LevelNamespace}},
 		{"a namespace requires provenance", cluster, map[string]string{KeyProvenanceRequired: "true", KeyProvenanceSameNamespace: "true"}, nil,
-			func(c Config) bool { return c.Provenance.Required && c.Provenance.SameNamespace && c.Provenance.Enabled() }, nil},
+			func(c Config) bool {
+				return c.Provenance.Required && c.Provenance.SameNamespace && c.Provenance.Enabled()
+			}, nil},
 		{"plain HTTP turned on", cluster, map[string]string{KeyPlainHTTP: "true"}, nil,
 			func(c Config) bool { return !c.PlainHTTP }, map[string]Level{KeyPlainHTTP: LevelNamespace}},
 		{"allowed repositories set by a namespace", cluster, map[string]string{KeyAllowedRepositories: "evil.example"}, nil,

@@ -28,8 +28,8 @@ import (
 	"github.com/tektoncd/artifacts-csi-driver/pkg/outputs"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/record"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/store"
-	"github.com/tektoncd/artifacts-csi-driver/pkg/trust"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/tekton"
+	"github.com/tektoncd/artifacts-csi-driver/pkg/trust"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/volume"
 )
 
