@@ -28,7 +28,7 @@ const MaxBundleBytes = 1 << 20
 const (
 	AnnotationContent       = "dev.sigstore.bundle.content"
 	AnnotationPredicateType = "dev.sigstore.bundle.predicateType"
-	annotationCreated       = "org.opencontainers.image.created"
+	AnnotationCreated       = "org.opencontainers.image.created"
 )
 
 // Push attaches bundle, a signed provenance of subject, to subject in
@@ -41,7 +41,7 @@ func Push(ctx context.Context, c *oci.Client, repo name.Repository, subject v1.H
 		Annotations: map[string]string{
 			AnnotationContent:       "dsse-envelope",
 			AnnotationPredicateType: provenance.PredicateType,
-			annotationCreated:       created.UTC().Format(time.RFC3339),
+			AnnotationCreated:       created.UTC().Format(time.RFC3339),
 		},
 	})
 }

@@ -19,9 +19,12 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	protobundle "github.com/sigstore/protobuf-specs/gen/pb-go/bundle/v1"
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
+	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/tektoncd/artifacts-csi-driver/pkg/archive"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/artifact"
@@ -203,14 +206,29 @@ in DIR. Standard output receives the resolved reference.`,
 }
 
 func (g *globals) inspectCommand() *cobra.Command {
-	var output string
+	var output, keyFile string
 	cmd := &cobra.Command{
 		Use:   "inspect REF",
-		Short: "Describe an artifact without downloading its content",
-		Args:  cobra.ExactArgs(1),
+		Short: "Describe an artifact and list its provenance without downloading its content",
+		Long: "Describe the artifact REF names without downloading its content, and list the provenance\n" +
+			"attached to it as OCI referrers (Sigstore bundles): their digest, predicate type, creation\n" +
+			"time and the hint of the key they say signed them. Nothing is verified unless\n" +
+			"--key FILE is given; `artifacts verify REF --key FILE` verifies and prints the provenance.\n" +
+			"When the referrers cannot be listed, a warning goes to stderr and the JSON provenance is null.",
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if output != "text" && output != "json" {
 				return fmt.Errorf("unknown output format %q (want text or json)", output)
+			}
+			var keys signing.Keys
+			if keyFile != "" {
+				pem, err := os.ReadFile(keyFile)
+				if err != nil {
+					return err
+				}
+				if keys, err = signing.ParseKeys(pem); err != nil {
+					return fmt.Errorf("--key %s: %w", keyFile, err)
+				}
 			}
 			ref, err := oci.ParseReference(args[0], oci.SchemeOf(g.plainHTTP))
 			if err != nil {
@@ -221,16 +239,132 @@ func (g *globals) inspectCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			var prov []provenanceEntry // nil: not listed (a blob has no referrers)
+			if ref.Kind != oci.KindBlob {
+				if prov, err = listProvenance(cmd.Context(), c, ref.Repository(), d.Digest, keys); err != nil {
+					fmt.Fprintf(g.stderr, "artifacts: warning: %s\n", oneLine(err))
+				}
+			}
 			if output == "json" {
 				enc := json.NewEncoder(g.stdout)
 				enc.SetIndent("", "  ")
-				return enc.Encode(d)
+				return enc.Encode(inspectOutput{Description: d, Provenance: prov})
 			}
-			return printDescription(g.stdout, d)
+			if err := printDescription(g.stdout, d); err != nil || prov == nil {
+				return err
+			}
+			return printProvenance(g.stdout, prov)
 		},
 	}
 	cmd.Flags().StringVarP(&output, "output", "o", "text", "output format: text or json")
+	cmd.Flags().StringVar(&keyFile, "key", "", "PEM file of trusted public keys: mark each provenance verified or not")
 	return cmd
+}
+
+// inspectOutput is inspect's JSON document: the description, and the
+// provenance attached, null when it was not listed.
+type inspectOutput struct {
+	*oci.Description
+	Provenance []provenanceEntry `json:"provenance"`
+}
+
+// provenanceEntry is a provenance bundle attached to an artifact, as its
+// referrer manifest and the bundle say. Verified is set only with --key;
+// Error says why the bundle could not be read, or did not verify.
+type provenanceEntry struct {
+	Digest        string `json:"digest"`
+	PredicateType string `json:"predicateType,omitempty"`
+	Created       string `json:"created,omitempty"`
+	KeyHint       string `json:"keyHint,omitempty"`
+	Verified      *bool  `json:"verified,omitempty"`
+	Error         string `json:"error,omitempty"`
+}
+
+// listProvenance lists the Sigstore bundles attached to the manifest
+// digest in repo, checking each against keys when there are any. The
+// slice is non-nil, empty when none is attached; the error is the
+// listing's only.
+func listProvenance(ctx context.Context, c *oci.Client, repo name.Repository, digest string, keys signing.Keys) ([]provenanceEntry, error) {
+	h, err := v1.NewHash(digest)
+	if err != nil {
+		return nil, fmt.Errorf("list provenance: %w", err)
+	}
+	refs, err := c.Attached(ctx, repo, h, signing.BundleMediaType)
+	if err != nil {
+		return nil, fmt.Errorf("list provenance: %w", err)
+	}
+	out := []provenanceEntry{}
+	for _, r := range refs {
+		e := provenanceEntry{Digest: r.Digest.String()}
+		a, err := c.Attachment(ctx, repo, r.Digest, attest.MaxBundleBytes)
+		if err == nil {
+			e.PredicateType = a.Annotations[attest.AnnotationPredicateType]
+			e.Created = a.Annotations[attest.AnnotationCreated]
+			e.KeyHint, err = keyHint(a.Content)
+		}
+		if keys != nil {
+			verified := false
+			if err == nil {
+				_, _, err = signing.Verify(a.Content, keys, digest)
+				verified = err == nil
+			}
+			e.Verified = &verified
+		}
+		if err != nil {
+			e.Error = oneLine(err)
+		}
+		out = append(out, e)
+	}
+	return out, nil
+}
+
+// keyHint returns the hint of the key a Sigstore bundle says signed it:
+// its public key hint, else its DSSE signature's keyid. It verifies
+// nothing.
+func keyHint(b []byte) (string, error) {
+	var pb protobundle.Bundle
+	if err := (protojson.UnmarshalOptions{DiscardUnknown: true}).Unmarshal(b, &pb); err != nil {
+		return "", fmt.Errorf("not a Sigstore bundle: %w", err)
+	}
+	if h := pb.GetVerificationMaterial().GetPublicKey().GetHint(); h != "" {
+		return h, nil
+	}
+	for _, s := range pb.GetDsseEnvelope().GetSignatures() {
+		if s.GetKeyid() != "" {
+			return s.GetKeyid(), nil
+		}
+	}
+	return "", nil
+}
+
+func printProvenance(w io.Writer, prov []provenanceEntry) error {
+	if len(prov) == 0 {
+		_, err := fmt.Fprintln(w, "Provenance: none")
+		return err
+	}
+	fmt.Fprintln(w, "Provenance:")
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	row := func(k, v string) {
+		if v != "" {
+			fmt.Fprintf(tw, "    %s:\t%s\n", k, v)
+		}
+	}
+	for _, p := range prov {
+		fmt.Fprintf(tw, "  %s\n", p.Digest)
+		row("Predicate type", p.PredicateType)
+		row("Created", p.Created)
+		row("Key hint", p.KeyHint)
+		switch {
+		case p.Verified == nil:
+			row("Signature", "not verified (pass --key FILE to check it)")
+		case *p.Verified:
+			row("Signature", "verified (signed by a key in --key, about this digest)")
+		default:
+			row("Signature", "NOT verified")
+		}
+		row("Error", p.Error)
+	}
+	return tw.Flush()
 }
 
 func (g *globals) verifyCommand() *cobra.Command {
