@@ -66,10 +66,12 @@ const MaxBundles = 16
 type Bundle struct {
 	// Digest is the referrer's manifest digest.
 	Digest v1.Hash
-	// Content is the bundle (JSON), verified against its digest; nil when
-	// it could not be read, and Err says why.
-	Content []byte
-	Err     error
+	// Content is the bundle (JSON), verified against its digest, and
+	// Annotations the referrer's; nil when it could not be read, and Err
+	// says why.
+	Content     []byte
+	Annotations map[string]string
+	Err         error
 }
 
 // Bundles lists the provenance bundles attached to digest in repo, at
@@ -87,7 +89,7 @@ func Bundles(ctx context.Context, c *oci.Client, repo name.Repository, digest v1
 		if err != nil && (ctx.Err() != nil || errdefs.ClassOf(err) == errdefs.ErrUnavailable) {
 			return nil, err
 		}
-		out = append(out, Bundle{Digest: d.Digest, Content: a.Content, Err: err})
+		out = append(out, Bundle{Digest: d.Digest, Content: a.Content, Annotations: a.Annotations, Err: err})
 	}
 	return out, nil
 }

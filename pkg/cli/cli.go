@@ -289,23 +289,22 @@ func listProvenance(ctx context.Context, c *oci.Client, repo name.Repository, di
 	if err != nil {
 		return nil, fmt.Errorf("list provenance: %w", err)
 	}
-	refs, err := c.Attached(ctx, repo, h, signing.BundleMediaType)
+	bundles, err := attest.Bundles(ctx, c, repo, h)
 	if err != nil {
 		return nil, fmt.Errorf("list provenance: %w", err)
 	}
 	out := []provenanceEntry{}
-	for _, r := range refs {
-		e := provenanceEntry{Digest: r.Digest.String()}
-		a, err := c.Attachment(ctx, repo, r.Digest, attest.MaxBundleBytes)
+	for _, b := range bundles {
+		e := provenanceEntry{Digest: b.Digest.String(), PredicateType: b.Annotations[attest.AnnotationPredicateType],
+			Created: b.Annotations[attest.AnnotationCreated]}
+		err := b.Err
 		if err == nil {
-			e.PredicateType = a.Annotations[attest.AnnotationPredicateType]
-			e.Created = a.Annotations[attest.AnnotationCreated]
-			e.KeyHint, err = keyHint(a.Content)
+			e.KeyHint, err = keyHint(b.Content)
 		}
 		if keys != nil {
 			verified := false
 			if err == nil {
-				_, _, err = signing.Verify(a.Content, keys, digest)
+				_, _, err = signing.Verify(b.Content, keys, digest)
 				verified = err == nil
 			}
 			e.Verified = &verified
