@@ -75,7 +75,7 @@ dev-cluster: ## a single-node cluster from source on loopback, the driver deploy
 e2e: ## (re)start the dev cluster, run the example pipeline and the end-to-end tests on it (root)
 	hack/local-up.sh up
 	hack/example.sh
-	E2E_KUBECONFIG=$(LOCAL_UP_DIR)/admin.kubeconfig E2E_LOCAL_UP_DIR=$(LOCAL_UP_DIR) $(GO) test -count=1 -v -timeout 20m ./test/e2e
+	E2E_KUBECONFIG=$(LOCAL_UP_DIR)/admin.kubeconfig E2E_LOCAL_UP_DIR=$(LOCAL_UP_DIR) COSIGN=$(TOOLS_DIR)/cosign $(GO) test -count=1 -v -timeout 20m ./test/e2e
 
 dev-down: ## stop the dev cluster and remove its containers and mounts
 	hack/local-up.sh down

@@ -354,6 +354,10 @@ EOF'
   kubectl -n artifacts-csi rollout status ds/artifacts-csi-node --timeout=180s >&2
   kubectl -n artifacts-csi rollout status deploy/artifacts-controller --timeout=180s >&2
   kubectl -n artifacts-csi rollout status ds/artifacts-provider-filesystem --timeout=180s >&2
+  # The controller publishes its signing keys at its first start; kubelet
+  # puts them into the node plugin's (optional) volume at its next sync.
+  wait_for "the node plugin to see the provenance signing keys" 180 sh -c \
+    "test -s /var/lib/kubelet/pods/\$(kubectl -n artifacts-csi get pod -l app.kubernetes.io/name=artifacts-csi-node -o jsonpath='{.items[0].metadata.uid}')/volumes/kubernetes.io~configmap/signing-keys/trusted.pub"
   wait_for "the driver to register with kubelet" 60 \
     sh -c "kubectl get csinode $NODE -o jsonpath='{.spec.drivers[*].name}' | grep -q artifacts.csi.tekton.dev"
   log "ready: export KUBECONFIG=$KUBECONFIG (logs in $LOGS)"

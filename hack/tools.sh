@@ -9,7 +9,8 @@
 #                           module (envtest's KUBEBUILDER_ASSETS; ~5 min cold
 #                           on 2 cores)
 #   hack/tools.sh --cluster also kube-controller-manager, kube-scheduler,
-#                           kubelet and kubectl (hack/local-up.sh)
+#                           kubelet and kubectl (hack/local-up.sh), and cosign
+#                           (the e2e tests verify provenance with it)
 #
 #   TOOLS_DIR   where binaries go (default: $XDG_CACHE_HOME/tekton-artifacts-tools
 #               or ~/.cache/tekton-artifacts-tools)
@@ -17,6 +18,7 @@ set -euo pipefail
 
 REGISTRY_VERSION=v3.1.2   # github.com/distribution/distribution/v3 (CNCF distribution)
 ORAS_VERSION=v1.3.6       # oras.land/oras (benchmark baseline)
+COSIGN_VERSION=v3.1.3     # github.com/sigstore/cosign/v3 (verifies our provenance in e2e)
 
 TOOLS_DIR=${TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/tekton-artifacts-tools}
 mkdir -p "$TOOLS_DIR"
@@ -62,6 +64,7 @@ for arg in "$@"; do
     for c in kube-apiserver kube-controller-manager kube-scheduler kubelet kubectl; do
       build_kube "$c" "k8s.io/kubernetes/cmd/$c"
     done
+    build cosign "github.com/sigstore/cosign/v3/cmd/cosign@$COSIGN_VERSION"
     ;;
   *) echo "unknown argument $arg" >&2; exit 2 ;;
   esac

@@ -283,8 +283,15 @@ func (d *Driver) verifyInput(ctx context.Context, spec *volume.Spec, cfg config.
 	if !p.Active() {
 		return nil
 	}
-	if rec := src.producer; rec != nil && rec.Spec.TaskRun != nil {
-		p.Invocation = "taskrun/" + rec.Spec.TaskRun.UID
+	if rec := src.producer; rec != nil {
+		if rec.Spec.TaskRun != nil {
+			p.Invocation = "taskrun/" + rec.Spec.TaskRun.UID
+		}
+		// The controller signs once the output is pushed: a from: input
+		// waits for it, as it waited for the push.
+		if rec.Status.Provenance == nil {
+			return fmt.Errorf("%w: input %q: waiting for the controller to sign the provenance of %s (ArtifactRecord %s)", errNotYet, spec.Artifact, src.ref, rec.Name)
+		}
 	}
 	var (
 		res trust.Result

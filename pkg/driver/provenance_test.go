@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 
 	"google.golang.org/grpc/codes"
@@ -68,14 +69,16 @@ func TestPublishInputProvenance(t *testing.T) {
 		r.Spec.Pod.Name, r.Spec.Backend, r.Spec.Repository = "producer", "filesystem", "team"
 		r.Spec.TaskRun = &v1alpha1.ObjectReference{Name: "run-1-build", UID: "producer-uid"}
 		r.Status.Phase, r.Status.Digest, r.Status.LastUpdateTime = v1alpha1.Pushed, digestB, metav1.Now()
-		if b != nil {
-			r.Status.Provenance = &v1alpha1.Provenance{Bundle: string(b)}
+		r.Status.Provenance = &v1alpha1.Provenance{Bundle: string(b)}
+		if b == nil {
+			r.Status.Provenance = &v1alpha1.Provenance{Message: "not signed: the TaskRun does not name pod producer as its own"}
 		}
 		return r
 	}
 	ociRecord := func() v1alpha1.ArtifactRecord {
 		r := providerRecord(nil)
 		r.Spec.Backend, r.Spec.Repository, r.Status.Digest = "", repo, digestA
+		r.Status.Provenance = &v1alpha1.Provenance{Digest: "sha256:" + strings.Repeat("9", 64)}
 		return r
 	}
 	required := func(n *node) { n.config.cfg.Provenance.Required = true }
@@ -125,6 +128,12 @@ func TestPublishInputProvenance(t *testing.T) {
 			required(n)
 			n.cluster.records = []v1alpha1.ArtifactRecord{providerRecord(bundle(t, ours, digestB, "team", "build", "producer-uid"))}
 		}, testkit.InputFrom("source", "tasks.build.outputs.bin"), codes.OK, ""},
+		{"from: not signed yet", func(n *node) {
+			required(n)
+			r := ociRecord()
+			r.Status.Provenance = nil
+			n.cluster.records = []v1alpha1.ArtifactRecord{r}
+		}, testkit.InputFrom("source", "tasks.build.outputs.bin"), codes.Unavailable, "waiting for the controller to sign the provenance"},
 		{"from: a provider's, its record has none", func(n *node) {
 			required(n)
 			n.cluster.records = []v1alpha1.ArtifactRecord{providerRecord(nil)}
@@ -148,8 +157,8 @@ func TestPublishInputProvenance(t *testing.T) {
 			req := n.request("src", tc.attrs)
 			wantCode(t, tc.name, n.publish(req), tc.code, tc.says)
 			refused := slices.Contains(n.events.reasons, record.ReasonProvenanceRefused)
-			if refused != (tc.code != codes.OK) {
-				t.Errorf("events %v; want %s: %v", n.events.reasons, record.ReasonProvenanceRefused, tc.code != codes.OK)
+			if refused != (tc.code == codes.FailedPrecondition) {
+				t.Errorf("events %v; want %s: %v", n.events.reasons, record.ReasonProvenanceRefused, tc.code == codes.FailedPrecondition)
 			}
 			if tc.code != codes.OK {
 				if len(n.stores.pulls) != 0 || len(n.mounts.Mounts()) != 0 {
