@@ -18,7 +18,7 @@ import (
 	"github.com/tektoncd/artifacts-csi-driver/pkg/signing"
 )
 
-func key(t *testing.T) (*signing.ECDSA, signing.Keys) {
+func key(t testing.TB) (*signing.ECDSA, signing.Keys) {
 	t.Helper()
 	priv, err := signing.GenerateKey()
 	if err != nil {

@@ -14,9 +14,12 @@ import (
 	"github.com/tektoncd/artifacts-csi-driver/internal/testtree"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/archive"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/artifact"
+	"github.com/tektoncd/artifacts-csi-driver/pkg/attest"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/digestcache"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/mounter"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/oci"
+	"github.com/tektoncd/artifacts-csi-driver/pkg/provenance"
+	"github.com/tektoncd/artifacts-csi-driver/pkg/signing"
 )
 
 // The node plugin benchmarks run against the plugin process over its
@@ -308,4 +311,82 @@ func BenchmarkOutputFilesystem(b *testing.B) {
 		b.ReportMetric(unpublish[kind].p50(), kind+"-unpublish-p50-ms")
 	}
 	b.ReportMetric(publish["ext4"].pct(0.9), "ext4-publish-p90-ms")
+}
+
+// BenchmarkPublishVerified publishes a cached input into a new pod with
+// provenance verification on (provenance.required) and off, side by side:
+// on a verification cache hit (the digest verified before with the same
+// keys), and on a miss (the trusted keys changed, so the referrers are
+// listed, the bundle fetched and its signature checked again).
+func BenchmarkPublishVerified(b *testing.B) {
+	host := testregistry.InMemory(b, true)
+	tree := filepath.Join(b.TempDir(), "small")
+	testtree.Write(b, tree, 42)
+	ref := pushDir(b, host, tree, "small", archive.Gzip)
+	signer, pub := benchKey(b)
+	attachProvenance(b, host, ref, signer)
+	keys := filepath.Join(b.TempDir(), "trusted.pub")
+	mustOK(b, "write keys", os.WriteFile(keys, pub, 0o644))
+	verified := registryConfig(host)
+	verified["provenance.required"] = "true"
+	plugins := map[string]*plugin{
+		"off": benchPlugin(b, registryConfig(host)),
+		"on":  benchPlugin(b, verified, "--trusted-keys="+keys),
+	}
+	for _, mode := range []string{"off", "on"} {
+		mustOK(b, "first publish", plugins[mode].publish(b.Context(), newPod("warm-"+mode), "in", input("src", ref)))
+	}
+	run := func(b *testing.B, pl *plugin, before func()) {
+		var ts timings
+		for b.Loop() {
+			b.StopTimer()
+			if before != nil {
+				before()
+			}
+			p := newPod("hit")
+			b.StartTimer()
+			start := time.Now()
+			mustOK(b, "publish", pl.publish(b.Context(), p, "in", input("src", ref)))
+			ts = append(ts, time.Since(start))
+			b.StopTimer()
+			mustOK(b, "unpublish", pl.unpublish(b.Context(), p, "in"))
+			b.StartTimer()
+		}
+		ts.report(b)
+	}
+	b.Run("verify=off", func(b *testing.B) { run(b, plugins["off"], nil) })
+	b.Run("verify=on/hit", func(b *testing.B) { run(b, plugins["on"], nil) })
+	b.Run("verify=on/miss", func(b *testing.B) {
+		run(b, plugins["on"], func() {
+			// Another key trusted besides: new keys, a new cache key.
+			_, other := benchKey(b)
+			mustOK(b, "write keys", os.WriteFile(keys, append(slices.Clone(pub), other...), 0o644))
+		})
+	})
+}
+
+// benchKey makes a signing key and its PEM public key.
+func benchKey(b testing.TB) (*signing.ECDSA, []byte) {
+	priv, err := signing.GenerateKey()
+	mustOK(b, "generate key", err)
+	s, err := signing.NewECDSA(priv)
+	mustOK(b, "key", err)
+	pub, err := signing.PublicKeyPEM(s.GetPublicKey())
+	mustOK(b, "public key", err)
+	return s, pub
+}
+
+// attachProvenance attaches to ref (REPOSITORY@DIGEST) a provenance
+// signed by s, as the controller does.
+func attachProvenance(b testing.TB, host, ref string, s signing.Signer) {
+	r, err := oci.ParseReference(ref, oci.PlainHTTP)
+	mustOK(b, "parse "+ref, err)
+	d, _ := r.Digest()
+	st, err := provenance.Statement(provenance.Facts{Repository: r.Repository().Name(), Digest: d.String(), Artifact: "small",
+		Namespace: "team-a", Pod: provenance.Ref{Name: "producer", UID: "u"}})
+	mustOK(b, "statement", err)
+	bundle, err := signing.Sign(st, s)
+	mustOK(b, "sign", err)
+	_, err = attest.Push(b.Context(), oci.New(oci.Options{}), r.Repository(), d, bundle, time.Now())
+	mustOK(b, "attach", err)
 }
