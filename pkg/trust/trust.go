@@ -197,7 +197,7 @@ func (v *Verifier) Verify(ctx context.Context, digest string, p Policy, list Bun
 		}
 		c, err := verify(b.Content, keys, digest)
 		if err != nil {
-			why = append(why, fmt.Sprintf("%s: %v", b.Digest, err))
+			why = append(why, fmt.Sprintf("%s: %s", b.Digest, strings.TrimPrefix(err.Error(), ErrUntrusted.Error()+": ")))
 			continue
 		}
 		claims = append(claims, c)

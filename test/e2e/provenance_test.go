@@ -145,7 +145,7 @@ func TestProvenance(t *testing.T) {
 			`"taskRef":{"kind":"Task","name":"produce"}`, `"pipelineTask":"build"`, `"megabytes":"1"`,
 			`"invocationId":"taskrun/` + string(buildTR.GetUID()) + `"`},
 		statement(relayed): {`"digest":{"sha256":"` + relayedHex + `"}`, `"pipelineTask":"relay"`,
-			`"resolvedDependencies":[{"name":"tree","uri":"pkg:oci/artifacts@` + build.Status.Digest, `"digest":{"sha256":"` + buildHex + `"}`,
+			`"resolvedDependencies":[{"digest":{"sha256":"` + buildHex + `"},"name":"tree","uri":"pkg:oci/artifacts@` + build.Status.Digest,
 			`"invocationId":"taskrun/` + string(relayTR.GetUID()) + `"`},
 	} {
 		for _, want := range wants {
