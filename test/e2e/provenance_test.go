@@ -135,7 +135,7 @@ func TestProvenance(t *testing.T) {
 		if err := json.Compact(&compact, payload); err != nil {
 			t.Fatal(err)
 		}
-		t.Logf("cosign verified %s:\n%s", ref, stderr.String())
+		t.Logf("cosign verified %s:\n%s\nstatement: %s", ref, stderr.String(), payload)
 		return compact.String()
 	}
 	buildHex, relayedHex := strings.TrimPrefix(build.Status.Digest, "sha256:"), strings.TrimPrefix(relayed.Status.Digest, "sha256:")
