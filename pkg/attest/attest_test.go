@@ -10,6 +10,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 
 	"github.com/tektoncd/artifacts-csi-driver/internal/testregistry"
+	"github.com/tektoncd/artifacts-csi-driver/internal/testsign"
 	"github.com/tektoncd/artifacts-csi-driver/internal/testtree"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/artifact"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/attest"
@@ -19,20 +20,7 @@ import (
 )
 
 func key(t testing.TB) (*signing.ECDSA, signing.Keys) {
-	t.Helper()
-	priv, err := signing.GenerateKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := signing.NewECDSA(priv)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pub, _ := signing.PublicKeyPEM(s.GetPublicKey())
-	keys, err := signing.ParseKeys(pub)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, _, keys := testsign.Key(t)
 	return s, keys
 }
 

@@ -19,6 +19,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"github.com/tektoncd/artifacts-csi-driver/internal/testregistry"
+	"github.com/tektoncd/artifacts-csi-driver/internal/testsign"
 	"github.com/tektoncd/artifacts-csi-driver/internal/testtree"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/attest"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/oci"
@@ -30,18 +31,7 @@ import (
 // key.
 func newSigner(t *testing.T) (*signing.ECDSA, string) {
 	t.Helper()
-	priv, err := signing.GenerateKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := signing.NewECDSA(priv)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pub, err := signing.PublicKeyPEM(s.GetPublicKey())
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, pub, _ := testsign.Key(t)
 	f := filepath.Join(t.TempDir(), "cosign.pub")
 	if err := os.WriteFile(f, pub, 0o644); err != nil {
 		t.Fatal(err)
@@ -57,16 +47,9 @@ func attachProvenance(t *testing.T, ref string, s signing.Signer, created time.T
 	if err != nil {
 		t.Fatal(err)
 	}
-	st, err := provenance.Statement(provenance.Facts{Repository: d.Context().String(), Digest: d.DigestStr(), Artifact: "app",
+	b := testsign.Bundle(t, s, provenance.Facts{Repository: d.Context().String(), Digest: d.DigestStr(), Artifact: "app",
 		Namespace: "team", Pod: provenance.Ref{Name: "p", UID: "u"},
 		Inputs: []provenance.Dependency{{Artifact: "src", URI: "oci://" + ref, Digest: d.DigestStr()}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := signing.Sign(st, s)
-	if err != nil {
-		t.Fatal(err)
-	}
 	h, _ := v1.NewHash(d.DigestStr())
 	desc, err := attest.Push(context.Background(), oci.New(oci.Options{}), d.Context(), h, b, created)
 	if err != nil {

@@ -13,6 +13,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/tektoncd/artifacts-csi-driver/internal/testkit"
+	"github.com/tektoncd/artifacts-csi-driver/internal/testsign"
 	v1alpha1 "github.com/tektoncd/artifacts-csi-driver/pkg/apis/artifacts/v1alpha1"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/provenance"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/record"
@@ -20,39 +21,12 @@ import (
 	"github.com/tektoncd/artifacts-csi-driver/pkg/trust"
 )
 
-// signer makes a key; its public key is written to a file when trusted.
-func signer(t *testing.T) (*signing.ECDSA, []byte) {
-	t.Helper()
-	priv, err := signing.GenerateKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := signing.NewECDSA(priv)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pub, err := signing.PublicKeyPEM(s.GetPublicKey())
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s, pub
-}
-
 // bundle is a provenance of digest made by TaskRun uid of Task task in
 // namespace, signed by s.
 func bundle(t *testing.T, s signing.Signer, digest, namespace, task, uid string) []byte {
-	t.Helper()
-	st, err := provenance.Statement(provenance.Facts{Repository: repo, Digest: digest, Artifact: "bin", Namespace: namespace,
+	return testsign.Bundle(t, s, provenance.Facts{Repository: repo, Digest: digest, Artifact: "bin", Namespace: namespace,
 		Pod: provenance.Ref{Name: "producer", UID: "pod-uid"}, TaskRun: &provenance.Ref{Name: "run-1-build", UID: uid},
 		TaskRef: map[string]any{"name": task}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := signing.Sign(st, s)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
 }
 
 // TestPublishInputProvenance: with verification asked for (by the
@@ -62,8 +36,8 @@ func bundle(t *testing.T, s signing.Signer, digest, namespace, task, uid string)
 // an Event on the pod, and nothing fetched or mounted. A second pod's
 // publish reuses the verification.
 func TestPublishInputProvenance(t *testing.T) {
-	ours, ourPub := signer(t)
-	theirs, _ := signer(t)
+	ours, ourPub, _ := testsign.Key(t)
+	theirs, _, _ := testsign.Key(t)
 	providerRecord := func(b []byte) v1alpha1.ArtifactRecord {
 		r := v1alpha1.ArtifactRecord{ObjectMeta: metav1.ObjectMeta{Name: "producer-rec"}}
 		r.Spec.Pod.Name, r.Spec.Backend, r.Spec.Repository = "producer", "filesystem", "team"

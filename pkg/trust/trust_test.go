@@ -3,8 +3,6 @@ package trust_test
 import (
 	"bytes"
 	"context"
-	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"os"
 	"path/filepath"
@@ -13,6 +11,7 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
+	"github.com/tektoncd/artifacts-csi-driver/internal/testsign"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/attest"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/errdefs"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/provenance"
@@ -23,51 +22,16 @@ import (
 const digest = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
 
 func newKey(t *testing.T) (*signing.ECDSA, []byte) {
-	t.Helper()
-	priv, err := signing.GenerateKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := signing.NewECDSA(priv)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pub, err := signing.PublicKeyPEM(s.GetPublicKey())
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, pub, _ := testsign.Key(t)
 	return s, pub
 }
 
 // sign returns the bundle of a provenance of digest by a TaskRun of Task
 // task in namespace, signed by s.
 func sign(t *testing.T, s signing.Signer, subject, namespace, task, taskRunUID string) []byte {
-	t.Helper()
-	st, err := provenance.Statement(provenance.Facts{Repository: "registry.example/team/a", Digest: subject, Artifact: "report",
+	return testsign.Bundle(t, s, provenance.Facts{Repository: "registry.example/team/a", Digest: subject, Artifact: "report",
 		Namespace: namespace, Pod: provenance.Ref{Name: "p", UID: "pod-uid"}, TaskRun: &provenance.Ref{Name: "tr", UID: taskRunUID},
 		TaskRef: map[string]any{"name": task}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := signing.Sign(st, s)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
-}
-
-// alter rewrites the statement inside a bundle, keeping its signature.
-func alter(t *testing.T, b []byte) []byte {
-	t.Helper()
-	var doc map[string]any
-	if err := json.Unmarshal(b, &doc); err != nil {
-		t.Fatal(err)
-	}
-	env := doc["dsseEnvelope"].(map[string]any)
-	payload, _ := base64.StdEncoding.DecodeString(env["payload"].(string))
-	env["payload"] = base64.StdEncoding.EncodeToString(bytes.Replace(payload, []byte(`"team-a"`), []byte(`"team-b"`), 1))
-	out, _ := json.Marshal(doc)
-	return out
 }
 
 // keyFile writes pems to a file and returns a KeyFile reading it.
@@ -109,7 +73,7 @@ func TestVerify(t *testing.T) {
 		{"the one that meets the policy among several", trust.Policy{Namespace: "team-a"}, [][]byte{other, good}, nil, ""},
 		{"none attached", trust.Policy{Required: true}, nil, trust.ErrNoProvenance, "no provenance"},
 		{"signed by another key", trust.Policy{Required: true}, [][]byte{sign(t, theirs, digest, "team-a", "build", "tr-uid")}, trust.ErrUntrusted, "not trusted"},
-		{"statement altered", trust.Policy{Required: true}, [][]byte{alter(t, good)}, trust.ErrUntrusted, "not trusted"},
+		{"statement altered", trust.Policy{Required: true}, [][]byte{testsign.Alter(t, good, "team-a", "team-b")}, trust.ErrUntrusted, "not trusted"},
 		{"about another artifact", trust.Policy{Required: true}, [][]byte{sign(t, ours, "sha256:"+strings.Repeat("f", 64), "team-a", "build", "u")}, trust.ErrUntrusted, "not trusted"},
 		{"another namespace", trust.Policy{Required: true, Namespace: "team-a"}, [][]byte{other}, trust.ErrMismatch, `names namespace "team-b" as the producer's, and provenance.sameNamespace requires "team-a"`},
 		{"another Task", trust.Policy{Task: "build"}, [][]byte{other}, trust.ErrMismatch, `names Task "lint" as the producer, and the volume's producerTask requires "build"`},

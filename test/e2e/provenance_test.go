@@ -16,6 +16,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/tektoncd/artifacts-csi-driver/internal/testsign"
 	"github.com/tektoncd/artifacts-csi-driver/internal/testtree"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/apis/artifacts/v1alpha1"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/artifact"
@@ -176,27 +177,13 @@ func TestProvenance(t *testing.T) {
 	}
 	attach := func(subject v1.Hash, s signing.Signer, edit func([]byte) []byte) {
 		t.Helper()
-		st, err := provenance.Statement(provenance.Facts{Repository: repo.Name(), Digest: subject.String(), Artifact: "pushed",
+		b := testsign.Bundle(t, s, provenance.Facts{Repository: repo.Name(), Digest: subject.String(), Artifact: "pushed",
 			Namespace: ns, Pod: provenance.Ref{Name: "laptop", UID: "laptop"}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, err := signing.Sign(st, s)
-		if err != nil {
-			t.Fatal(err)
-		}
 		if _, err := attest.Push(t.Context(), reg, repo, subject, edit(b), time.Now()); err != nil {
 			t.Fatal(err)
 		}
 	}
-	priv, err := signing.GenerateKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	otherKey, err := signing.NewECDSA(priv)
-	if err != nil {
-		t.Fatal(err)
-	}
+	otherKey, _, _ := testsign.Key(t)
 	// The cluster's own key (the administrator may read it) signs a
 	// statement that is then altered.
 	secret := &corev1.Secret{}
@@ -209,7 +196,7 @@ func TestProvenance(t *testing.T) {
 	}
 	unsigned, otherSigned, altered := push(101), push(102), push(103)
 	attach(otherSigned, otherKey, func(b []byte) []byte { return b })
-	attach(altered, clusterKey, func(b []byte) []byte { return alterStatement(t, b, ns, "someone-else") })
+	attach(altered, clusterKey, func(b []byte) []byte { return testsign.Alter(t, b, ns, "someone-else") })
 
 	for _, tc := range []struct {
 		name   string
@@ -243,25 +230,4 @@ func TestProvenance(t *testing.T) {
 	if log := waitSucceeded(t, ok); strings.TrimSpace(log) != "relayed" {
 		t.Errorf("the signed input read %q", log)
 	}
-}
-
-// alterStatement replaces from with to in the statement inside a bundle,
-// keeping its signature.
-func alterStatement(t *testing.T, b []byte, from, to string) []byte {
-	t.Helper()
-	var doc map[string]any
-	if err := json.Unmarshal(b, &doc); err != nil {
-		t.Fatal(err)
-	}
-	env := doc["dsseEnvelope"].(map[string]any)
-	payload, err := base64.StdEncoding.DecodeString(env["payload"].(string))
-	if err != nil {
-		t.Fatal(err)
-	}
-	env["payload"] = base64.StdEncoding.EncodeToString(bytes.ReplaceAll(payload, []byte(`"`+from+`"`), []byte(`"`+to+`"`)))
-	out, err := json.Marshal(doc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/tektoncd/artifacts-csi-driver/internal/testenv"
 	"github.com/tektoncd/artifacts-csi-driver/internal/testregistry"
+	"github.com/tektoncd/artifacts-csi-driver/internal/testsign"
 	"github.com/tektoncd/artifacts-csi-driver/internal/testtree"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/archive"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/artifact"
@@ -90,19 +91,7 @@ func BenchmarkPublishCacheHit(b *testing.B) {
 		ref := pushDir(b, host, tree, name, archive.Gzip)
 		warm := newPod("warm-" + name)
 		mustOK(b, "first publish", pl.publish(b.Context(), warm, "in", input("src", ref)))
-		b.Run("tree="+name+"/publish", func(b *testing.B) {
-			var ts timings
-			for b.Loop() {
-				p := newPod("hit")
-				start := time.Now()
-				mustOK(b, "publish", pl.publish(b.Context(), p, "in", input("src", ref)))
-				ts = append(ts, time.Since(start))
-				b.StopTimer()
-				mustOK(b, "unpublish", pl.unpublish(b.Context(), p, "in"))
-				b.StartTimer()
-			}
-			ts.report(b)
-		})
+		b.Run("tree="+name+"/publish", func(b *testing.B) { benchPublish(b, pl, ref, nil) })
 		b.Run("tree="+name+"/baseline=bind-mount", func(b *testing.B) {
 			m := mounter.New()
 			src := pl.target(warm, "in")
@@ -121,6 +110,27 @@ func BenchmarkPublishCacheHit(b *testing.B) {
 			ts.report(b)
 		})
 	}
+}
+
+// benchPublish times the publish of input ref into a new pod, each
+// iteration after before (untimed, if any), and unpublishes it untimed.
+func benchPublish(b *testing.B, pl *plugin, ref string, before func()) {
+	var ts timings
+	for b.Loop() {
+		b.StopTimer()
+		if before != nil {
+			before()
+		}
+		p := newPod("hit")
+		b.StartTimer()
+		start := time.Now()
+		mustOK(b, "publish", pl.publish(b.Context(), p, "in", input("src", ref)))
+		ts = append(ts, time.Since(start))
+		b.StopTimer()
+		mustOK(b, "unpublish", pl.unpublish(b.Context(), p, "in"))
+		b.StartTimer()
+	}
+	ts.report(b)
 }
 
 // BenchmarkUnpublishOutput unpublishes an output the pod filled with a
@@ -323,7 +333,7 @@ func BenchmarkPublishVerified(b *testing.B) {
 	tree := filepath.Join(b.TempDir(), "small")
 	testtree.Write(b, tree, 42)
 	ref := pushDir(b, host, tree, "small", archive.Gzip)
-	signer, pub := benchKey(b)
+	signer, pub, _ := testsign.Key(b)
 	attachProvenance(b, host, ref, signer)
 	keys := filepath.Join(b.TempDir(), "trusted.pub")
 	mustOK(b, "write keys", os.WriteFile(keys, pub, 0o644))
@@ -336,44 +346,15 @@ func BenchmarkPublishVerified(b *testing.B) {
 	for _, mode := range []string{"off", "on"} {
 		mustOK(b, "first publish", plugins[mode].publish(b.Context(), newPod("warm-"+mode), "in", input("src", ref)))
 	}
-	run := func(b *testing.B, pl *plugin, before func()) {
-		var ts timings
-		for b.Loop() {
-			b.StopTimer()
-			if before != nil {
-				before()
-			}
-			p := newPod("hit")
-			b.StartTimer()
-			start := time.Now()
-			mustOK(b, "publish", pl.publish(b.Context(), p, "in", input("src", ref)))
-			ts = append(ts, time.Since(start))
-			b.StopTimer()
-			mustOK(b, "unpublish", pl.unpublish(b.Context(), p, "in"))
-			b.StartTimer()
-		}
-		ts.report(b)
-	}
-	b.Run("verify=off", func(b *testing.B) { run(b, plugins["off"], nil) })
-	b.Run("verify=on/hit", func(b *testing.B) { run(b, plugins["on"], nil) })
+	b.Run("verify=off", func(b *testing.B) { benchPublish(b, plugins["off"], ref, nil) })
+	b.Run("verify=on/hit", func(b *testing.B) { benchPublish(b, plugins["on"], ref, nil) })
 	b.Run("verify=on/miss", func(b *testing.B) {
-		run(b, plugins["on"], func() {
+		benchPublish(b, plugins["on"], ref, func() {
 			// Another key trusted besides: new keys, a new cache key.
-			_, other := benchKey(b)
+			_, other, _ := testsign.Key(b)
 			mustOK(b, "write keys", os.WriteFile(keys, append(slices.Clone(pub), other...), 0o644))
 		})
 	})
-}
-
-// benchKey makes a signing key and its PEM public key.
-func benchKey(b testing.TB) (*signing.ECDSA, []byte) {
-	priv, err := signing.GenerateKey()
-	mustOK(b, "generate key", err)
-	s, err := signing.NewECDSA(priv)
-	mustOK(b, "key", err)
-	pub, err := signing.PublicKeyPEM(s.GetPublicKey())
-	mustOK(b, "public key", err)
-	return s, pub
 }
 
 // attachProvenance attaches to ref (REPOSITORY@DIGEST) a provenance
@@ -382,11 +363,8 @@ func attachProvenance(b testing.TB, host, ref string, s signing.Signer) {
 	r, err := oci.ParseReference(ref, oci.PlainHTTP)
 	mustOK(b, "parse "+ref, err)
 	d, _ := r.Digest()
-	st, err := provenance.Statement(provenance.Facts{Repository: r.Repository().Name(), Digest: d.String(), Artifact: "small",
+	bundle := testsign.Bundle(b, s, provenance.Facts{Repository: r.Repository().Name(), Digest: d.String(), Artifact: "small",
 		Namespace: "team-a", Pod: provenance.Ref{Name: "producer", UID: "u"}})
-	mustOK(b, "statement", err)
-	bundle, err := signing.Sign(st, s)
-	mustOK(b, "sign", err)
 	_, err = attest.Push(b.Context(), oci.New(oci.Options{}), r.Repository(), d, bundle, time.Now())
 	mustOK(b, "attach", err)
 }
