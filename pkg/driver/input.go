@@ -283,27 +283,24 @@ func (d *Driver) verifyInput(ctx context.Context, spec *volume.Spec, cfg config.
 	if !p.Active() {
 		return nil
 	}
-	if rec := src.producer; rec != nil {
-		if rec.Spec.TaskRun != nil {
-			p.Invocation = "taskrun/" + rec.Spec.TaskRun.UID
-		}
-		// The controller signs once the output is pushed: a from: input
-		// waits for it, as it waited for the push.
-		if rec.Status.Provenance == nil {
-			return fmt.Errorf("%w: input %q: waiting for the controller to sign the provenance of %s (ArtifactRecord %s)", errNotYet, spec.Artifact, src.ref, rec.Name)
-		}
-	}
 	var (
 		res trust.Result
 		err error
 	)
-	if src.producer != nil && src.ref.Backend != store.OCI {
-		var bundle []byte
-		if prov := src.producer.Status.Provenance; prov != nil {
-			bundle = []byte(prov.Bundle)
-		}
-		res, err = d.deps.Trust.VerifyBundle(ctx, src.ref.Digest, p, bundle)
-	} else {
+	rec := src.producer
+	if rec != nil && rec.Spec.TaskRun != nil {
+		p.Invocation = "taskrun/" + rec.Spec.TaskRun.UID
+	}
+	switch {
+	case rec != nil && rec.Status.Provenance == nil:
+		// The controller signs once the output is pushed: a from: input
+		// waits for it, as it waited for the push.
+		return fmt.Errorf("%w: input %q: waiting for the controller to sign the provenance of %s (ArtifactRecord %s)", errNotYet, spec.Artifact, src.ref, rec.Name)
+	case rec != nil && !rec.Status.Provenance.Signed():
+		err = fmt.Errorf("%w: the controller has not signed it (ArtifactRecord %s): %s", trust.ErrNoProvenance, rec.Name, rec.Status.Provenance.Message)
+	case rec != nil && src.ref.Backend != store.OCI:
+		res, err = d.deps.Trust.VerifyBundle(ctx, src.ref.Digest, p, []byte(rec.Status.Provenance.Bundle))
+	default:
 		res, err = d.deps.Trust.Verify(ctx, src.ref.Digest, p, func(ctx context.Context) ([]attest.Bundle, error) {
 			return src.store.Bundles(ctx, src.ref)
 		})
@@ -326,6 +323,8 @@ func provenanceFix(err error, src source) string {
 	switch {
 	case errors.Is(err, trust.ErrNoKeys):
 		return ": the node plugin reads the trusted keys from ConfigMap artifacts-signing-keys (--trusted-keys), which the controller publishes when it runs with --sign-provenance"
+	case errors.Is(err, trust.ErrNoProvenance) && src.producer != nil && src.producer.Status.Provenance != nil && src.producer.Status.Provenance.Message != "":
+		return "" // the controller's message says why
 	case errors.Is(err, trust.ErrNoProvenance) && src.ref.Backend != store.OCI && src.producer == nil:
 		return ": a storage provider's artifact carries its provenance on its producer's ArtifactRecord; name the input with from:, not ref:"
 	case errors.Is(err, trust.ErrNoProvenance):

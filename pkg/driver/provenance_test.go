@@ -111,7 +111,8 @@ func TestPublishInputProvenance(t *testing.T) {
 		{"from: a provider's, its record has none", func(n *node) {
 			required(n)
 			n.cluster.records = []v1alpha1.ArtifactRecord{providerRecord(nil)}
-		}, testkit.InputFrom("source", "tasks.build.outputs.bin"), codes.FailedPrecondition, "no provenance"},
+		}, testkit.InputFrom("source", "tasks.build.outputs.bin"), codes.FailedPrecondition,
+			"no provenance: the controller has not signed it (ArtifactRecord producer-rec): not signed: the TaskRun does not name pod producer"},
 		{"ref: a provider's", func(n *node) {
 			required(n)
 			n.config.cfg.Backend = "filesystem"
