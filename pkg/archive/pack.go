@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"slices"
 
 	"golang.org/x/sys/unix"
 )
@@ -51,167 +50,34 @@ func Pack(ctx context.Context, dir string, w io.Writer, opts ...PackOption) (Sta
 	for _, opt := range opts {
 		opt(&o)
 	}
-	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return Stats{}, &os.PathError{Op: "open", Path: dir, Err: err}
-	}
-	defer unix.Close(fd)
-	p := &packer{
-		ctx:   ctx,
-		lim:   o.lim.withDefaults(),
-		tw:    tar.NewWriter(w),
-		links: map[inode]string{},
-		tree:  newTree(),
-		buf:   make([]byte, 256<<10),
-	}
-	if err := p.walk(fd, ""); err != nil {
-		return p.stats, err
-	}
-	if err := p.tree.checkLinks(); err != nil {
-		return p.stats, err
-	}
-	return p.stats, p.tw.Close()
-}
-
-type inode struct{ dev, ino uint64 }
-
-type packer struct {
-	ctx   context.Context
-	lim   Limits
-	tw    *tar.Writer
-	links map[inode]string // first name of each multiply-linked file
-	tree  *tree
-	buf   []byte
-	stats Stats
-}
-
-func (p *packer) walk(dirfd int, prefix string) error {
-	names, err := readDirNames(dirfd)
-	if err != nil {
-		return fmt.Errorf("read directory %q: %w", prefix, err)
-	}
-	slices.Sort(names)
-	for _, name := range names {
-		if err := p.ctx.Err(); err != nil {
+	tw := tar.NewWriter(w)
+	buf := make([]byte, 256<<10)
+	stats, err := Walk(ctx, dir, o.lim, func(e *Entry) error {
+		hdr := &tar.Header{Name: e.Name, Mode: int64(e.Mode), ModTime: Epoch, Format: tar.FormatPAX}
+		switch e.Kind {
+		case KindDir:
+			hdr.Typeflag, hdr.Name = tar.TypeDir, e.Name+"/"
+		case KindSymlink:
+			hdr.Typeflag, hdr.Linkname = tar.TypeSymlink, e.Target
+		case KindHardlink:
+			hdr.Typeflag, hdr.Linkname = tar.TypeLink, e.Target
+		case KindFile:
+			hdr.Typeflag, hdr.Size = tar.TypeReg, e.Size
+		}
+		if err := tw.WriteHeader(hdr); err != nil {
 			return err
 		}
-		if err := p.entry(dirfd, prefix, name); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-func (p *packer) entry(dirfd int, prefix, name string) error {
-	rel := prefix + name
-	var st unix.Stat_t
-	if err := unix.Fstatat(dirfd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
-		return &os.PathError{Op: "lstat", Path: rel, Err: err}
-	}
-	hdr := &tar.Header{
-		Name:    rel,
-		Mode:    int64(st.Mode & 0o777),
-		ModTime: Epoch,
-		Format:  tar.FormatPAX,
-	}
-	p.stats.Entries++
-	if p.stats.Entries > p.lim.MaxEntries {
-		return fmt.Errorf("%w: the tree has more than %d entries", ErrLimitExceeded, p.lim.MaxEntries)
-	}
-	n := len(rel)
-	if st.Mode&unix.S_IFMT == unix.S_IFDIR {
-		n++ // its name ends in "/"
-	}
-	if n > p.lim.MaxPathLength {
-		return fmt.Errorf("%w: %q...: name longer than %d bytes", ErrLimitExceeded, rel[:min(len(rel), 64)], p.lim.MaxPathLength)
-	}
-	switch st.Mode & unix.S_IFMT {
-	case unix.S_IFDIR:
-		hdr.Typeflag, hdr.Name = tar.TypeDir, rel+"/"
-		if err := p.add(rel, kindDir, "", 0); err != nil {
-			return err
-		}
-		if err := p.tw.WriteHeader(hdr); err != nil {
-			return err
-		}
-		fd, err := unix.Openat(dirfd, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
-		if err != nil {
-			return &os.PathError{Op: "open", Path: rel, Err: err}
-		}
-		defer unix.Close(fd)
-		return p.walk(fd, rel+"/")
-	case unix.S_IFLNK:
-		target, err := readlinkat(dirfd, name)
-		if err != nil {
-			return &os.PathError{Op: "readlink", Path: rel, Err: err}
-		}
-		if len(target) > p.lim.MaxPathLength {
-			return fmt.Errorf("%w: %q: link target longer than %d bytes", ErrLimitExceeded, rel, p.lim.MaxPathLength)
-		}
-		if err := p.add(rel, kindSymlink, target, 0); err != nil {
-			return err
-		}
-		hdr.Typeflag, hdr.Linkname = tar.TypeSymlink, target
-		return p.tw.WriteHeader(hdr)
-	case unix.S_IFREG:
-		if st.Nlink > 1 {
-			key := inode{uint64(st.Dev), st.Ino}
-			if first, ok := p.links[key]; ok {
-				if err := p.add(rel, kindHardlink, first, 0); err != nil {
-					return err
-				}
-				hdr.Typeflag, hdr.Linkname = tar.TypeLink, first
-				return p.tw.WriteHeader(hdr)
+		if e.Kind == KindFile {
+			if _, err := io.CopyBuffer(tw, e.Content, buf); err != nil {
+				return fmt.Errorf("pack %q: %w", e.Name, err)
 			}
-			p.links[key] = rel
 		}
-		if err := p.add(rel, kindFile, "", st.Size); err != nil {
-			return err
-		}
-		return p.file(dirfd, name, hdr, &st)
-	default:
-		return fmt.Errorf("%w: %q is a %s; only regular files, directories and symlinks can be archived",
-			ErrUnsupportedFile, rel, fileKind(st.Mode))
-	}
-}
-
-// add records an entry in the tree and charges its footprint against the
-// limits, as Extract will.
-func (p *packer) add(rel string, k kind, target string, size int64) error {
-	u, err := p.tree.add(rel, k, target, size)
+		return nil
+	})
 	if err != nil {
-		return err
+		return stats, err
 	}
-	return p.lim.charge(&p.stats.Usage, u, rel)
-}
-
-func (p *packer) file(dirfd int, name string, hdr *tar.Header, st *unix.Stat_t) error {
-	fd, err := unix.Openat(dirfd, name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return &os.PathError{Op: "open", Path: hdr.Name, Err: err}
-	}
-	f := os.NewFile(uintptr(fd), hdr.Name)
-	defer f.Close()
-	var fst unix.Stat_t
-	if err := unix.Fstat(fd, &fst); err != nil {
-		return &os.PathError{Op: "stat", Path: hdr.Name, Err: err}
-	}
-	if fst.Ino != st.Ino || fst.Dev != st.Dev {
-		return fmt.Errorf("%q was replaced while packing", hdr.Name)
-	}
-	hdr.Typeflag, hdr.Size = tar.TypeReg, st.Size
-	if err := p.tw.WriteHeader(hdr); err != nil {
-		return err
-	}
-	n, err := io.CopyBuffer(p.tw, io.LimitReader(f, st.Size), p.buf)
-	p.stats.Bytes += n
-	if err != nil {
-		return fmt.Errorf("pack %q: %w", hdr.Name, err)
-	}
-	if n != st.Size {
-		return fmt.Errorf("%q shrank while packing (%d of %d bytes)", hdr.Name, n, st.Size)
-	}
-	return nil
+	return stats, tw.Close()
 }
 
 func readDirNames(dirfd int) ([]string, error) {
