@@ -57,11 +57,13 @@ func Walk(ctx context.Context, dir string, lim Limits, visit func(*Entry) error)
 		return Stats{}, &os.PathError{Op: "open", Path: dir, Err: err}
 	}
 	defer unix.Close(fd)
-	w := &walker{ctx: ctx, lim: lim.withDefaults(), visit: visit, links: map[inode]string{}, tree: newTree()}
-	if err := w.walk(fd, ""); err != nil {
-		return w.stats, err
+	w := &walker{ctx: ctx, lim: lim.withDefaults(), visit: visit, links: map[inode]string{}, check: NewTreeCheck(lim)}
+	err = w.walk(fd, "")
+	if err == nil {
+		err = w.check.Close()
 	}
-	return w.stats, w.tree.checkLinks()
+	w.stats.Usage = w.check.Usage()
+	return w.stats, err
 }
 
 type inode struct{ dev, ino uint64 }
@@ -71,7 +73,7 @@ type walker struct {
 	lim   Limits
 	visit func(*Entry) error
 	links map[inode]string // first name of each multiply-linked file
-	tree  *tree
+	check *TreeCheck
 	stats Stats
 }
 
@@ -113,7 +115,7 @@ func (w *walker) entry(dirfd int, prefix, name string) error {
 	switch st.Mode & unix.S_IFMT {
 	case unix.S_IFDIR:
 		e.Kind = KindDir
-		if err := w.add(rel, kindDir, "", 0); err != nil {
+		if err := w.add(rel, KindDir, "", 0); err != nil {
 			return err
 		}
 		if err := w.visit(e); err != nil {
@@ -133,7 +135,7 @@ func (w *walker) entry(dirfd int, prefix, name string) error {
 		if len(target) > w.lim.MaxPathLength {
 			return fmt.Errorf("%w: %q: link target longer than %d bytes", ErrLimitExceeded, rel, w.lim.MaxPathLength)
 		}
-		if err := w.add(rel, kindSymlink, target, 0); err != nil {
+		if err := w.add(rel, KindSymlink, target, 0); err != nil {
 			return err
 		}
 		e.Kind, e.Target = KindSymlink, target
@@ -142,7 +144,7 @@ func (w *walker) entry(dirfd int, prefix, name string) error {
 		if st.Nlink > 1 {
 			key := inode{uint64(st.Dev), st.Ino}
 			if first, ok := w.links[key]; ok {
-				if err := w.add(rel, kindHardlink, first, 0); err != nil {
+				if err := w.add(rel, KindHardlink, first, 0); err != nil {
 					return err
 				}
 				e.Kind, e.Target = KindHardlink, first
@@ -150,7 +152,7 @@ func (w *walker) entry(dirfd int, prefix, name string) error {
 			}
 			w.links[key] = rel
 		}
-		if err := w.add(rel, kindFile, "", st.Size); err != nil {
+		if err := w.add(rel, KindFile, "", st.Size); err != nil {
 			return err
 		}
 		return w.file(dirfd, name, e, &st)
@@ -162,12 +164,8 @@ func (w *walker) entry(dirfd int, prefix, name string) error {
 
 // add records an entry in the tree and charges its footprint against the
 // limits, as Extract will.
-func (w *walker) add(rel string, k kind, target string, size int64) error {
-	u, err := w.tree.add(rel, k, target, size)
-	if err != nil {
-		return err
-	}
-	return w.lim.charge(&w.stats.Usage, u, rel)
+func (w *walker) add(rel string, k EntryKind, target string, size int64) error {
+	return w.check.Add(rel, k, target, size)
 }
 
 // file visits a regular file, open and checked to be the one stat saw.
