@@ -219,6 +219,7 @@ func isDigest(d string) bool {
 func (ix *Index) checkEntries(lim archive.Limits) error {
 	t := archive.NewTreeCheck(lim)
 	prev := ""
+	next := 0 // chunks are numbered in order of first use
 	for i, e := range ix.Entries {
 		if e.Path == "" || path.Clean(e.Path) != e.Path || path.IsAbs(e.Path) || e.Path == ".." || strings.HasPrefix(e.Path, "../") {
 			return invalid("entry %d: path %q", i, e.Path)
@@ -242,8 +243,11 @@ func (ix *Index) checkEntries(lim archive.Limits) error {
 			k = archive.KindFile
 			var sum int64
 			for _, ci := range e.Chunks {
-				if ci < 0 || ci >= len(ix.Chunks) {
-					return invalid("entry %q: chunk %d of %d", e.Path, ci, len(ix.Chunks))
+				if ci < 0 || ci > next || ci >= len(ix.Chunks) {
+					return invalid("entry %q: chunk %d (of %d) before chunk %d was used", e.Path, ci, len(ix.Chunks), next)
+				}
+				if ci == next {
+					next++
 				}
 				sum += ix.Chunks[ci].Size
 			}
@@ -262,6 +266,9 @@ func (ix *Index) checkEntries(lim archive.Limits) error {
 		if err := t.Add(e.Path, k, e.Target, e.Size); err != nil {
 			return err
 		}
+	}
+	if next != len(ix.Chunks) {
+		return invalid("chunks %d to %d are used by no file", next, len(ix.Chunks)-1)
 	}
 	return t.Close()
 }

@@ -1,0 +1,235 @@
+package chunked_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"reflect"
+	"runtime"
+	"strings"
+	"testing"
+
+	"github.com/tektoncd/artifacts-csi-driver/internal/testtree"
+	"github.com/tektoncd/artifacts-csi-driver/pkg/archive"
+	"github.com/tektoncd/artifacts-csi-driver/pkg/chunked"
+)
+
+// store keeps packs in memory, as a registry would.
+type store map[string][]byte
+
+func (s store) sink(_ context.Context, b chunked.Blob) error {
+	s[b.Digest] = bytes.Clone(b.Data)
+	return nil
+}
+
+func (s store) opener(ix *chunked.Index) chunked.OpenPack {
+	return func(_ context.Context, i int) (io.ReadCloser, error) {
+		return io.NopCloser(bytes.NewReader(s[ix.Packs[i].Digest])), nil
+	}
+}
+
+// build builds dir and returns its index, as a reader parses it back.
+func build(t *testing.T, dir string, s store, o chunked.Options) (*chunked.Index, []byte) {
+	t.Helper()
+	ix, _, err := chunked.Build(t.Context(), dir, o, s.sink)
+	if err != nil {
+		t.Fatal(err)
+	}
+	blob, err := chunked.Marshal(ix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	parsed, err := chunked.Parse(blob, ix.Packs, archive.Limits{})
+	if err != nil {
+		t.Fatalf("parse what Build wrote: %v", err)
+	}
+	return parsed, blob
+}
+
+func writeRandom(t *testing.T, p string, seed uint64, n int) []byte {
+	t.Helper()
+	b := make([]byte, n)
+	r := rand.New(rand.NewPCG(seed, seed))
+	for i := range b {
+		b[i] = byte(r.Uint32())
+	}
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(p, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// TestRoundTrip: what Build writes, Assemble gives back, entry for entry,
+// for both compressions, with repeated chunks within and across files.
+func TestRoundTrip(t *testing.T) {
+	for _, comp := range []string{chunked.CompressionZstd, chunked.CompressionNone} {
+		t.Run(comp, func(t *testing.T) {
+			src := t.TempDir()
+			testtree.Write(t, src, 1)
+			b := writeRandom(t, filepath.Join(src, "dup/one"), 2, 300<<10)
+			if err := os.WriteFile(filepath.Join(src, "dup/two"), append(bytes.Clone(b), b...), 0o640); err != nil {
+				t.Fatal(err)
+			}
+			s := store{}
+			ix, _ := build(t, src, s, chunked.Options{Compression: comp})
+			dest := filepath.Join(t.TempDir(), "out")
+			if err := chunked.Assemble(t.Context(), ix, dest, s.opener(ix)); err != nil {
+				t.Fatal(err)
+			}
+			if want, got := testtree.Snapshot(t, src), testtree.Snapshot(t, dest); !reflect.DeepEqual(want, got) {
+				t.Errorf("assembled tree differs:\nwant %v\ngot  %v", want, got)
+			}
+			var stored int64
+			for _, p := range ix.Packs {
+				stored += p.Size
+			}
+			if comp == chunked.CompressionNone && stored >= int64(3*len(b))+3<<20 {
+				t.Errorf("repeated chunks stored again: %d bytes of packs", stored)
+			}
+		})
+	}
+}
+
+// TestDeterministic: the same tree gives the same index and packs,
+// whatever the number of cores.
+func TestDeterministic(t *testing.T) {
+	src := t.TempDir()
+	testtree.Write(t, src, 3)
+	writeRandom(t, filepath.Join(src, "big"), 4, 12<<20)
+	var blobs [][]byte
+	for _, procs := range []int{1, 2, 4} {
+		old := runtime.GOMAXPROCS(procs)
+		_, blob := build(t, src, store{}, chunked.Options{})
+		runtime.GOMAXPROCS(old)
+		blobs = append(blobs, blob)
+	}
+	for i := range blobs[1:] {
+		if !bytes.Equal(blobs[0], blobs[i+1]) {
+			t.Fatalf("index with GOMAXPROCS %d differs", []int{1, 2, 4}[i+1])
+		}
+	}
+}
+
+// TestLocality: changing 1 MiB inside a 64 MiB file of a tree changes the
+// packs that hold it and at most the next one (at most 8 MiB each); every
+// other pack is shared with the previous version.
+func TestLocality(t *testing.T) {
+	src := t.TempDir()
+	b := writeRandom(t, filepath.Join(src, "data/big"), 5, 64<<20)
+	writeRandom(t, filepath.Join(src, "data/other"), 6, 8<<20)
+	before, after := store{}, store{}
+	ix1, _ := build(t, src, before, chunked.Options{Compression: chunked.CompressionNone})
+	copy(b[30<<20:], bytes.Repeat([]byte{7}, 1<<20))
+	if err := os.WriteFile(filepath.Join(src, "data/big"), b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ix2, _ := build(t, src, after, chunked.Options{Compression: chunked.CompressionNone})
+	var newBytes, total int64
+	for _, p := range ix2.Packs {
+		total += p.Size
+		if _, ok := before[p.Digest]; !ok {
+			newBytes += p.Size
+		}
+	}
+	if len(ix1.Packs) < 8 || newBytes > 3*8<<20 {
+		t.Errorf("%d packs before, %d after; %d of %d bytes in new packs", len(ix1.Packs), len(ix2.Packs), newBytes, total)
+	}
+	t.Logf("%d packs; after a 1 MiB change, %d of %d bytes (%.1f%%) are in new packs", len(ix2.Packs), newBytes, total, 100*float64(newBytes)/float64(total))
+}
+
+// TestCorruptPack: a chunk whose stored bytes changed is refused, and
+// nothing is left of the destination.
+func TestCorruptPack(t *testing.T) {
+	src := t.TempDir()
+	testtree.Write(t, src, 7)
+	s := store{}
+	ix, _ := build(t, src, s, chunked.Options{})
+	for d, p := range s {
+		p = bytes.Clone(p)
+		p[len(p)/2] ^= 0xff
+		s[d] = p
+	}
+	dest := filepath.Join(t.TempDir(), "out")
+	err := chunked.Assemble(t.Context(), ix, dest, s.opener(ix))
+	if !errors.Is(err, chunked.ErrCorrupt) {
+		t.Errorf("Assemble = %v, want ErrCorrupt", err)
+	}
+	if _, serr := os.Lstat(dest); !errors.Is(serr, os.ErrNotExist) {
+		t.Errorf("the destination is left after %v", err)
+	}
+}
+
+// TestParseRefuses: an index that lies is refused before anything it
+// names is fetched.
+func TestParseRefuses(t *testing.T) {
+	src := t.TempDir()
+	testtree.Write(t, src, 8)
+	good, _, err := chunked.Build(t.Context(), src, chunked.Options{}, store{}.sink)
+	if err != nil {
+		t.Fatal(err)
+	}
+	file := -1
+	for i, e := range good.Entries {
+		if e.Type == "file" && len(e.Chunks) > 0 && file < 0 {
+			file = i
+		}
+	}
+	for _, tc := range []struct {
+		name string
+		edit func(ix *chunked.Index)
+		says string
+	}{
+		{"version", func(ix *chunked.Index) { ix.Version = 2 }, "version 2"},
+		{"compression", func(ix *chunked.Index) { ix.Compression = "lz4" }, "compression"},
+		{"pack size", func(ix *chunked.Index) { ix.Packs[0].Size++ }, "the manifest's layer is"},
+		{"chunk length", func(ix *chunked.Index) { ix.Chunks[0].Length++ }, ""},
+		{"chunk size", func(ix *chunked.Index) { ix.Chunks[0].Size = 2 << 20 }, "size"},
+		{"chunk digest", func(ix *chunked.Index) { ix.Chunks[0].Digest = "sha256:xyz" }, "digest"},
+		{"file size", func(ix *chunked.Index) { ix.Entries[file].Size++ }, "its chunks hold"},
+		{"chunk used before its turn", func(ix *chunked.Index) {
+			ix.Entries[file].Chunks = append([]int{len(ix.Chunks) - 1}, ix.Entries[file].Chunks...)
+		}, "before chunk"},
+		{"traversal", func(ix *chunked.Index) { ix.Entries[0].Path = "../x" }, "path"},
+		{"absolute", func(ix *chunked.Index) { ix.Entries[0].Path = "/etc/x" }, "path"},
+		{"out of order", func(ix *chunked.Index) {
+			ix.Entries[0], ix.Entries[1] = ix.Entries[1], ix.Entries[0]
+		}, "out of order"},
+		{"symlink out of the root", func(ix *chunked.Index) {
+			ix.Entries = append(ix.Entries, chunked.Entry{Path: "zz-escape", Type: "symlink", Target: "../../etc/passwd"})
+		}, "escape"},
+		{"unknown type", func(ix *chunked.Index) { ix.Entries[0].Type = "fifo" }, "type"},
+		{"setuid", func(ix *chunked.Index) { ix.Entries[0].Mode |= 0o4000 }, "mode"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			blob, err := chunked.Marshal(good)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ix, err := chunked.Parse(blob, good.Packs, archive.Limits{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			tc.edit(ix)
+			blob, err = chunked.Marshal(ix)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = chunked.Parse(blob, good.Packs, archive.Limits{})
+			if err == nil || !strings.Contains(err.Error(), tc.says) {
+				t.Errorf("Parse = %v, want a refusal saying %q", err, tc.says)
+			}
+		})
+	}
+	// The limits of the consumer apply: a tree too large for it.
+	blob, _ := chunked.Marshal(good)
+	if _, err := chunked.Parse(blob, good.Packs, archive.Limits{MaxBytes: 1 << 20}); !errors.Is(err, archive.ErrLimitExceeded) {
+		t.Errorf("Parse within 1 MiB = %v, want ErrLimitExceeded", err)
+	}
+}
