@@ -15,6 +15,7 @@
 package archive
 
 import (
+	"io/fs"
 	"fmt"
 	"time"
 
@@ -97,6 +98,12 @@ const (
 	// tree shared by several readers must not be writable by any of them.
 	ReadOnlyModes
 )
+
+// Of returns the permission bits an entry recorded with perm gets: what
+// Extract gives it, for other layouts' readers.
+func (m Modes) Of(perm fs.FileMode, dir bool) fs.FileMode {
+	return fs.FileMode(m.mode(uint32(perm.Perm()), dir))
+}
 
 // mode returns the permission bits an entry with the archive's mode gets.
 func (m Modes) mode(archived uint32, dir bool) uint32 {

@@ -19,6 +19,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
 	"github.com/tektoncd/artifacts-csi-driver/pkg/archive"
+	"github.com/tektoncd/artifacts-csi-driver/pkg/chunked"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/errdefs"
 )
 
@@ -122,17 +123,25 @@ func Descriptor(mt types.MediaType, b []byte) v1.Descriptor {
 // Manifest returns the serialized manifest of an artifact with the given
 // config and layer, and subject when non-nil. The result is deterministic.
 func Manifest(m Metadata, config, layer v1.Descriptor, subject *v1.Descriptor) []byte {
-	return manifest(ArtifactType, config, layer, m.Annotations(), subject)
+	return manifest(ArtifactType, config, []v1.Descriptor{layer}, m.Annotations(), subject)
 }
 
-// manifest serializes a single-layer OCI image manifest.
-func manifest(artifactType string, config, layer v1.Descriptor, annotations map[string]string, subject *v1.Descriptor) []byte {
+// ChunkedManifest returns the serialized manifest of an artifact of the
+// chunked layout: its index, then its packs. The result is deterministic.
+func ChunkedManifest(m Metadata, config, index v1.Descriptor, packs []v1.Descriptor, subject *v1.Descriptor) []byte {
+	a := m.Annotations()
+	a[chunked.FormatAnnotation] = chunked.FormatChunked
+	return manifest(ArtifactType, config, append([]v1.Descriptor{index}, packs...), a, subject)
+}
+
+// manifest serializes an OCI image manifest.
+func manifest(artifactType string, config v1.Descriptor, layers []v1.Descriptor, annotations map[string]string, subject *v1.Descriptor) []byte {
 	b, _ := json.Marshal(v1.Manifest{ // cannot fail: plain strings and numbers
 		SchemaVersion: 2,
 		MediaType:     types.OCIManifestSchema1,
 		ArtifactType:  artifactType,
 		Config:        config,
-		Layers:        []v1.Descriptor{layer},
+		Layers:        layers,
 		Annotations:   annotations,
 		Subject:       subject,
 	})
@@ -152,7 +161,7 @@ type Group struct {
 // without content.
 func (g Group) Manifest() []byte {
 	empty := Descriptor(EmptyMediaType, []byte(emptyJSON))
-	return manifest(GroupArtifactType, empty, empty, map[string]string{
+	return manifest(GroupArtifactType, empty, []v1.Descriptor{empty}, map[string]string{
 		AnnotationNamespace:      g.Namespace,
 		AnnotationPipelineRun:    g.PipelineRun,
 		AnnotationPipelineRunUID: g.UID,
@@ -164,7 +173,12 @@ func EmptyBlob() []byte { return []byte(emptyJSON) }
 
 // Layout is what a consumer needs to know about a manifest's content.
 type Layout struct {
+	// Layer is the one layer of the archive layout, the file of a
+	// single-file artifact, or the index of the chunked layout.
 	Layer v1.Descriptor
+	// Packs are the chunked layout's pack layers (Chunked), in order.
+	Chunked bool
+	Packs   []v1.Descriptor
 	// FileName is set for a single-file artifact: the name to give the file.
 	// Empty for an archive.
 	FileName string
@@ -190,10 +204,23 @@ func ParseManifest(raw []byte) (*Layout, error) {
 	default:
 		return nil, fmt.Errorf("unsupported manifest media type %q", mf.MediaType)
 	}
-	if len(mf.Layers) != 1 {
+	l := &Layout{}
+	switch {
+	case mf.Annotations[chunked.FormatAnnotation] == chunked.FormatChunked:
+		if len(mf.Layers) == 0 || mf.Layers[0].MediaType != chunked.IndexMediaType {
+			return nil, fmt.Errorf("a chunked artifact's first layer must be its index (%s)", chunked.IndexMediaType)
+		}
+		for _, p := range mf.Layers[1:] {
+			if p.MediaType != chunked.PackMediaType {
+				return nil, fmt.Errorf("a chunked artifact's layer of media type %q is not a pack", p.MediaType)
+			}
+		}
+		l.Layer, l.Chunked, l.Packs = mf.Layers[0], true, mf.Layers[1:]
+	case len(mf.Layers) != 1:
 		return nil, fmt.Errorf("manifest has %d layers; an artifact has exactly one", len(mf.Layers))
+	default:
+		l.Layer = mf.Layers[0]
 	}
-	l := &Layout{Layer: mf.Layers[0]}
 	if name, ok := mf.Annotations[AnnotationName]; ok {
 		bo, _ := strconv.ParseBool(mf.Annotations[AnnotationBuildOutput])
 		l.Metadata = &Metadata{
@@ -204,7 +231,7 @@ func ParseManifest(raw []byte) (*Layout, error) {
 			BuildOutput: bo,
 		}
 	}
-	if !IsArchive(l.Layer) {
+	if !l.Chunked && !IsArchive(l.Layer) {
 		l.FileName = l.Layer.Annotations[annotationTitle]
 		if l.FileName == "" {
 			return nil, fmt.Errorf("layer of media type %q is neither a tar archive nor a titled file", l.Layer.MediaType)

@@ -11,6 +11,8 @@ import (
 	"path"
 
 	"github.com/klauspost/compress/zstd"
+
+	"github.com/tektoncd/artifacts-csi-driver/pkg/archive"
 )
 
 // ErrCorrupt marks a chunk whose bytes do not match its digest, or a pack
@@ -26,9 +28,10 @@ type OpenPack func(ctx context.Context, i int) (io.ReadCloser, error)
 // then written; a repeated chunk is copied from where it was first
 // written. Everything is created inside dest through an os.Root, so no
 // name or link can lead outside it. Files and directories get their
-// modes once written. On error dest is removed. Not safe for concurrent
-// use on the same dest.
-func Assemble(ctx context.Context, ix *Index, dest string, open OpenPack) (err error) {
+// modes once written, as modes gives them (archive.ReadOnlyModes for a
+// node's cache). On error dest is removed. Not safe for concurrent use on
+// the same dest.
+func Assemble(ctx context.Context, ix *Index, dest string, open OpenPack, modes archive.Modes) (err error) {
 	if err := os.Mkdir(dest, 0o700); err != nil {
 		return err
 	}
@@ -42,7 +45,7 @@ func Assemble(ctx context.Context, ix *Index, dest string, open OpenPack) (err e
 		return err
 	}
 	defer root.Close()
-	a := &assembler{ctx: ctx, ix: ix, root: root, open: open, at: make([]location, len(ix.Chunks))}
+	a := &assembler{ctx: ctx, ix: ix, root: root, open: open, at: make([]location, len(ix.Chunks)), modes: modes}
 	if ix.Compression == CompressionZstd {
 		if a.dec, err = zstd.NewReader(nil, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxMemory(MaxChunkSize)); err != nil {
 			return err
@@ -77,13 +80,13 @@ func Assemble(ctx context.Context, ix *Index, dest string, open OpenPack) (err e
 		}
 	}
 	// Directories last, deepest first, so that none is read-only while
-	// something is written into it.
+	// something is written into it; the root as a tar extractor leaves it.
 	for i := len(dirs) - 1; i >= 0; i-- {
-		if err := root.Chmod(dirs[i].Path, dirs[i].Mode); err != nil {
+		if err := root.Chmod(dirs[i].Path, modes.Of(dirs[i].Mode, true)); err != nil {
 			return err
 		}
 	}
-	return nil
+	return os.Chmod(dest, modes.Of(0o755, true))
 }
 
 // location is where a chunk was first written: a file and an offset.
@@ -93,12 +96,13 @@ type location struct {
 }
 
 type assembler struct {
-	ctx  context.Context
-	ix   *Index
-	root *os.Root
-	open OpenPack
-	dec  *zstd.Decoder
-	at   []location
+	ctx   context.Context
+	ix    *Index
+	root  *os.Root
+	open  OpenPack
+	dec   *zstd.Decoder
+	at    []location
+	modes archive.Modes
 
 	next     int // the next chunk the packs hold
 	pack     int // the pack open, or -1
@@ -143,7 +147,7 @@ func (a *assembler) file(e Entry) error {
 		}
 		off += c.Size
 	}
-	if err := f.Chmod(e.Mode); err != nil {
+	if err := f.Chmod(a.modes.Of(e.Mode, false)); err != nil {
 		return err
 	}
 	return f.Close()

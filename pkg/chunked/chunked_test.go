@@ -80,7 +80,7 @@ func TestRoundTrip(t *testing.T) {
 			s := store{}
 			ix, _ := build(t, src, s, chunked.Options{Compression: comp})
 			dest := filepath.Join(t.TempDir(), "out")
-			if err := chunked.Assemble(t.Context(), ix, dest, s.opener(ix)); err != nil {
+			if err := chunked.Assemble(t.Context(), ix, dest, s.opener(ix), archive.ArchiveModes); err != nil {
 				t.Fatal(err)
 			}
 			if want, got := testtree.Snapshot(t, src), testtree.Snapshot(t, dest); !reflect.DeepEqual(want, got) {
@@ -157,7 +157,7 @@ func TestCorruptPack(t *testing.T) {
 		s[d] = p
 	}
 	dest := filepath.Join(t.TempDir(), "out")
-	err := chunked.Assemble(t.Context(), ix, dest, s.opener(ix))
+	err := chunked.Assemble(t.Context(), ix, dest, s.opener(ix), archive.ArchiveModes)
 	if !errors.Is(err, chunked.ErrCorrupt) {
 		t.Errorf("Assemble = %v, want ErrCorrupt", err)
 	}

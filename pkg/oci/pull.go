@@ -65,6 +65,12 @@ func (c *Client) Pull(ctx context.Context, ref Reference, dest string) (*PullRes
 		res.Ref = dig.Name()
 	}
 	res.Layer, res.Metadata, res.FileName = layout.Layer, layout.Metadata, layout.FileName
+	if layout.Chunked {
+		if err := c.pullChunked(ctx, ref, layout, dest, res); err != nil {
+			return nil, err
+		}
+		return res, nil
+	}
 
 	src := newBlobSource(layout.Layer.Digest, c.o.Limits)
 	if src.max >= 0 && layout.Layer.Size > src.max {

@@ -46,6 +46,10 @@ type PushRequest struct {
 	// MediaType, when set, pushes the single regular file that Dir must
 	// contain as-is, with this media type, instead of an archive.
 	MediaType string
+	// Format of a directory: "" or "archive" for one tar layer,
+	// FormatChunked for the chunked layout (zstd chunks, or stored as-is
+	// with Compression None).
+	Format string
 	// Group, when set, makes the manifest's subject the group's manifest,
 	// which is pushed first (idempotently), so the referrers API lists every
 	// artifact of a PipelineRun.
@@ -88,13 +92,19 @@ func (c *Client) Push(ctx context.Context, req PushRequest) (*PushResult, error)
 	repo := req.Repository
 
 	var (
-		res = &PushResult{}
-		err error
+		res    = &PushResult{}
+		err    error
+		layers []v1.Descriptor // of the chunked layout
 	)
-	if req.MediaType != "" {
+	switch {
+	case req.MediaType != "":
 		err = c.pushFile(ctx, req, res, opts)
-	} else {
+	case req.Format == FormatChunked:
+		layers, err = c.pushChunked(ctx, req, res, opts)
+	case req.Format == "" || req.Format == "archive":
 		err = c.pushTree(ctx, req, res, opts)
+	default:
+		err = fmt.Errorf("%w: format %q (want archive or %s)", artifact.ErrInvalid, req.Format, FormatChunked)
 	}
 	if err != nil {
 		return nil, err
@@ -114,6 +124,9 @@ func (c *Client) Push(ctx context.Context, req PushRequest) (*PushResult, error)
 	}
 
 	raw := artifact.Manifest(req.Metadata, cfgDesc, res.Layer, subject)
+	if layers != nil {
+		raw = artifact.ChunkedManifest(req.Metadata, cfgDesc, layers[0], layers[1:], subject)
+	}
 	res.Manifest = artifact.Descriptor(types.OCIManifestSchema1, raw)
 	res.Manifest.ArtifactType = artifact.ArtifactType
 	res.Ref = repo.Digest(res.Manifest.Digest.String())

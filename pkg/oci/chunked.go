@@ -1,0 +1,185 @@
+package oci
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/static"
+
+	"github.com/tektoncd/artifacts-csi-driver/pkg/archive"
+	"github.com/tektoncd/artifacts-csi-driver/pkg/artifact"
+	"github.com/tektoncd/artifacts-csi-driver/pkg/chunked"
+)
+
+// FormatChunked, in PushRequest.Format, pushes a directory in the chunked
+// layout (docs/format.md).
+const FormatChunked = chunked.FormatChunked
+
+// packUploads bounds the packs one push sends at once.
+const packUploads = 4
+
+// pushChunked builds the chunked layout of req.Dir, uploads the packs the
+// registry lacks (asking for each with a HEAD, several at once, while the
+// next packs are built), then the index. It returns the layers, index
+// first.
+func (c *Client) pushChunked(ctx context.Context, req PushRequest, res *PushResult, opts []remote.Option) ([]v1.Descriptor, error) {
+	comp := chunked.CompressionZstd
+	if req.Compression == archive.None {
+		comp = chunked.CompressionNone
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var (
+		wg       sync.WaitGroup
+		slots    = make(chan struct{}, packUploads)
+		mu       sync.Mutex
+		firstErr error
+		uploaded atomic.Int64
+	)
+	fail := func(err error) {
+		mu.Lock()
+		defer mu.Unlock()
+		if firstErr == nil {
+			firstErr = err
+			cancel()
+		}
+	}
+	// The uploads run on this push's ctx: Build's own ends when it returns.
+	sink := func(buildCtx context.Context, b chunked.Blob) error {
+		select {
+		case slots <- struct{}{}:
+		case <-buildCtx.Done():
+			return buildCtx.Err()
+		}
+		data := bytes.Clone(b.Data)
+		wg.Go(func() {
+			defer func() { <-slots }()
+			d, err := v1.NewHash(b.Digest)
+			if err != nil {
+				fail(err)
+				return
+			}
+			if have, err := c.blobExists(ctx, req.Repository, d); err != nil || have {
+				if err != nil {
+					fail(fmt.Errorf("push pack to %s: %w", req.Repository, err))
+				}
+				return
+			}
+			if err := remote.WriteLayer(req.Repository, static.NewLayer(data, chunked.PackMediaType), opts...); err != nil {
+				fail(fmt.Errorf("push pack to %s: %w", req.Repository, classify(err)))
+				return
+			}
+			uploaded.Add(int64(len(data)))
+			if c.o.Progress != nil {
+				c.o.Progress(int64(len(data)))
+			}
+		})
+		return nil
+	}
+	ix, stats, err := chunked.Build(ctx, req.Dir, chunked.Options{Compression: comp, Limits: c.o.Limits}, sink)
+	wg.Wait()
+	if firstErr != nil {
+		return nil, firstErr
+	}
+	if err != nil {
+		return nil, fmt.Errorf("build the chunked layout of %s: %w", req.Dir, err)
+	}
+	blob, err := chunked.Marshal(ix)
+	if err != nil {
+		return nil, err
+	}
+	if err := remote.WriteLayer(req.Repository, static.NewLayer(blob, chunked.IndexMediaType), opts...); err != nil {
+		return nil, fmt.Errorf("push index to %s: %w", req.Repository, classify(err))
+	}
+	layers := []v1.Descriptor{artifact.Descriptor(chunked.IndexMediaType, blob)}
+	for _, p := range ix.Packs {
+		d, _ := v1.NewHash(p.Digest)
+		layers = append(layers, v1.Descriptor{MediaType: chunked.PackMediaType, Digest: d, Size: p.Size})
+	}
+	res.Layer, res.Stats, res.Reused = layers[0], stats, uploaded.Load() == 0
+	return layers, nil
+}
+
+// pullChunked fetches and checks the index of layout, then assembles the
+// tree into dest from the packs, each chunk verified before it is written.
+func (c *Client) pullChunked(ctx context.Context, ref Reference, layout *artifact.Layout, dest string, res *PullResult) error {
+	repo := ref.Repository()
+	if layout.Layer.Size > chunked.MaxIndexBytes {
+		return fmt.Errorf("%w: %s: its index declares %d bytes", archive.ErrLimitExceeded, res.Ref, layout.Layer.Size)
+	}
+	body, err := c.openBlob(ctx, repo, layout.Layer.Digest)
+	if err != nil {
+		return err
+	}
+	blob, err := readVerified(body, layout.Layer)
+	body.Close()
+	if err != nil {
+		return fmt.Errorf("fetch the index of %s: %w", res.Ref, err)
+	}
+	packs := make([]chunked.Pack, len(layout.Packs))
+	for i, p := range layout.Packs {
+		packs[i] = chunked.Pack{Digest: p.Digest.String(), Size: p.Size}
+	}
+	ix, err := chunked.Parse(blob, packs, c.o.Limits)
+	if err != nil {
+		return fmt.Errorf("%w: %s: %w", archive.ErrCorrupt, res.Ref, err)
+	}
+	open := func(ctx context.Context, i int) (io.ReadCloser, error) {
+		body, err := c.openBlob(ctx, repo, layout.Packs[i].Digest)
+		if err != nil {
+			return nil, err
+		}
+		if c.o.Progress != nil {
+			return struct {
+				io.Reader
+				io.Closer
+			}{io.TeeReader(body, &counter{progress: c.o.Progress}), body}, nil
+		}
+		return body, nil
+	}
+	// Assembled aside, then renamed: dest (absent or empty) holds the
+	// whole tree or nothing.
+	staging, err := os.MkdirTemp(filepath.Dir(dest), "."+filepath.Base(dest)+".chunked-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(staging)
+	tree := filepath.Join(staging, "tree")
+	if err := chunked.Assemble(ctx, ix, tree, open, c.o.Modes); err != nil {
+		return fmt.Errorf("assemble %s: %w", res.Ref, err)
+	}
+	if err := os.Remove(dest); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("pull into %s: %w", dest, err)
+	}
+	if err := os.Rename(tree, dest); err != nil {
+		return err
+	}
+	for _, e := range ix.Entries {
+		res.Stats.Entries++
+		res.Stats.Bytes += e.Size
+	}
+	res.Compression = archive.Compression(ix.Compression)
+	return nil
+}
+
+// readVerified reads a small blob whole and checks it against d.
+func readVerified(r io.Reader, d v1.Descriptor) ([]byte, error) {
+	b, err := io.ReadAll(io.LimitReader(r, d.Size+1))
+	if err != nil {
+		return nil, err
+	}
+	got, n, _ := v1.SHA256(bytes.NewReader(b))
+	if n != d.Size || got != d.Digest {
+		return nil, fmt.Errorf("%w: blob %s does not match its digest", archive.ErrCorrupt, d.Digest)
+	}
+	return b, nil
+}
