@@ -15,8 +15,8 @@
 package archive
 
 import (
-	"io/fs"
 	"fmt"
+	"io/fs"
 	"time"
 
 	"github.com/tektoncd/artifacts-csi-driver/pkg/errdefs"
