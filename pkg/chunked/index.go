@@ -65,7 +65,13 @@ type Index struct {
 	Packs       []Pack  `json:"packs"`
 	Chunks      []Chunk `json:"chunks"`
 	Entries     []Entry `json:"entries"`
+
+	usage archive.Usage // computed by Parse
 }
+
+// Usage is the disk footprint of the tree, by archive.Usage's rule (set
+// by Parse).
+func (ix *Index) Usage() archive.Usage { return ix.usage }
 
 // Pack is a pack blob: layers[i+1] of the manifest.
 type Pack struct {
@@ -270,6 +276,7 @@ func (ix *Index) checkEntries(lim archive.Limits) error {
 	if next != len(ix.Chunks) {
 		return invalid("chunks %d to %d are used by no file", next, len(ix.Chunks)-1)
 	}
+	ix.usage = t.Usage()
 	return t.Close()
 }
 

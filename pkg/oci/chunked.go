@@ -167,6 +167,7 @@ func (c *Client) pullChunked(ctx context.Context, ref Reference, layout *artifac
 		res.Stats.Entries++
 		res.Stats.Bytes += e.Size
 	}
+	res.Stats.Usage = ix.Usage()
 	res.Compression = archive.Compression(ix.Compression)
 	return nil
 }

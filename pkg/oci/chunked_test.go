@@ -78,7 +78,7 @@ func TestChunkedPushPull(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if pr.Metadata == nil || pr.Metadata.Name != "cache" || pr.Stats.Bytes == 0 {
+		if pr.Metadata == nil || pr.Metadata.Name != "cache" || pr.Stats.Bytes == 0 || pr.Stats.Usage.Inodes == 0 || pr.Stats.Usage.Bytes < pr.Stats.Bytes {
 			t.Errorf("pull result %+v", pr)
 		}
 		if modes == archive.ReadOnlyModes {
