@@ -101,6 +101,7 @@ func (g *globals) pushCommand() *cobra.Command {
 	var (
 		meta        artifact.Metadata
 		compression string
+		format      string
 		mediaType   string
 		group       artifact.Group
 	)
@@ -132,7 +133,10 @@ cache, compresses and uploads nothing.`,
 				abs, _ := filepath.Abs(dir)
 				meta.Name = filepath.Base(abs)
 			}
-			req := oci.PushRequest{Dir: dir, Repository: repo, Tag: tag, Metadata: meta, Compression: comp, MediaType: mediaType}
+			if format != "archive" && format != oci.FormatChunked {
+				return fmt.Errorf("unknown format %q (want archive or %s)", format, oci.FormatChunked)
+			}
+			req := oci.PushRequest{Dir: dir, Repository: repo, Tag: tag, Metadata: meta, Compression: comp, Format: format, MediaType: mediaType}
 			if group.PipelineRun != "" {
 				group.Namespace = meta.Namespace
 				req.Group = &group
@@ -155,7 +159,8 @@ cache, compresses and uploads nothing.`,
 	}
 	f := cmd.Flags()
 	f.StringVar(&meta.Name, "name", "", "artifact name (default: the base name of DIR)")
-	f.StringVar(&compression, "compression", "gzip", "archive compression: gzip, zstd or none")
+	f.StringVar(&compression, "compression", "gzip", "archive compression: gzip, zstd or none (chunked: zstd unless none)")
+	f.StringVar(&format, "format", "archive", "layout of a directory: archive (one tar layer) or chunked (content-defined chunks in packs; a new version uploads only what changed)")
 	f.StringVar(&mediaType, "media-type", "", "push the single regular file in DIR as-is with this media type, instead of an archive")
 	f.BoolVar(&meta.BuildOutput, "build-output", false, "mark the artifact as a build output (for Tekton Chains)")
 	f.StringVar(&meta.Namespace, "namespace", "", "namespace recorded in the artifact")

@@ -173,3 +173,28 @@ func TestBinaryContract(t *testing.T) {
 		t.Errorf("push to a stopped registry: code %d, stderr %q; want non-zero, one line naming the cause", code, errOut)
 	}
 }
+
+// TestPushPullChunked: push --format chunked, then pull and inspect it.
+func TestPushPullChunked(t *testing.T) {
+	t.Setenv("XDG_CACHE_HOME", t.TempDir())
+	host := testregistry.InMemory(t, true)
+	src := t.TempDir()
+	testtree.Write(t, src, 9)
+	out, _, err := run(t, "push", "--format", "chunked", src, host+"/team/cache:v1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref := lastLine(out)
+	dest := filepath.Join(t.TempDir(), "in")
+	if _, _, err := run(t, "pull", ref, dest); err != nil {
+		t.Fatal(err)
+	}
+	testtree.Equal(t, src, dest)
+	out, _, err = run(t, "inspect", ref)
+	if err != nil || !strings.Contains(out, "chunked.index.v1") {
+		t.Errorf("inspect = %q, %v", out, err)
+	}
+	if _, _, err := run(t, "push", "--format", "zip", src, host+"/team/cache:v2"); err == nil || !strings.Contains(err.Error(), `unknown format "zip"`) {
+		t.Errorf("push --format zip: %v", err)
+	}
+}

@@ -34,6 +34,7 @@ const (
 	KeyCredentialsSecret  = "oci.credentialsSecret"
 	KeyPlainHTTP          = "oci.plainHTTP"
 	KeyCompression        = "compression"
+	KeyFormat             = "format"
 	KeyMaxArtifactBytes   = "maxArtifactBytes"
 	KeyVerifyAccess       = "cache.verifyAccess"
 	KeyBackend            = "backend"
@@ -52,7 +53,7 @@ const (
 
 // Keys lists every key, in the order the documentation gives them.
 var Keys = []string{KeyBackend, KeyRepository, KeyTagPattern, KeyGroupByPipelineRun, KeyCredentialsSecret,
-	KeyPlainHTTP, KeyAllowedRepositories, KeyProviderRepository, KeyCompression, KeyMaxArtifactBytes, KeyVerifyAccess,
+	KeyPlainHTTP, KeyAllowedRepositories, KeyProviderRepository, KeyCompression, KeyFormat, KeyMaxArtifactBytes, KeyVerifyAccess,
 	KeyRetentionPolicy, KeyRetentionMaxAge, KeyProvenanceRequired, KeyProvenanceSameNamespace}
 
 // levelKeys are the keys a PipelineRun or Pipeline annotation may never
@@ -60,6 +61,12 @@ var Keys = []string{KeyBackend, KeyRepository, KeyTagPattern, KeyGroupByPipeline
 // namespace owner's.
 // (oci.allowedRepositories is the cluster's alone: see bound.)
 var levelKeys = []string{KeyRetentionPolicy, KeyRetentionMaxAge}
+
+// Formats of directory outputs (the format key).
+const (
+	FormatArchive = "archive"
+	FormatChunked = "chunked"
+)
 
 // DefaultMaxArtifactBytes is the default of maxArtifactBytes: 10Gi.
 const DefaultMaxArtifactBytes = archive.DefaultMaxBytes
@@ -91,6 +98,10 @@ type Config struct {
 	PlainHTTP bool
 	// Compression of directory outputs. Default gzip.
 	Compression archive.Compression
+	// Format of directory outputs: FormatArchive (one tar layer, the
+	// default, which Konflux and oras read) or FormatChunked (content-
+	// defined chunks in packs, docs/format.md; OCI registries only).
+	Format string
 	// MaxArtifactBytes caps an artifact's size on disk, archive.Usage:
 	// file content in 4 KiB blocks, plus 4 KiB per directory. Default 10Gi.
 	MaxArtifactBytes int64
@@ -167,6 +178,7 @@ func Defaults() Config {
 		TagPattern:         artifact.DefaultTagPattern,
 		GroupByPipelineRun: true,
 		Compression:        archive.Gzip,
+		Format:             FormatArchive,
 		MaxArtifactBytes:   DefaultMaxArtifactBytes,
 		VerifyAccess:       true,
 		Retention:          Retention{Policy: RetainKeep},
@@ -250,6 +262,10 @@ func Resolve(layers ...Layer) (Config, error) {
 			errs = append(errs, err)
 		}
 		c = next
+	}
+	if c.IsProvider() && c.Format == FormatChunked {
+		errs = append(errs, &KeyError{Key: KeyFormat, Value: c.Format, Reason: "storage providers take the archive format only, for now"})
+		c.Format = FormatArchive
 	}
 	if !c.IsProvider() && c.Repository != "" && repoLevel != LevelNamespace && !strings.Contains(c.TagPattern, "{{namespace}}") {
 		errs = append(errs, &KeyError{Level: tagLevel, Key: KeyTagPattern, Value: c.TagPattern, Reason: fmt.Sprintf(
@@ -404,6 +420,12 @@ func (c Config) Apply(data map[string]string) (Config, error) {
 				bad(k, v, "want gzip, zstd or none")
 			} else {
 				c.Compression = comp
+			}
+		case KeyFormat:
+			if v != FormatArchive && v != FormatChunked {
+				bad(k, v, "want %s or %s", FormatArchive, FormatChunked)
+			} else {
+				c.Format = v
 			}
 		case KeyMaxArtifactBytes:
 			q, err := resource.ParseQuantity(v)

@@ -24,12 +24,14 @@ func TestApply(t *testing.T) {
 			KeyGroupByPipelineRun: "false", KeyCredentialsSecret: "registry-creds", KeyPlainHTTP: "true",
 			KeyCompression: "zstd\n", KeyMaxArtifactBytes: "500Mi", KeyVerifyAccess: "false",
 			KeyBackend: "filesystem", KeyProviderRepository: "team-a/artifacts",
-			KeyRetentionPolicy: "OnRunDeletion", KeyRetentionMaxAge: "30d",
+			KeyRetentionPolicy: "OnRunDeletion", KeyRetentionMaxAge: "30d", KeyFormat: "chunked",
+			KeyProvenanceRequired: "true", KeyProvenanceSameNamespace: "true",
 		}, func(c Config) bool {
 			return reflect.DeepEqual(c, Config{Backend: "filesystem", ProviderRepository: "team-a/artifacts",
 				Repository: "localhost:5000/team/artifacts", TagPattern: "{{pod}}-{{artifact}}",
-				CredentialsSecret: "registry-creds", PlainHTTP: true, Compression: archive.Zstd, MaxArtifactBytes: 500 << 20,
-				Retention: Retention{Policy: RetainOnRunDeletion, MaxAge: 30 * 24 * time.Hour}})
+				CredentialsSecret: "registry-creds", PlainHTTP: true, Compression: archive.Zstd, Format: FormatChunked, MaxArtifactBytes: 500 << 20,
+				Retention:  Retention{Policy: RetainOnRunDeletion, MaxAge: 30 * 24 * time.Hour},
+				Provenance: Provenance{Required: true, SameNamespace: true}})
 		}, nil},
 		{"retention age as a duration", map[string]string{KeyRetentionMaxAge: "36h"},
 			func(c Config) bool { return c.Retention == Retention{Policy: RetainKeep, MaxAge: 36 * time.Hour} }, nil},
@@ -52,6 +54,7 @@ func TestApply(t *testing.T) {
 			return reflect.DeepEqual(c, d)
 		}, []string{KeyCompression, KeyMaxArtifactBytes, KeyVerifyAccess, KeyCredentialsSecret, "oci.repo"}},
 		{"empty compression", map[string]string{KeyCompression: ""}, nil, []string{KeyCompression}},
+		{"unknown format", map[string]string{KeyFormat: "zip"}, nil, []string{KeyFormat}},
 		{"backend not a name", map[string]string{KeyBackend: "../fs"}, nil, []string{KeyBackend}},
 		{"provider repository escaping", map[string]string{KeyProviderRepository: "../team-b"}, nil, []string{KeyProviderRepository}},
 		{"provider repository absolute", map[string]string{KeyProviderRepository: "/etc"}, nil, []string{KeyProviderRepository}},
@@ -165,6 +168,8 @@ func TestCeilings(t *testing.T) {
 			map[string]string{KeyProvenanceRequired: "false", KeyProvenanceSameNamespace: "false"}, nil,
 			func(c Config) bool { return c.Provenance.Required && c.Provenance.SameNamespace },
 			map[string]Level{KeyProvenanceRequired: LevelNamespace, KeyProvenanceSameNamespace: LevelNamespace}},
+		{"chunked outputs", cluster, map[string]string{KeyFormat: "chunked"}, nil,
+			func(c Config) bool { return c.Format == FormatChunked }, nil},
 		{"a namespace requires provenance", cluster, map[string]string{KeyProvenanceRequired: "true", KeyProvenanceSameNamespace: "true"}, nil,
 			func(c Config) bool {
 				return c.Provenance.Required && c.Provenance.SameNamespace && c.Provenance.Enabled()

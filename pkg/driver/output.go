@@ -44,7 +44,7 @@ func (d *Driver) publishOutput(ctx context.Context, req *csi.NodePublishVolumeRe
 	v := outputs.Volume{
 		ID: req.GetVolumeId(), Fingerprint: fp, Pod: spec.Pod, Owner: s.id,
 		Backend: cfg.Backend, Repository: cfg.RepositoryFor(spec.Pod.Namespace), PlainHTTP: cfg.PlainHTTP,
-		Compression: cfg.Compression, MediaType: spec.MediaType, MaxBytes: cfg.MaxArtifactBytes, Metadata: meta,
+		Compression: cfg.Compression, Format: cfg.Format, MediaType: spec.MediaType, MaxBytes: cfg.MaxArtifactBytes, Metadata: meta,
 	}
 	if err := nameOutput(&v, cfg, spec); err != nil {
 		return err

@@ -76,6 +76,9 @@ type Volume struct {
 	PlainHTTP   bool                `json:"plainHTTP,omitempty"`
 	Tag         string              `json:"tag,omitempty"`
 	Compression archive.Compression `json:"compression"`
+	// Format is the layout of a directory output: "" (archive) or
+	// "chunked".
+	Format string `json:"format,omitempty"`
 	MediaType   string              `json:"mediaType,omitempty"`
 	MaxBytes    int64               `json:"maxBytes"`
 	Metadata    artifact.Metadata   `json:"metadata"`

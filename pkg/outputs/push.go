@@ -44,7 +44,7 @@ func (m *Manager) push(ctx context.Context, dir string, v Volume) (*Result, erro
 	}
 	res, err := st.Push(ctx, store.PushRequest{
 		Dir: data, Repository: v.Repository, Tag: v.Tag, Metadata: v.Metadata,
-		Compression: v.Compression, MediaType: v.MediaType, Group: v.Group,
+		Compression: v.Compression, Format: v.Format, MediaType: v.MediaType, Group: v.Group,
 	})
 	if err != nil {
 		return nil, err

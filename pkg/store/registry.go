@@ -79,7 +79,7 @@ func (r registry) Push(ctx context.Context, req PushRequest) (*Pushed, error) {
 	}
 	res, err := r.client.Push(ctx, oci.PushRequest{
 		Dir: req.Dir, Repository: repo, Tag: req.Tag, Metadata: req.Metadata,
-		Compression: req.Compression, MediaType: req.MediaType, Group: req.Group,
+		Compression: req.Compression, Format: req.Format, MediaType: req.MediaType, Group: req.Group,
 	})
 	if err != nil {
 		return nil, err

@@ -144,6 +144,9 @@ type PushRequest struct {
 	Metadata artifact.Metadata
 	// Compression of a directory archive. Default gzip.
 	Compression archive.Compression
+	// Format of a directory: "" (the archive layout) or "chunked" (OCI
+	// only; docs/format.md).
+	Format string
 	// MediaType, when set, stores the single regular file Dir must hold
 	// as-is, with this media type, instead of an archive.
 	MediaType string
