@@ -80,7 +80,7 @@ func TestRoundTrip(t *testing.T) {
 			s := store{}
 			ix, _ := build(t, src, s, chunked.Options{Compression: comp})
 			dest := filepath.Join(t.TempDir(), "out")
-			if err := chunked.Assemble(t.Context(), ix, dest, s.opener(ix), archive.ArchiveModes); err != nil {
+			if _, err := chunked.Assemble(t.Context(), ix, dest, s.opener(ix), archive.ArchiveModes, nil); err != nil {
 				t.Fatal(err)
 			}
 			if want, got := testtree.Snapshot(t, src), testtree.Snapshot(t, dest); !reflect.DeepEqual(want, got) {
@@ -157,7 +157,7 @@ func TestCorruptPack(t *testing.T) {
 		s[d] = p
 	}
 	dest := filepath.Join(t.TempDir(), "out")
-	err := chunked.Assemble(t.Context(), ix, dest, s.opener(ix), archive.ArchiveModes)
+	_, err := chunked.Assemble(t.Context(), ix, dest, s.opener(ix), archive.ArchiveModes, nil)
 	if !errors.Is(err, chunked.ErrCorrupt) {
 		t.Errorf("Assemble = %v, want ErrCorrupt", err)
 	}
@@ -231,5 +231,67 @@ func TestParseRefuses(t *testing.T) {
 	blob, _ := chunked.Marshal(good)
 	if _, err := chunked.Parse(blob, good.Packs, archive.Limits{MaxBytes: 1 << 20}); !errors.Is(err, archive.ErrLimitExceeded) {
 		t.Errorf("Parse within 1 MiB = %v, want ErrLimitExceeded", err)
+	}
+}
+
+// treeChunks is a Local over a tree assembled before, as a node's cache
+// holds one; lie makes it give wrong bytes.
+type treeChunks struct {
+	dir  string
+	locs map[string]chunked.Location
+	lie  bool
+}
+
+func (l treeChunks) Chunk(digest string, p []byte) bool {
+	loc, ok := l.locs[digest]
+	if !ok || loc.Size != int64(len(p)) {
+		return false
+	}
+	f, err := os.Open(filepath.Join(l.dir, loc.Path))
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	if _, err := f.ReadAt(p, loc.Offset); err != nil {
+		return false
+	}
+	if l.lie {
+		p[0] ^= 1
+	}
+	return true
+}
+
+// TestLocal: a node holding the previous version of a tree fetches only
+// the packs of the chunks it lacks; chunks it holds wrongly are fetched.
+func TestLocal(t *testing.T) {
+	src := t.TempDir()
+	b := writeRandom(t, filepath.Join(src, "data/big"), 9, 40<<20)
+	testtree.Write(t, filepath.Join(src, "tree"), 10)
+	s := store{}
+	v1, _ := build(t, src, s, chunked.Options{})
+	old := filepath.Join(t.TempDir(), "v1")
+	total, err := chunked.Assemble(t.Context(), v1, old, s.opener(v1), archive.ReadOnlyModes, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	copy(b[20<<20:], bytes.Repeat([]byte{3}, 1<<20))
+	if err := os.WriteFile(filepath.Join(src, "data/big"), b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	v2, _ := build(t, src, s, chunked.Options{})
+	for _, lie := range []bool{false, true} {
+		dest := filepath.Join(t.TempDir(), "v2")
+		fetched, err := chunked.Assemble(t.Context(), v2, dest, s.opener(v2), archive.ReadOnlyModes, treeChunks{old, v1.Locations(), lie})
+		if err != nil {
+			t.Fatal(err)
+		}
+		testtree.EqualMounted(t, src, dest)
+		switch {
+		case !lie && fetched > 3*8<<20:
+			t.Errorf("fetched %d bytes of %d with the previous version at hand", fetched, total)
+		case lie && fetched < total*9/10:
+			t.Errorf("a lying local store: fetched %d bytes of %d", fetched, total)
+		}
+		t.Logf("lie=%v: fetched %d of %d bytes (%.1f%%)", lie, fetched, total, 100*float64(fetched)/float64(total))
 	}
 }

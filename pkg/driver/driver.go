@@ -148,6 +148,7 @@ type Driver struct {
 	inflight sync.Map // volume id → struct{}: a call is in progress
 	grants   *grants
 	fills    chan struct{} // a slot per cache fill running
+	chunks   *localChunks  // the chunks of chunked artifacts in the cache
 
 	mu     sync.Mutex
 	inputs map[string]*inputVolume
@@ -167,7 +168,7 @@ func New(ctx context.Context, o *Options, version string, deps Deps) (*Driver, e
 		deps.Trust = &trust.Verifier{Keys: &trust.KeyFile{Path: o.TrustedKeys}}
 	}
 	d := &Driver{o: o, version: version, deps: deps, inputs: map[string]*inputVolume{}, grants: newGrants(o.CacheGrantTTL),
-		fills: make(chan struct{}, max(o.FillWorkers, 1))}
+		fills: make(chan struct{}, max(o.FillWorkers, 1)), chunks: newLocalChunks(deps.Cache)}
 	if err := d.loadInputs(ctx); err != nil {
 		return nil, err
 	}

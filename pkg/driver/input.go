@@ -250,11 +250,14 @@ func (d *Driver) fill(src source, maxBytes int64) cache.FillUsageFunc {
 		case <-ctx.Done():
 			return archive.Usage{}, ctx.Err()
 		}
-		res, err := src.store.Pull(ctx, src.ref, dest, archive.Limits{MaxBytes: maxBytes})
+		local, release := d.chunks.forFill()
+		defer release()
+		res, err := src.store.Pull(ctx, src.ref, dest, store.PullOptions{Limits: archive.Limits{MaxBytes: maxBytes}, Local: local})
 		if err != nil {
 			return archive.Usage{}, err
 		}
-		d.deps.Metrics.Pulled(res.Layer.Size)
+		d.deps.Metrics.Pulled(res.Fetched)
+		d.chunks.add(src.ref.CacheKey(), res.Chunks)
 		return res.Stats.Usage, nil
 	}
 }

@@ -104,7 +104,7 @@ func (f *fakeStore) Check(_ context.Context, ref store.Ref) (string, error) {
 	return "", nil
 }
 
-func (f *fakeStore) Pull(_ context.Context, ref store.Ref, dest string, _ archive.Limits) (*store.Pulled, error) {
+func (f *fakeStore) Pull(_ context.Context, ref store.Ref, dest string, _ store.PullOptions) (*store.Pulled, error) {
 	running := f.s.pulling.Add(1)
 	defer f.s.pulling.Add(-1)
 	for m := f.s.mostPulling.Load(); running > m && !f.s.mostPulling.CompareAndSwap(m, running); m = f.s.mostPulling.Load() {

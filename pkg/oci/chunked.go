@@ -154,7 +154,9 @@ func (c *Client) pullChunked(ctx context.Context, ref Reference, layout *artifac
 	}
 	defer os.RemoveAll(staging)
 	tree := filepath.Join(staging, "tree")
-	if err := chunked.Assemble(ctx, ix, tree, open, c.o.Modes); err != nil {
+	fetched, err := chunked.Assemble(ctx, ix, tree, open, c.o.Modes, c.local)
+	res.Fetched = int64(len(blob)) + fetched
+	if err != nil {
 		return fmt.Errorf("assemble %s: %w", res.Ref, err)
 	}
 	if err := os.Remove(dest); err != nil && !errors.Is(err, os.ErrNotExist) {
@@ -168,6 +170,7 @@ func (c *Client) pullChunked(ctx context.Context, ref Reference, layout *artifac
 		res.Stats.Bytes += e.Size
 	}
 	res.Stats.Usage = ix.Usage()
+	res.Chunks = ix.Locations()
 	res.Compression = archive.Compression(ix.Compression)
 	return nil
 }

@@ -26,6 +26,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 
 	"github.com/tektoncd/artifacts-csi-driver/pkg/archive"
+	"github.com/tektoncd/artifacts-csi-driver/pkg/chunked"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/digestcache"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/errdefs"
 )
@@ -85,6 +86,7 @@ type Options struct {
 type Client struct {
 	o          Options
 	transports *transportCache
+	local      chunked.Local // WithLocal
 }
 
 // New returns a Client with o's zero fields set to their defaults.
@@ -118,6 +120,15 @@ func (c *Client) With(kc authn.Keychain) *Client {
 func (c *Client) WithLimits(l archive.Limits) *Client {
 	n := *c
 	n.o.Limits = l
+	return &n
+}
+
+// WithLocal returns a client whose pulls of chunked artifacts take the
+// chunks l has from l rather than from the registry (verified all the
+// same). Default: none.
+func (c *Client) WithLocal(l chunked.Local) *Client {
+	n := *c
+	n.local = l
 	return &n
 }
 

@@ -20,6 +20,7 @@ import (
 
 	"github.com/tektoncd/artifacts-csi-driver/pkg/archive"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/artifact"
+	"github.com/tektoncd/artifacts-csi-driver/pkg/chunked"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/errdefs"
 )
 
@@ -38,6 +39,10 @@ type PullResult struct {
 	Compression archive.Compression
 	// Stats counts what was extracted.
 	Stats archive.Stats
+	// Chunks, for the chunked layout, says where each chunk is in dest.
+	Chunks map[string]chunked.Location
+	// Fetched counts the blob bytes read from the registry.
+	Fetched int64
 }
 
 // Pull fetches the artifact ref names and extracts it into dest, which must
@@ -98,6 +103,7 @@ func (c *Client) Pull(ctx context.Context, ref Reference, dest string) (*PullRes
 		}
 		return nil, fmt.Errorf("extract %s: %w", res.Ref, err)
 	}
+	res.Fetched = src.n
 	return res, nil
 }
 

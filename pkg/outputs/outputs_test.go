@@ -471,7 +471,7 @@ func (p *fakeProvider) Bundles(context.Context, store.Ref) ([]attest.Bundle, err
 func (p *fakeProvider) Check(context.Context, store.Ref) (string, error) {
 	panic("not used")
 }
-func (p *fakeProvider) Pull(context.Context, store.Ref, string, archive.Limits) (*store.Pulled, error) {
+func (p *fakeProvider) Pull(context.Context, store.Ref, string, store.PullOptions) (*store.Pulled, error) {
 	panic("not used")
 }
 

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/tektoncd/artifacts-csi-driver/pkg/archive"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/attest"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/errdefs"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/provider"
@@ -39,12 +38,12 @@ func (p providerStore) Check(ctx context.Context, ref Ref) (string, error) {
 	return loc, err
 }
 
-func (p providerStore) Pull(ctx context.Context, ref Ref, dest string, lim archive.Limits) (*Pulled, error) {
-	res, err := p.client.Pull(ctx, p.name, p.scope(ref.Repository), ref.Digest, dest, lim)
+func (p providerStore) Pull(ctx context.Context, ref Ref, dest string, o PullOptions) (*Pulled, error) {
+	res, err := p.client.Pull(ctx, p.name, p.scope(ref.Repository), ref.Digest, dest, o.Limits)
 	if err != nil {
 		return nil, err
 	}
-	return &Pulled{Layer: res.Layer, Stats: res.Stats}, nil
+	return &Pulled{Layer: res.Layer, Stats: res.Stats, Fetched: res.Layer.Size}, nil
 }
 
 // Bundles implements Store: a provider keeps no attachments.

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 
-	"github.com/tektoncd/artifacts-csi-driver/pkg/archive"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/attest"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/errdefs"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/oci"
@@ -48,16 +47,16 @@ func (r registry) Check(ctx context.Context, ref Ref) (string, error) {
 	return "", r.client.Check(ctx, parsed)
 }
 
-func (r registry) Pull(ctx context.Context, ref Ref, dest string, lim archive.Limits) (*Pulled, error) {
+func (r registry) Pull(ctx context.Context, ref Ref, dest string, o PullOptions) (*Pulled, error) {
 	parsed, err := r.reference(ref)
 	if err != nil {
 		return nil, err
 	}
-	res, err := r.client.WithLimits(lim).Pull(ctx, parsed, dest)
+	res, err := r.client.WithLimits(o.Limits).WithLocal(o.Local).Pull(ctx, parsed, dest)
 	if err != nil {
 		return nil, err
 	}
-	return &Pulled{Layer: res.Layer, Stats: res.Stats}, nil
+	return &Pulled{Layer: res.Layer, Stats: res.Stats, Chunks: res.Chunks, Fetched: res.Fetched}, nil
 }
 
 func (r registry) Bundles(ctx context.Context, ref Ref) ([]attest.Bundle, error) {

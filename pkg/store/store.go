@@ -26,6 +26,7 @@ import (
 	"github.com/tektoncd/artifacts-csi-driver/pkg/archive"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/artifact"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/attest"
+	"github.com/tektoncd/artifacts-csi-driver/pkg/chunked"
 )
 
 // OCI is the backend of OCI registries. Any other backend is the name of a
@@ -45,9 +46,9 @@ type Store interface {
 	// store says so (a provider's location), else "".
 	Check(ctx context.Context, ref Ref) (location string, err error)
 	// Pull fetches ref, verifies it against its digest and extracts it
-	// into dest, which must not exist, within lim. Nothing is left in dest
+	// into dest, which must not exist, as o says. Nothing is left in dest
 	// on error.
-	Pull(ctx context.Context, ref Ref, dest string, lim archive.Limits) (*Pulled, error)
+	Pull(ctx context.Context, ref Ref, dest string, o PullOptions) (*Pulled, error)
 	// Bundles returns the signed provenance bundles attached to ref, as
 	// attest.Bundles reads them; none for a Konflux blob reference, or
 	// for a store that keeps no attachments (a storage provider: the
@@ -161,6 +162,20 @@ type Pulled struct {
 	Layer v1.Descriptor
 	// Stats counts what was extracted.
 	Stats archive.Stats
+	// Fetched counts the bytes read from the store.
+	Fetched int64
+	// Chunks, for an artifact of the chunked layout, says where in dest
+	// each of its chunks is, for later pulls' PullOptions.Local.
+	Chunks map[string]chunked.Location
+}
+
+// PullOptions configure a Pull.
+type PullOptions struct {
+	// Limits bound what is extracted. Default: archive's.
+	Limits archive.Limits
+	// Local gives the chunks of a chunked artifact that the node holds
+	// already (verified all the same). Default: none.
+	Local chunked.Local
 }
 
 // Pushed describes a stored artifact.

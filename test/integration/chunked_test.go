@@ -1,6 +1,12 @@
 package integration
 
 import (
+	"bytes"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -12,13 +18,16 @@ import (
 
 // TestChunkedHandover: with format: chunked, the plugin process pushes an
 // output in the chunked layout to a real registry process, and a consumer
-// pod gets the same tree, read-only, from it.
+// pod gets the same tree, read-only, from it. A second version, 1 MiB
+// changed in a 32 MiB file, is then published on the same node: the
+// plugin downloads the packs of what changed, not the tree.
 func TestChunkedHandover(t *testing.T) {
 	ctx := t.Context()
 	dist := testregistry.StartDistribution(t)
 	cfg := registryConfig(dist.Host)
 	cfg["format"] = "chunked"
-	pl := newPlugin(t, cfg)
+	httpAddr := freeAddr(t)
+	pl := newPlugin(t, cfg, "--http-address="+httpAddr)
 	pl.start()
 	produce(t, pl, "producer", 21)
 	ref := waitForTag(t, dist.Host+"/team-a/artifacts:team-a.producer.build", 30*time.Second)
@@ -37,4 +46,45 @@ func TestChunkedHandover(t *testing.T) {
 	testtree.Write(t, want, 21)
 	testtree.EqualMounted(t, want, pl.target(consumer, "in"))
 	mustOK(t, "unpublish input", pl.unpublish(ctx, consumer, "in"))
+
+	// Two versions of a tree with a 32 MiB file, 1 MiB apart.
+	big := make([]byte, 32<<20)
+	rnd := rand.New(rand.NewPCG(3, 4))
+	for i := range big {
+		big[i] = byte(rnd.Uint32())
+	}
+	version := func(name string) (string, string) {
+		t.Helper()
+		p := newPod(name)
+		mustOK(t, "publish output", pl.publish(ctx, p, "out", output("build")))
+		mustOK(t, "write", os.WriteFile(filepath.Join(pl.target(p, "out"), "big"), big, 0o644))
+		src := t.TempDir()
+		mustOK(t, "write", os.WriteFile(filepath.Join(src, "big"), big, 0o644))
+		mustOK(t, "unpublish output", pl.unpublish(ctx, p, "out"))
+		return waitForTag(t, dist.Host+"/team-a/artifacts:team-a."+name+".build", 30*time.Second), src
+	}
+	pulled := func() int64 {
+		for _, line := range strings.Split(scrape(t, "http://"+httpAddr+"/metrics"), "\n") {
+			if v, ok := strings.CutPrefix(line, "artifacts_csi_pulled_bytes_total "); ok {
+				n, _ := strconv.ParseFloat(v, 64)
+				return int64(n)
+			}
+		}
+		return 0
+	}
+	v1, _ := version("v1")
+	copy(big[16<<20:], bytes.Repeat([]byte{9}, 1<<20))
+	v2, src2 := version("v2")
+	before := pulled()
+	mustOK(t, "publish v1", pl.publish(ctx, newPod("read-v1"), "in", input("source", v1)))
+	cold := pulled() - before
+	before = pulled()
+	reader := newPod("read-v2")
+	mustOK(t, "publish v2", pl.publish(ctx, reader, "in", input("source", v2)))
+	warm := pulled() - before
+	testtree.EqualMounted(t, src2, pl.target(reader, "in"))
+	if cold < 32<<20 || warm > cold/4 {
+		t.Errorf("v1 pulled %d bytes; v2, with v1 in the cache, %d", cold, warm)
+	}
+	t.Logf("v1 pulled %d bytes; v2, 1 MiB changed, with v1 in the cache: %d (%.1f%%)", cold, warm, 100*float64(warm)/float64(cold))
 }
