@@ -78,11 +78,11 @@ type Volume struct {
 	Compression archive.Compression `json:"compression"`
 	// Format is the layout of a directory output: "" (archive) or
 	// "chunked".
-	Format string `json:"format,omitempty"`
-	MediaType   string              `json:"mediaType,omitempty"`
-	MaxBytes    int64               `json:"maxBytes"`
-	Metadata    artifact.Metadata   `json:"metadata"`
-	Group       *artifact.Group     `json:"group,omitempty"`
+	Format    string            `json:"format,omitempty"`
+	MediaType string            `json:"mediaType,omitempty"`
+	MaxBytes  int64             `json:"maxBytes"`
+	Metadata  artifact.Metadata `json:"metadata"`
+	Group     *artifact.Group   `json:"group,omitempty"`
 
 	State       State     `json:"state"`
 	PublishedAt time.Time `json:"publishedAt"`
