@@ -53,8 +53,9 @@ lint: ## gofmt, go vet and go mod tidy check
 
 # A count, not a duration: with a duration, Go 1.26's fuzz coordinator can
 # fail a clean run with "context deadline exceeded" (golang/go#75804).
-fuzz: ## run the extraction fuzzer for FUZZTIME executions (default 50000x)
+fuzz: ## run the extraction and chunked-index fuzzers for FUZZTIME executions each (default 50000x)
 	$(GO) test ./pkg/archive -run '^$$' -fuzz FuzzExtract -fuzztime $${FUZZTIME:-50000x} -fuzzminimizetime 5s
+	$(GO) test ./pkg/chunked -run '^$$' -fuzz FuzzIndex -fuzztime $${FUZZTIME:-50000x} -fuzzminimizetime 5s
 
 bench: build ## side-by-side benchmark against the Konflux baseline (see docs/benchmarks.md)
 	test/bench/run.sh
