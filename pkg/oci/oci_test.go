@@ -45,7 +45,7 @@ var registries = []struct {
 	{"distribution", func(t *testing.T) string { return testregistry.StartDistribution(t).Host }, false},
 }
 
-func repo(t *testing.T, host, path string) name.Repository {
+func repo(t testing.TB, host, path string) name.Repository {
 	t.Helper()
 	r, err := name.NewRepository(host+"/"+path, name.Insecure)
 	if err != nil {
