@@ -11,6 +11,7 @@ import (
 	"path"
 
 	"github.com/klauspost/compress/zstd"
+	"golang.org/x/sys/unix"
 
 	"github.com/tektoncd/artifacts-csi-driver/pkg/archive"
 )
@@ -30,27 +31,68 @@ type Local interface {
 	Chunk(digest string, p []byte) bool
 }
 
+// LocalFiles is what a Local may also offer: whole files of trees
+// assembled before. File returns the path of a regular file whose content
+// is exactly the chunks whose digests' FileKey is key, and its mode;
+// Assemble links it into the new tree (a hardlink: no data copied) when
+// the size and mode match what the index says. Such trees must be as
+// trusted as the cache they are in: their files are not hashed again.
+type LocalFiles interface {
+	File(key string) (path string, ok bool)
+}
+
+// FileKey names the content of a file by its chunks' digests, for
+// LocalFiles.
+func FileKey(digests []string) string {
+	h := sha256.New()
+	for _, d := range digests {
+		h.Write([]byte(d))
+		h.Write([]byte{0})
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+func (ix *Index) fileKey(e Entry) string {
+	digests := make([]string, len(e.Chunks))
+	for i, ci := range e.Chunks {
+		digests[i] = ix.Chunks[ci].Digest
+	}
+	return FileKey(digests)
+}
+
 // Location is where a chunk's bytes are in an assembled tree.
 type Location struct {
 	Path         string
 	Offset, Size int64
 }
 
-// Locations returns where each chunk is first found in the tree ix
-// describes: a file's path and an offset in it.
-func (ix *Index) Locations() map[string]Location {
-	locs := make(map[string]Location, len(ix.Chunks))
+// Contents says where the chunks and files of an assembled tree are, for
+// a later Assemble's Local.
+type Contents struct {
+	// Chunks: where each chunk is first found, by digest.
+	Chunks map[string]Location
+	// Files: a file's path by its FileKey (the files with content).
+	Files map[string]string
+}
+
+// Contents returns what the tree ix describes holds, and where.
+func (ix *Index) Contents() *Contents {
+	c := &Contents{Chunks: make(map[string]Location, len(ix.Chunks)), Files: map[string]string{}}
 	for _, e := range ix.Entries {
+		if e.Type != entryFile || len(e.Chunks) == 0 {
+			continue
+		}
+		c.Files[ix.fileKey(e)] = e.Path
 		var off int64
 		for _, ci := range e.Chunks {
-			c := ix.Chunks[ci]
-			if _, ok := locs[c.Digest]; !ok {
-				locs[c.Digest] = Location{Path: e.Path, Offset: off, Size: c.Size}
+			ch := ix.Chunks[ci]
+			if _, ok := c.Chunks[ch.Digest]; !ok {
+				c.Chunks[ch.Digest] = Location{Path: e.Path, Offset: off, Size: ch.Size}
 			}
-			off += c.Size
+			off += ch.Size
 		}
 	}
-	return locs
+	return c
 }
 
 // Assemble writes the tree ix (from Parse, or Build) describes into dest,
@@ -161,6 +203,9 @@ func (a *assembler) file(e Entry) error {
 	if err := a.parent(e.Path); err != nil {
 		return err
 	}
+	if a.linked(e) {
+		return nil
+	}
 	f, err := a.root.OpenFile(e.Path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
 		return err
@@ -188,6 +233,42 @@ func (a *assembler) file(e Entry) error {
 		return err
 	}
 	return f.Close()
+}
+
+// linked links e from a tree local holds, when it offers one of the same
+// content, size and mode, and reports whether it did. The chunks of e it
+// would have been the first to use count as written there.
+func (a *assembler) linked(e Entry) bool {
+	lf, ok := a.local.(LocalFiles)
+	if !ok || len(e.Chunks) == 0 {
+		return false
+	}
+	src, ok := lf.File(a.ix.fileKey(e))
+	if !ok {
+		return false
+	}
+	st, err := os.Lstat(src)
+	if err != nil || !st.Mode().IsRegular() || st.Size() != e.Size || st.Mode().Perm() != a.modes.Of(e.Mode, false) {
+		return false
+	}
+	dir, err := a.root.Open(path.Dir(e.Path))
+	if err != nil {
+		return false
+	}
+	defer dir.Close()
+	// link(2) does not follow src if it is a symlink: Lstat said it is not.
+	if unix.Linkat(unix.AT_FDCWD, src, int(dir.Fd()), path.Base(e.Path), 0) != nil {
+		return false
+	}
+	var off int64
+	for _, ci := range e.Chunks {
+		if ci == a.next {
+			a.at[ci] = location{e.Path, off}
+			a.next++
+		}
+		off += a.ix.Chunks[ci].Size
+	}
+	return true
 }
 
 // read returns the next chunk, from local or from the packs, verified.

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"math/rand/v2"
 	"os"
@@ -237,13 +238,19 @@ func TestParseRefuses(t *testing.T) {
 // treeChunks is a Local over a tree assembled before, as a node's cache
 // holds one; lie makes it give wrong bytes.
 type treeChunks struct {
-	dir  string
-	locs map[string]chunked.Location
-	lie  bool
+	dir   string
+	c     *chunked.Contents
+	lie   bool
+	files bool // offer whole files too
+}
+
+func (l treeChunks) File(key string) (string, bool) {
+	p, ok := l.c.Files[key]
+	return filepath.Join(l.dir, p), ok && l.files && !l.lie
 }
 
 func (l treeChunks) Chunk(digest string, p []byte) bool {
-	loc, ok := l.locs[digest]
+	loc, ok := l.c.Chunks[digest]
 	if !ok || loc.Size != int64(len(p)) {
 		return false
 	}
@@ -279,9 +286,13 @@ func TestLocal(t *testing.T) {
 		t.Fatal(err)
 	}
 	v2, _ := build(t, src, s, chunked.Options{})
-	for _, lie := range []bool{false, true} {
-		dest := filepath.Join(t.TempDir(), "v2")
-		fetched, err := chunked.Assemble(t.Context(), v2, dest, s.opener(v2), archive.ReadOnlyModes, treeChunks{old, v1.Locations(), lie})
+	for _, tc := range []struct{ lie, files bool }{{false, false}, {false, true}, {true, false}} {
+		lie := tc.lie
+		dest := filepath.Join(old+"-next", fmt.Sprint(tc.lie, tc.files)) // on old's filesystem, for links
+		if err := os.MkdirAll(filepath.Dir(dest), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		fetched, err := chunked.Assemble(t.Context(), v2, dest, s.opener(v2), archive.ReadOnlyModes, treeChunks{old, v1.Contents(), lie, tc.files})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -292,6 +303,13 @@ func TestLocal(t *testing.T) {
 		case lie && fetched < total*9/10:
 			t.Errorf("a lying local store: fetched %d bytes of %d", fetched, total)
 		}
-		t.Logf("lie=%v: fetched %d of %d bytes (%.1f%%)", lie, fetched, total, 100*float64(fetched)/float64(total))
+		t.Logf("lie=%v files=%v: fetched %d of %d bytes (%.1f%%)", lie, tc.files, fetched, total, 100*float64(fetched)/float64(total))
+		if tc.files {
+			a, _ := os.Stat(filepath.Join(old, "tree/bin/tool"))
+			b, _ := os.Stat(filepath.Join(dest, "tree/bin/tool"))
+			if !os.SameFile(a, b) {
+				t.Error("an unchanged file was not linked from the previous version")
+			}
+		}
 	}
 }

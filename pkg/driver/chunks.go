@@ -2,6 +2,7 @@ package driver
 
 import (
 	"os"
+	"path/filepath"
 	"sync"
 
 	"github.com/tektoncd/artifacts-csi-driver/pkg/chunked"
@@ -14,26 +15,28 @@ import (
 // cache's entries are not reused until pulled again. What it gives is
 // verified by the pull against the digests of the artifact's index, which
 // the pod's credentials fetched: a pod gets only content its artifact
-// names. Safe for concurrent use.
+// names. Whole files whose chunks are all the same are linked from the
+// cached tree (hardlinks within the cache's filesystem: cached trees are
+// immutable and trusted as cache hits are). Safe for concurrent use.
 type localChunks struct {
 	cache InputCache
 
 	mu    sync.Mutex
-	byKey map[string]map[string]chunked.Location // cache key → chunk digest → location
+	byKey map[string]*chunked.Contents // by cache key
 }
 
 func newLocalChunks(c InputCache) *localChunks {
-	return &localChunks{cache: c, byKey: map[string]map[string]chunked.Location{}}
+	return &localChunks{cache: c, byKey: map[string]*chunked.Contents{}}
 }
 
-// add records the chunks of cache entry key.
-func (l *localChunks) add(key string, locs map[string]chunked.Location) {
-	if len(locs) == 0 {
+// add records the contents of cache entry key.
+func (l *localChunks) add(key string, c *chunked.Contents) {
+	if c == nil {
 		return
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.byKey[key] = locs
+	l.byKey[key] = c
 }
 
 // forFill returns the chunked.Local of one fill; release unpins the
@@ -52,15 +55,39 @@ type fillChunks struct {
 	pinned map[string]*os.Root
 }
 
-var _ chunked.Local = (*fillChunks)(nil)
+var (
+	_ chunked.Local      = (*fillChunks)(nil)
+	_ chunked.LocalFiles = (*fillChunks)(nil)
+)
+
+// File implements chunked.LocalFiles: a whole file of a cached tree,
+// which stays pinned until the fill ends (the new entry links it).
+func (f *fillChunks) File(fileKey string) (string, bool) {
+	f.l.mu.Lock()
+	var key, p string
+	for k, c := range f.l.byKey {
+		if got, ok := c.Files[fileKey]; ok {
+			key, p = k, got
+			break
+		}
+	}
+	f.l.mu.Unlock()
+	if key == "" {
+		return "", false
+	}
+	if _, ok := f.root(key); !ok {
+		return "", false
+	}
+	return filepath.Join(f.l.cache.Path(key), filepath.FromSlash(p)), true
+}
 
 // Chunk implements chunked.Local.
 func (f *fillChunks) Chunk(digest string, p []byte) bool {
 	f.l.mu.Lock()
 	var key string
 	var loc chunked.Location
-	for k, locs := range f.l.byKey {
-		if got, ok := locs[digest]; ok && got.Size == int64(len(p)) {
+	for k, c := range f.l.byKey {
+		if got, ok := c.Chunks[digest]; ok && got.Size == int64(len(p)) {
 			key, loc = k, got
 			break
 		}

@@ -257,7 +257,7 @@ func (d *Driver) fill(src source, maxBytes int64) cache.FillUsageFunc {
 			return archive.Usage{}, err
 		}
 		d.deps.Metrics.Pulled(res.Fetched)
-		d.chunks.add(src.ref.CacheKey(), res.Chunks)
+		d.chunks.add(src.ref.CacheKey(), res.Contents)
 		return res.Stats.Usage, nil
 	}
 }

@@ -24,12 +24,17 @@ import (
 // treeChunks is the chunked.Local of a tree pulled before (as the node
 // plugin's cache gives one).
 type treeChunks struct {
-	dir  string
-	locs map[string]chunked.Location
+	dir string
+	c   *chunked.Contents
+}
+
+func (l treeChunks) File(key string) (string, bool) {
+	p, ok := l.c.Files[key]
+	return filepath.Join(l.dir, p), ok
 }
 
 func (l treeChunks) Chunk(digest string, p []byte) bool {
-	loc, ok := l.locs[digest]
+	loc, ok := l.c.Chunks[digest]
 	if !ok || loc.Size != int64(len(p)) {
 		return false
 	}
@@ -109,14 +114,14 @@ func BenchmarkVersions(b *testing.B) {
 		}
 		return res.Ref.Name()
 	}
-	pull := func(b *testing.B, ref string, local chunked.Local) (string, map[string]chunked.Location) {
+	pull := func(b *testing.B, ref string, local chunked.Local) (string, *chunked.Contents) {
 		dest := filepath.Join(b.TempDir(), "out")
 		parsed, _ := oci.ParseReference(ref, oci.PlainHTTP)
 		res, err := c.WithLocal(local).Pull(ctx, parsed, dest)
 		if err != nil {
 			b.Fatal(err)
 		}
-		return dest, res.Chunks
+		return dest, res.Contents
 	}
 	report := func(b *testing.B, start time.Time, u, d int64) {
 		b.ReportMetric(float64(time.Since(start).Milliseconds())/float64(b.N), "ms/op")
@@ -158,8 +163,8 @@ func BenchmarkVersions(b *testing.B) {
 				var local chunked.Local
 				var next string
 				measure(b, func() {
-					dir, locs := pull(b, ref, nil)
-					local = treeChunks{dir, locs}
+					dir, contents := pull(b, ref, nil)
+					local = treeChunks{dir, contents}
 					round++
 					change(round)
 					next = push(b, f.format, f.comp)

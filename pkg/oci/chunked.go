@@ -170,7 +170,7 @@ func (c *Client) pullChunked(ctx context.Context, ref Reference, layout *artifac
 		res.Stats.Bytes += e.Size
 	}
 	res.Stats.Usage = ix.Usage()
-	res.Chunks = ix.Locations()
+	res.Contents = ix.Contents()
 	res.Compression = archive.Compression(ix.Compression)
 	return nil
 }

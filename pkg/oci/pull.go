@@ -39,8 +39,9 @@ type PullResult struct {
 	Compression archive.Compression
 	// Stats counts what was extracted.
 	Stats archive.Stats
-	// Chunks, for the chunked layout, says where each chunk is in dest.
-	Chunks map[string]chunked.Location
+	// Contents, for the chunked layout, says where its chunks and files
+	// are in dest.
+	Contents *chunked.Contents
 	// Fetched counts the blob bytes read from the registry.
 	Fetched int64
 }

@@ -56,7 +56,7 @@ func (r registry) Pull(ctx context.Context, ref Ref, dest string, o PullOptions)
 	if err != nil {
 		return nil, err
 	}
-	return &Pulled{Layer: res.Layer, Stats: res.Stats, Chunks: res.Chunks, Fetched: res.Fetched}, nil
+	return &Pulled{Layer: res.Layer, Stats: res.Stats, Contents: res.Contents, Fetched: res.Fetched}, nil
 }
 
 func (r registry) Bundles(ctx context.Context, ref Ref) ([]attest.Bundle, error) {

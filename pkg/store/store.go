@@ -164,9 +164,9 @@ type Pulled struct {
 	Stats archive.Stats
 	// Fetched counts the bytes read from the store.
 	Fetched int64
-	// Chunks, for an artifact of the chunked layout, says where in dest
-	// each of its chunks is, for later pulls' PullOptions.Local.
-	Chunks map[string]chunked.Location
+	// Contents, for an artifact of the chunked layout, says where in dest
+	// its chunks and files are, for later pulls' PullOptions.Local.
+	Contents *chunked.Contents
 }
 
 // PullOptions configure a Pull.

@@ -20,7 +20,8 @@ import (
 // output in the chunked layout to a real registry process, and a consumer
 // pod gets the same tree, read-only, from it. A second version, 1 MiB
 // changed in a 32 MiB file, is then published on the same node: the
-// plugin downloads the packs of what changed, not the tree.
+// plugin downloads the packs of what changed, not the tree, and links
+// the unchanged file from the first version's cache entry.
 func TestChunkedHandover(t *testing.T) {
 	ctx := t.Context()
 	dist := testregistry.StartDistribution(t)
@@ -57,9 +58,11 @@ func TestChunkedHandover(t *testing.T) {
 		t.Helper()
 		p := newPod(name)
 		mustOK(t, "publish output", pl.publish(ctx, p, "out", output("build")))
-		mustOK(t, "write", os.WriteFile(filepath.Join(pl.target(p, "out"), "big"), big, 0o644))
 		src := t.TempDir()
-		mustOK(t, "write", os.WriteFile(filepath.Join(src, "big"), big, 0o644))
+		for _, dir := range []string{pl.target(p, "out"), src} {
+			mustOK(t, "write", os.WriteFile(filepath.Join(dir, "big"), big, 0o644))
+			mustOK(t, "write", os.WriteFile(filepath.Join(dir, "same"), big[:4<<20], 0o755))
+		}
 		mustOK(t, "unpublish output", pl.unpublish(ctx, p, "out"))
 		return waitForTag(t, dist.Host+"/team-a/artifacts:team-a."+name+".build", 30*time.Second), src
 	}
@@ -76,13 +79,20 @@ func TestChunkedHandover(t *testing.T) {
 	copy(big[16<<20:], bytes.Repeat([]byte{9}, 1<<20))
 	v2, src2 := version("v2")
 	before := pulled()
-	mustOK(t, "publish v1", pl.publish(ctx, newPod("read-v1"), "in", input("source", v1)))
+	readV1 := newPod("read-v1")
+	mustOK(t, "publish v1", pl.publish(ctx, readV1, "in", input("source", v1)))
 	cold := pulled() - before
 	before = pulled()
 	reader := newPod("read-v2")
 	mustOK(t, "publish v2", pl.publish(ctx, reader, "in", input("source", v2)))
 	warm := pulled() - before
 	testtree.EqualMounted(t, src2, pl.target(reader, "in"))
+	// The unchanged file is v1's, linked: no byte of it written again.
+	a, _ := os.Stat(filepath.Join(pl.target(readV1, "in"), "same"))
+	b, _ := os.Stat(filepath.Join(pl.target(reader, "in"), "same"))
+	if a == nil || b == nil || !os.SameFile(a, b) {
+		t.Errorf("the unchanged file of v2 is not v1's")
+	}
 	if cold < 32<<20 || warm > cold/4 {
 		t.Errorf("v1 pulled %d bytes; v2, with v1 in the cache, %d", cold, warm)
 	}
