@@ -19,7 +19,9 @@ import (
 
 // Pack boundaries (docs/format.md, "What the writer chooses"): a pack ends
 // after a chunk whose digest's first four bytes are divisible by
-// packDivisor once it holds packMin stored bytes, and at packMax.
+// packDivisor once it holds packMin bytes of chunks (uncompressed), and
+// at packMax. They depend on the chunks alone, not on the compression, so
+// that a known pack is recognised before anything is compressed.
 const (
 	packMin     = 1 << 20
 	packMax     = 8 << 20
@@ -34,6 +36,33 @@ type Options struct {
 	// Limits refuse a tree that a reader would refuse, as Pack's do.
 	// Default: Extract's.
 	Limits archive.Limits
+	// Packs remembers the packs built before, so that a pack of the same
+	// chunks is neither compressed nor handed to sink again when Exists
+	// says the destination has it. Default: none.
+	Packs PackCache
+	// Exists reports whether the destination has blob digest. Default:
+	// never asked (every pack is built).
+	Exists func(ctx context.Context, digest string) (bool, error)
+}
+
+// PackCache remembers packs by their chunks, as the archive layout's
+// digest cache remembers compressed layers, and with the same trust: it
+// must be private to its user, since an entry that lies about a pack's
+// chunk lengths makes the artifact unreadable (never different: every
+// chunk is verified when read). A lost entry costs a rebuild. A pack is
+// reused only when the destination has its digest. Implementations are
+// safe for concurrent use.
+type PackCache interface {
+	Get(key string) (PackEntry, bool)
+	Put(key string, e PackEntry) error
+}
+
+// PackEntry is what a PackCache keeps of a pack: its digest and size, and
+// the stored length of each of its chunks, in order.
+type PackEntry struct {
+	Digest  string  `json:"digest"`
+	Size    int64   `json:"size"`
+	Lengths []int64 `json:"lengths"`
 }
 
 // Blob is a finished pack.
@@ -43,13 +72,14 @@ type Blob struct {
 }
 
 // Build cuts the tree of dir into chunks, stores each unique chunk once,
-// compressed, groups them into packs and hands each finished pack to
-// sink, in order, from the calling goroutine; sink must not keep Data
-// after it returns. It returns the index, whose Packs are the packs sink
-// received, and what the tree holds. The same tree and options give the
-// same packs and index, whatever the machine. Chunks are hashed and
-// compressed on every core up to archive.MaxCompressors; memory stays
-// within one pack plus a few chunks per core.
+// compressed, groups them into packs and hands each new pack to sink, in
+// order, from the calling goroutine; sink must not keep Data after it
+// returns. A pack o.Packs knows and o.Exists finds is not rebuilt nor
+// handed to sink. It returns the index, whose Packs list every pack, and
+// what the tree holds. The same tree and options give the same packs and
+// index, whatever the machine. Chunks are hashed, and packs compressed,
+// on every core up to archive.MaxCompressors; memory stays within one
+// pack, twice, plus a few chunks per core.
 func Build(ctx context.Context, dir string, o Options, sink func(ctx context.Context, b Blob) error) (*Index, archive.Stats, error) {
 	if o.Compression == "" {
 		o.Compression = CompressionZstd
@@ -59,18 +89,19 @@ func Build(ctx context.Context, dir string, o Options, sink func(ctx context.Con
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	b := &builder{ix: &Index{Version: Version, Compression: o.Compression, Packs: []Pack{}, Chunks: []Chunk{}, Entries: []Entry{}},
-		seen: map[string]int{}, sink: sink}
 	workers := min(runtime.GOMAXPROCS(0), archive.MaxCompressors)
+	b := &builder{o: o, workers: workers, sink: sink, seen: map[string]int{},
+		ix: &Index{Version: Version, Compression: o.Compression, Packs: []Pack{}, Chunks: []Chunk{}, Entries: []Entry{}}}
 	jobs := make(chan *job, workers)
 	results := make(chan *job, 2*workers) // in order
 	var wg sync.WaitGroup
 	for range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			b.work(jobs, o.Compression)
-		}()
+		wg.Go(func() {
+			for j := range jobs {
+				j.digest = sha256.Sum256(j.data)
+				close(j.done)
+			}
+		})
 	}
 	// The assembler takes results in order as the walk produces them.
 	assembled := make(chan error, 1)
@@ -83,8 +114,9 @@ func Build(ctx context.Context, dir string, o Options, sink func(ctx context.Con
 			}
 			if err == nil {
 				err = b.add(ctx, j)
+			} else {
+				j.release()
 			}
-			j.release()
 			if err != nil {
 				cancel()
 			}
@@ -141,37 +173,46 @@ func Build(ctx context.Context, dir string, o Options, sink func(ctx context.Con
 	wg.Wait()
 	close(results)
 	err := <-assembled
+	defer func() {
+		for _, enc := range b.encs {
+			enc.Close()
+		}
+	}()
 	if walkErr != nil {
 		return nil, stats, walkErr
 	}
-	if err != nil {
-		return nil, stats, err
+	if err == nil {
+		err = b.finishPack(ctx)
 	}
-	if err := b.finishPack(ctx); err != nil {
+	if err != nil {
 		return nil, stats, err
 	}
 	return b.ix, stats, nil
 }
 
-// job is one chunk on its way: hashed and compressed by a worker, then
-// added by the assembler.
+// job is one chunk on its way: hashed by a worker, then added by the
+// assembler, which keeps its data until its pack is finished.
 type job struct {
 	entry   int
 	data    []byte
 	digest  [32]byte
-	stored  []byte
 	err     error
 	done    chan struct{}
 	release func()
 }
 
 type builder struct {
-	ix   *Index
-	seen map[string]int // chunk digest → index
-	sink func(context.Context, Blob) error
+	o       Options
+	workers int
+	ix      *Index
+	seen    map[string]int // chunk digest → index
+	sink    func(context.Context, Blob) error
 
-	mu   sync.Mutex // guards ix.Entries between the walk and the assembler
-	pack []byte     // the pack being filled
+	mu      sync.Mutex // guards ix.Entries between the walk and the assembler
+	pending []*job     // the chunks of the pack being filled
+	raw     int        // their bytes
+	pack    []byte     // buffer of the pack being built
+	encs    []*zstd.Encoder
 }
 
 // entry appends e to the index and returns its position.
@@ -182,33 +223,6 @@ func (b *builder) entry(e Entry) int {
 	return len(b.ix.Entries) - 1
 }
 
-// work hashes and compresses chunks.
-func (b *builder) work(jobs <-chan *job, compression string) {
-	var enc *zstd.Encoder
-	if compression == CompressionZstd {
-		var err error
-		enc, err = zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedDefault), zstd.WithEncoderConcurrency(1),
-			zstd.WithEncoderCRC(false), zstd.WithSingleSegment(true))
-		if err != nil {
-			for j := range jobs {
-				j.err = err
-				close(j.done)
-			}
-			return
-		}
-		defer enc.Close()
-	}
-	for j := range jobs {
-		j.digest = sha256.Sum256(j.data)
-		if enc != nil {
-			j.stored = enc.EncodeAll(j.data, make([]byte, 0, len(j.data)/2))
-		} else {
-			j.stored = j.data
-		}
-		close(j.done)
-	}
-}
-
 // add appends a hashed chunk to its entry, and to the current pack unless
 // an earlier one holds it already.
 func (b *builder) add(ctx context.Context, j *job) error {
@@ -217,26 +231,56 @@ func (b *builder) add(ctx context.Context, j *job) error {
 	if !ok {
 		idx = len(b.ix.Chunks)
 		b.seen[d] = idx
-		b.ix.Chunks = append(b.ix.Chunks, Chunk{Digest: d, Size: int64(len(j.data)), Pack: len(b.ix.Packs),
-			Length: int64(len(j.stored)), offset: int64(len(b.pack))})
-		b.pack = append(b.pack, j.stored...)
-		if len(b.pack) >= packMax || len(b.pack) >= packMin && binary.BigEndian.Uint32(j.digest[:4])%packDivisor == 0 {
-			if err := b.finishPack(ctx); err != nil {
-				return err
-			}
-		}
+		b.ix.Chunks = append(b.ix.Chunks, Chunk{Digest: d, Size: int64(len(j.data)), Pack: len(b.ix.Packs)})
+		b.pending = append(b.pending, j)
+		b.raw += len(j.data)
+	} else {
+		j.release()
 	}
 	b.mu.Lock()
 	e := &b.ix.Entries[j.entry]
 	e.Chunks = append(e.Chunks, idx)
 	b.mu.Unlock()
+	if !ok && (b.raw >= packMax || b.raw >= packMin && binary.BigEndian.Uint32(j.digest[:4])%packDivisor == 0) {
+		return b.finishPack(ctx)
+	}
 	return nil
 }
 
-// finishPack hands the current pack, if any, to the sink.
+// finishPack ends the current pack, if any: reused when the cache knows
+// it and the destination has it, else compressed and handed to the sink.
 func (b *builder) finishPack(ctx context.Context) error {
-	if len(b.pack) == 0 {
+	if len(b.pending) == 0 {
 		return nil
+	}
+	defer func() {
+		for _, j := range b.pending {
+			j.release()
+		}
+		b.pending, b.raw = b.pending[:0], 0
+	}()
+	first := len(b.ix.Chunks) - len(b.pending)
+	chunks := b.ix.Chunks[first:]
+	key := b.packKey(chunks)
+	if e, ok := b.known(ctx, key, len(chunks)); ok {
+		var off int64
+		for i := range chunks {
+			chunks[i].Length, chunks[i].offset = e.Lengths[i], off
+			off += e.Lengths[i]
+		}
+		b.ix.Packs = append(b.ix.Packs, Pack{Digest: e.Digest, Size: e.Size})
+		return nil
+	}
+	stored, err := b.compress()
+	if err != nil {
+		return err
+	}
+	b.pack = b.pack[:0]
+	lengths := make([]int64, len(chunks))
+	for i, s := range stored {
+		chunks[i].Length, chunks[i].offset = int64(len(s)), int64(len(b.pack))
+		lengths[i] = int64(len(s))
+		b.pack = append(b.pack, s...)
 	}
 	sum := sha256.Sum256(b.pack)
 	p := Pack{Digest: "sha256:" + hex.EncodeToString(sum[:]), Size: int64(len(b.pack))}
@@ -244,6 +288,79 @@ func (b *builder) finishPack(ctx context.Context) error {
 		return err
 	}
 	b.ix.Packs = append(b.ix.Packs, p)
-	b.pack = b.pack[:0]
+	if b.o.Packs != nil {
+		// Only saves work; a failure to remember costs a rebuild next time.
+		_ = b.o.Packs.Put(key, PackEntry{Digest: p.Digest, Size: p.Size, Lengths: lengths})
+	}
 	return nil
+}
+
+// packKey names a pack by its compression and chunks.
+func (b *builder) packKey(chunks []Chunk) string {
+	h := sha256.New()
+	h.Write([]byte(b.ix.Compression))
+	for _, c := range chunks {
+		h.Write([]byte{0})
+		h.Write([]byte(c.Digest))
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// known returns the cache's entry for key when the destination has the
+// pack already.
+func (b *builder) known(ctx context.Context, key string, n int) (PackEntry, bool) {
+	if b.o.Packs == nil || b.o.Exists == nil {
+		return PackEntry{}, false
+	}
+	e, ok := b.o.Packs.Get(key)
+	if !ok || len(e.Lengths) != n || !isDigest(e.Digest) {
+		return PackEntry{}, false
+	}
+	var sum int64
+	for _, l := range e.Lengths {
+		sum += l
+	}
+	if sum != e.Size {
+		return PackEntry{}, false
+	}
+	have, err := b.o.Exists(ctx, e.Digest)
+	return e, err == nil && have
+}
+
+// compress returns the stored bytes of the pending chunks, compressed on
+// up to b.workers cores.
+func (b *builder) compress() ([][]byte, error) {
+	out := make([][]byte, len(b.pending))
+	if b.o.Compression == CompressionNone {
+		for i, j := range b.pending {
+			out[i] = j.data
+		}
+		return out, nil
+	}
+	for len(b.encs) < b.workers {
+		enc, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedDefault), zstd.WithEncoderConcurrency(1),
+			zstd.WithEncoderCRC(false), zstd.WithSingleSegment(true))
+		if err != nil {
+			return nil, err
+		}
+		b.encs = append(b.encs, enc)
+	}
+	var (
+		wg   sync.WaitGroup
+		next = make(chan int)
+	)
+	for _, enc := range b.encs {
+		wg.Go(func() {
+			for i := range next {
+				data := b.pending[i].data
+				out[i] = enc.EncodeAll(data, make([]byte, 0, len(data)/2))
+			}
+		})
+	}
+	for i := range b.pending {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	return out, nil
 }

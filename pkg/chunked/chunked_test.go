@@ -313,3 +313,41 @@ func TestLocal(t *testing.T) {
 		}
 	}
 }
+
+// memPacks is a PackCache in memory.
+type memPacks map[string]chunked.PackEntry
+
+func (m memPacks) Get(k string) (chunked.PackEntry, bool)  { e, ok := m[k]; return e, ok }
+func (m memPacks) Put(k string, e chunked.PackEntry) error { m[k] = e; return nil }
+
+// TestPackCache: a re-build of a tree whose packs the destination has
+// builds none of them and gives the same index; when the destination
+// lacks them, they are built again.
+func TestPackCache(t *testing.T) {
+	src := t.TempDir()
+	writeRandom(t, filepath.Join(src, "a"), 12, 20<<20)
+	cache := memPacks{}
+	s := store{}
+	o := chunked.Options{Packs: cache, Exists: func(_ context.Context, d string) (bool, error) { _, ok := s[d]; return ok, nil }}
+	first, _, err := chunked.Build(t.Context(), src, o, s.sink)
+	if err != nil {
+		t.Fatal(err)
+	}
+	built := 0
+	again, _, err := chunked.Build(t.Context(), src, o, func(ctx context.Context, b chunked.Blob) error { built++; return s.sink(ctx, b) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, _ := chunked.Marshal(first)
+	b, _ := chunked.Marshal(again)
+	if built != 0 || !bytes.Equal(a, b) || len(cache) != len(first.Packs) {
+		t.Errorf("re-build: %d packs built, same index %v, %d cached of %d", built, bytes.Equal(a, b), len(cache), len(first.Packs))
+	}
+	clear(s)
+	if _, _, err := chunked.Build(t.Context(), src, o, func(ctx context.Context, b chunked.Blob) error { built++; return s.sink(ctx, b) }); err != nil {
+		t.Fatal(err)
+	}
+	if built != len(first.Packs) {
+		t.Errorf("the destination lost the packs: %d rebuilt of %d", built, len(first.Packs))
+	}
+}

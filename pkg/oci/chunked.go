@@ -85,7 +85,18 @@ func (c *Client) pushChunked(ctx context.Context, req PushRequest, res *PushResu
 		})
 		return nil
 	}
-	ix, stats, err := chunked.Build(ctx, req.Dir, chunked.Options{Compression: comp, Limits: c.o.Limits}, sink)
+	o := chunked.Options{Compression: comp, Limits: c.o.Limits}
+	if c.o.DigestCache != nil {
+		o.Packs = c.o.DigestCache.Packs()
+		o.Exists = func(ctx context.Context, digest string) (bool, error) {
+			d, err := v1.NewHash(digest)
+			if err != nil {
+				return false, err
+			}
+			return c.blobExists(ctx, req.Repository, d)
+		}
+	}
+	ix, stats, err := chunked.Build(ctx, req.Dir, o, sink)
 	wg.Wait()
 	if firstErr != nil {
 		return nil, firstErr
