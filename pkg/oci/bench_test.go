@@ -18,6 +18,7 @@ import (
 	"github.com/tektoncd/artifacts-csi-driver/pkg/archive"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/artifact"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/chunked"
+	"github.com/tektoncd/artifacts-csi-driver/pkg/digestcache"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/oci"
 )
 
@@ -51,7 +52,8 @@ func (l treeChunks) Chunk(digest string, p []byte) bool {
 // default 256; the figure is 1024) pushed and pulled as the
 // zstd archive (the baseline) and as the chunked layout, cold, and after
 // 1 MiB changed inside one file, through a registry whose traffic is
-// counted: up-MB and down-MB report the blob bytes moved.
+// counted: up-MB and down-MB report the blob bytes moved. The client has
+// a digest cache, as the CLI and the node plugin do.
 func BenchmarkVersions(b *testing.B) {
 	total := 256
 	if v, err := strconv.Atoi(os.Getenv("BENCH_TREE_MB")); err == nil && v >= 4 {
@@ -103,7 +105,11 @@ func BenchmarkVersions(b *testing.B) {
 		}
 	}
 	ctx := context.Background()
-	c := oci.New(oci.Options{Limits: archive.Limits{MaxBytes: -1}})
+	dc, err := digestcache.Open(b.TempDir())
+	if err != nil {
+		b.Fatal(err)
+	}
+	c := oci.New(oci.Options{Limits: archive.Limits{MaxBytes: -1}, DigestCache: dc})
 	round := 0
 	push := func(b *testing.B, format string, comp archive.Compression) string {
 		r := repo(b, host, "bench/"+format)
