@@ -100,12 +100,14 @@ func (ix *Index) Contents() *Contents {
 // returns, decompressed, checked against its digest and size, and only
 // then written; a repeated chunk is copied from where it was first
 // written. With local (which may be nil), a chunk local has is not
-// fetched, and a pack none of whose needed chunks is missing is not
-// opened at all. It returns the stored bytes fetched. Everything is created inside dest through an os.Root, so no
-// name or link can lead outside it. Files and directories get their
-// modes once written, as modes gives them (archive.ReadOnlyModes for a
-// node's cache). On error dest is removed. Not safe for concurrent use on
-// the same dest.
+// fetched, a pack none of whose needed chunks is missing is not opened at
+// all, and a file LocalFiles offers whole is linked. It returns the
+// stored bytes fetched. Everything is created inside dest through an
+// os.Root, so no name or link can lead outside it. Files and directories
+// get their modes once written, as modes gives them
+// (archive.ReadOnlyModes for a node's cache; a directory the index only
+// implies gets 0755's). On error dest is removed. Not safe for concurrent
+// use on the same dest.
 func Assemble(ctx context.Context, ix *Index, dest string, open OpenPack, modes archive.Modes, local Local) (fetched int64, err error) {
 	if err := os.Mkdir(dest, 0o700); err != nil {
 		return 0, err
@@ -120,7 +122,8 @@ func Assemble(ctx context.Context, ix *Index, dest string, open OpenPack, modes 
 		return 0, err
 	}
 	defer root.Close()
-	a := &assembler{ctx: ctx, ix: ix, root: root, open: open, at: make([]location, len(ix.Chunks)), modes: modes, local: local}
+	a := &assembler{ctx: ctx, ix: ix, root: root, open: open, at: make([]location, len(ix.Chunks)), modes: modes, local: local,
+		made: map[string]bool{}}
 	if ix.Compression == CompressionZstd {
 		if a.dec, err = zstd.NewReader(nil, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxMemory(MaxChunkSize)); err != nil {
 			return 0, err
@@ -135,7 +138,7 @@ func Assemble(ctx context.Context, ix *Index, dest string, open OpenPack, modes 
 		}
 		switch e.Type {
 		case entryDir:
-			err = root.MkdirAll(e.Path, 0o700)
+			err = a.parent(e.Path + "/")
 			dirs = append(dirs, e)
 		case entrySymlink:
 			err = a.parent(e.Path)
@@ -156,6 +159,12 @@ func Assemble(ctx context.Context, ix *Index, dest string, open OpenPack, modes 
 	}
 	// Directories last, deepest first, so that none is read-only while
 	// something is written into it; the root as a tar extractor leaves it.
+	for _, d := range dirs {
+		delete(a.made, d.Path)
+	}
+	for d := range a.made { // implied only
+		dirs = append(dirs, Entry{Path: d, Mode: 0o755})
+	}
 	for i := len(dirs) - 1; i >= 0; i-- {
 		if err := root.Chmod(dirs[i].Path, modes.Of(dirs[i].Mode, true)); err != nil {
 			return a.fetched, err
@@ -179,6 +188,7 @@ type assembler struct {
 	at    []location
 	modes archive.Modes
 	local Local
+	made  map[string]bool // directories created
 
 	fetched int64 // stored bytes read from packs
 	packOff int64 // how far the open pack has been read
@@ -191,12 +201,17 @@ type assembler struct {
 	data     []byte
 }
 
-// parent creates the directories a name implies, as a tar extractor does.
+// parent creates the directories a name implies (mode 0700 until the
+// end), as a tar extractor does, and remembers them.
 func (a *assembler) parent(name string) error {
-	if dir := path.Dir(name); dir != "." {
-		return a.root.MkdirAll(dir, 0o700)
+	dir := path.Dir(name)
+	if dir == "." || a.made[dir] {
+		return nil
 	}
-	return nil
+	for d := dir; d != "." && !a.made[d]; d = path.Dir(d) {
+		a.made[d] = true
+	}
+	return a.root.MkdirAll(dir, 0o700)
 }
 
 func (a *assembler) file(e Entry) error {

@@ -351,3 +351,36 @@ func TestPackCache(t *testing.T) {
 		t.Errorf("the destination lost the packs: %d rebuilt of %d", built, len(first.Packs))
 	}
 }
+
+// TestImpliedDirectories: an index (of another writer) that lists no
+// directory gets them created, traversable, as a tar extractor would.
+func TestImpliedDirectories(t *testing.T) {
+	src := t.TempDir()
+	testtree.Write(t, src, 13)
+	s := store{}
+	ix, _, err := chunked.Build(t.Context(), src, chunked.Options{}, s.sink)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var kept []chunked.Entry
+	for _, e := range ix.Entries {
+		if e.Type != "dir" {
+			kept = append(kept, e)
+		}
+	}
+	ix.Entries = kept
+	blob, _ := chunked.Marshal(ix)
+	parsed, err := chunked.Parse(blob, ix.Packs, archive.Limits{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dest := filepath.Join(t.TempDir(), "out")
+	if _, err := chunked.Assemble(t.Context(), parsed, dest, s.opener(parsed), archive.ArchiveModes, nil); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range []string{"src", "src/a/b/c", "bin"} {
+		if st, err := os.Stat(filepath.Join(dest, d)); err != nil || st.Mode().Perm() != 0o755 {
+			t.Errorf("implied directory %s: %v, %v; want 0755", d, st.Mode(), err)
+		}
+	}
+}
