@@ -103,6 +103,25 @@ func Build(ctx context.Context, dir string, o Options, sink func(ctx context.Con
 			}
 		})
 	}
+	// The packer compresses and hands out each finished pack while the
+	// next one fills.
+	b.packJobs = make(chan *packJob, 1)
+	packed := make(chan error, 1)
+	go func() {
+		var err error
+		for pj := range b.packJobs {
+			if err == nil {
+				err = b.finish(ctx, pj)
+			}
+			for _, j := range pj.pending {
+				j.release()
+			}
+			if err != nil {
+				cancel()
+			}
+		}
+		packed <- err
+	}()
 	// The assembler takes results in order as the walk produces them.
 	assembled := make(chan error, 1)
 	go func() {
@@ -178,11 +197,15 @@ func Build(ctx context.Context, dir string, o Options, sink func(ctx context.Con
 			enc.Close()
 		}
 	}()
+	if err == nil && walkErr == nil {
+		b.finishPack()
+	}
+	close(b.packJobs)
+	if perr := <-packed; err == nil {
+		err = perr
+	}
 	if walkErr != nil {
 		return nil, stats, walkErr
-	}
-	if err == nil {
-		err = b.finishPack(ctx)
 	}
 	if err != nil {
 		return nil, stats, err
@@ -208,11 +231,21 @@ type builder struct {
 	seen    map[string]int // chunk digest → index
 	sink    func(context.Context, Blob) error
 
-	mu      sync.Mutex // guards ix.Entries between the walk and the assembler
-	pending []*job     // the chunks of the pack being filled
-	raw     int        // their bytes
-	pack    []byte     // buffer of the pack being built
-	encs    []*zstd.Encoder
+	mu       sync.Mutex // guards ix between the walk, the assembler and the packer
+	pending  []*job     // the chunks of the pack being filled
+	raw      int        // their bytes
+	packs    int        // packs finished so far
+	packJobs chan *packJob
+	pack     []byte // the packer's buffer of the pack being built
+	encs     []*zstd.Encoder
+}
+
+// packJob is a finished pack on its way to the packer: its chunks, which
+// are ix.Chunks[first:first+len(pending)].
+type packJob struct {
+	pending []*job
+	first   int
+	key     string
 }
 
 // entry appends e to the index and returns its position.
@@ -229,9 +262,11 @@ func (b *builder) add(ctx context.Context, j *job) error {
 	d := "sha256:" + hex.EncodeToString(j.digest[:])
 	idx, ok := b.seen[d]
 	if !ok {
+		b.mu.Lock()
 		idx = len(b.ix.Chunks)
+		b.ix.Chunks = append(b.ix.Chunks, Chunk{Digest: d, Size: int64(len(j.data)), Pack: b.packs})
+		b.mu.Unlock()
 		b.seen[d] = idx
-		b.ix.Chunks = append(b.ix.Chunks, Chunk{Digest: d, Size: int64(len(j.data)), Pack: len(b.ix.Packs)})
 		b.pending = append(b.pending, j)
 		b.raw += len(j.data)
 	} else {
@@ -242,55 +277,61 @@ func (b *builder) add(ctx context.Context, j *job) error {
 	e.Chunks = append(e.Chunks, idx)
 	b.mu.Unlock()
 	if !ok && (b.raw >= packMax || b.raw >= packMin && binary.BigEndian.Uint32(j.digest[:4])%packDivisor == 0) {
-		return b.finishPack(ctx)
+		b.finishPack()
 	}
 	return nil
 }
 
-// finishPack ends the current pack, if any: reused when the cache knows
-// it and the destination has it, else compressed and handed to the sink.
-func (b *builder) finishPack(ctx context.Context) error {
+// finishPack hands the current pack, if any, to the packer.
+func (b *builder) finishPack() {
 	if len(b.pending) == 0 {
-		return nil
+		return
 	}
-	defer func() {
-		for _, j := range b.pending {
-			j.release()
-		}
-		b.pending, b.raw = b.pending[:0], 0
-	}()
+	b.mu.Lock()
 	first := len(b.ix.Chunks) - len(b.pending)
-	chunks := b.ix.Chunks[first:]
-	key := b.packKey(chunks)
-	if e, ok := b.known(ctx, key, len(chunks)); ok {
-		var off int64
-		for i := range chunks {
-			chunks[i].Length, chunks[i].offset = e.Lengths[i], off
-			off += e.Lengths[i]
+	key := b.packKey(b.ix.Chunks[first:])
+	b.mu.Unlock()
+	b.packJobs <- &packJob{pending: b.pending, first: first, key: key}
+	b.pending, b.raw = nil, 0
+	b.packs++
+}
+
+// finish, on the packer's goroutine, reuses pj's pack when the cache
+// knows it and the destination has it, else compresses it and hands it
+// to the sink; then records it in the index.
+func (b *builder) finish(ctx context.Context, pj *packJob) error {
+	lengths, p, reused := []int64(nil), Pack{}, false
+	if e, ok := b.known(ctx, pj.key, len(pj.pending)); ok {
+		lengths, p, reused = e.Lengths, Pack{Digest: e.Digest, Size: e.Size}, true
+	} else {
+		stored, err := b.compress(pj.pending)
+		if err != nil {
+			return err
 		}
-		b.ix.Packs = append(b.ix.Packs, Pack{Digest: e.Digest, Size: e.Size})
-		return nil
+		b.pack = b.pack[:0]
+		lengths = make([]int64, len(stored))
+		for i, s := range stored {
+			lengths[i] = int64(len(s))
+			b.pack = append(b.pack, s...)
+		}
+		sum := sha256.Sum256(b.pack)
+		p = Pack{Digest: "sha256:" + hex.EncodeToString(sum[:]), Size: int64(len(b.pack))}
+		if err := b.sink(ctx, Blob{Digest: p.Digest, Data: b.pack}); err != nil {
+			return err
+		}
 	}
-	stored, err := b.compress()
-	if err != nil {
-		return err
-	}
-	b.pack = b.pack[:0]
-	lengths := make([]int64, len(chunks))
-	for i, s := range stored {
-		chunks[i].Length, chunks[i].offset = int64(len(s)), int64(len(b.pack))
-		lengths[i] = int64(len(s))
-		b.pack = append(b.pack, s...)
-	}
-	sum := sha256.Sum256(b.pack)
-	p := Pack{Digest: "sha256:" + hex.EncodeToString(sum[:]), Size: int64(len(b.pack))}
-	if err := b.sink(ctx, Blob{Digest: p.Digest, Data: b.pack}); err != nil {
-		return err
+	b.mu.Lock()
+	var off int64
+	for i, l := range lengths {
+		c := &b.ix.Chunks[pj.first+i]
+		c.Length, c.offset = l, off
+		off += l
 	}
 	b.ix.Packs = append(b.ix.Packs, p)
-	if b.o.Packs != nil {
+	b.mu.Unlock()
+	if b.o.Packs != nil && !reused {
 		// Only saves work; a failure to remember costs a rebuild next time.
-		_ = b.o.Packs.Put(key, PackEntry{Digest: p.Digest, Size: p.Size, Lengths: lengths})
+		_ = b.o.Packs.Put(pj.key, PackEntry{Digest: p.Digest, Size: p.Size, Lengths: lengths})
 	}
 	return nil
 }
@@ -327,19 +368,21 @@ func (b *builder) known(ctx context.Context, key string, n int) (PackEntry, bool
 	return e, err == nil && have
 }
 
-// compress returns the stored bytes of the pending chunks, compressed on
-// up to b.workers cores.
-func (b *builder) compress() ([][]byte, error) {
-	out := make([][]byte, len(b.pending))
+// compress returns the stored bytes of chunks, compressed on up to
+// b.workers cores.
+func (b *builder) compress(chunks []*job) ([][]byte, error) {
+	out := make([][]byte, len(chunks))
 	if b.o.Compression == CompressionNone {
-		for i, j := range b.pending {
+		for i, j := range chunks {
 			out[i] = j.data
 		}
 		return out, nil
 	}
 	for len(b.encs) < b.workers {
+		// A chunk is at most MaxChunkSize: a window of that size loses
+		// nothing, and keeps the encoder's memory small.
 		enc, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedDefault), zstd.WithEncoderConcurrency(1),
-			zstd.WithEncoderCRC(false), zstd.WithSingleSegment(true))
+			zstd.WithEncoderCRC(false), zstd.WithSingleSegment(true), zstd.WithWindowSize(MaxChunkSize), zstd.WithLowerEncoderMem(true))
 		if err != nil {
 			return nil, err
 		}
@@ -352,12 +395,12 @@ func (b *builder) compress() ([][]byte, error) {
 	for _, enc := range b.encs {
 		wg.Go(func() {
 			for i := range next {
-				data := b.pending[i].data
+				data := chunks[i].data
 				out[i] = enc.EncodeAll(data, make([]byte, 0, len(data)/2))
 			}
 		})
 	}
-	for i := range b.pending {
+	for i := range chunks {
 		next <- i
 	}
 	close(next)

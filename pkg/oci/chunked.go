@@ -24,8 +24,9 @@ import (
 // layout (docs/format.md).
 const FormatChunked = chunked.FormatChunked
 
-// packUploads bounds the packs one push sends at once.
-const packUploads = 4
+// packUploads bounds the packs one push sends at once (each up to 8 MiB
+// held while it goes).
+const packUploads = 2
 
 // pushChunked builds the chunked layout of req.Dir, uploads the packs the
 // registry lacks (asking for each with a HEAD, several at once, while the
