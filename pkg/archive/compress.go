@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"runtime"
-	"time"
 
 	"github.com/klauspost/compress/zstd"
 	"github.com/klauspost/pgzip"
@@ -51,10 +50,12 @@ const (
 	// maxZstdWindow bounds decoder memory against hostile frames: 32 MiB
 	// takes every standard level (zstd -19 uses 8 MiB), not --long.
 	maxZstdWindow = 32 << 20
-	// MaxCompressors bounds the blocks one compression works on at once
-	// (gzip: twice as many in flight), so that its memory does not grow
-	// with the node's cores: about 8 MiB of input in flight for gzip, and
-	// 32 MiB plus the encoders' state for zstd.
+	// MaxCompressors bounds the cores one compression, or one
+	// decompression of gzip members, uses, so that its memory does not
+	// grow with the node's cores: gzip keeps up to twice as many 1 MiB
+	// blocks in flight (about 16 MiB of input and as much compressed data;
+	// a hostile stream can make the reader buffer up to 2 MiB + 64 KiB per
+	// member), zstd as many 4 MiB frames (32 MiB plus the encoders' state).
 	MaxCompressors = 8
 )
 
@@ -62,27 +63,19 @@ const (
 func compressors() int { return min(runtime.GOMAXPROCS(0), MaxCompressors) }
 
 // NewCompressor returns a writer that compresses into w, using every core
-// up to MaxCompressors.
-// Output depends only on the input and c, never on the number of cores.
-// zstd output is a sequence of independent frames of 4 MiB of input each,
-// compressed in parallel. Close flushes the stream but does not close w. c == None returns a
-// pass-through writer.
+// up to MaxCompressors. Output depends only on the input and c, never on
+// the number of cores. gzip output is a sequence of independent members of
+// 1 MiB of input each, every one stating its size in its header
+// (docs/format.md, "gzip members"); zstd output is a sequence of
+// independent frames of 4 MiB of input each; both are compressed in
+// parallel (see MaxCompressors for the memory). Close flushes the stream
+// but does not close w. c == None returns a pass-through writer.
 func NewCompressor(w io.Writer, c Compression) (io.WriteCloser, error) {
 	switch c {
 	case None:
 		return nopCloser{w}, nil
 	case Gzip:
-		zw, err := pgzip.NewWriterLevel(w, gzipLevel)
-		if err != nil {
-			return nil, err
-		}
-		if err := zw.SetConcurrency(gzipBlockSize, 2*compressors()); err != nil {
-			return nil, err
-		}
-		// pgzip writes MTIME as uint32(ModTime.Unix()), which for the zero
-		// time.Time is a bogus 2042 date: ask for the "no timestamp" zero.
-		zw.ModTime = time.Unix(0, 0)
-		return zw, nil
+		return newGzipWriter(w, compressors()), nil
 	case Zstd:
 		return newZstdWriter(w, zstdLevel, compressors())
 	}
@@ -99,8 +92,15 @@ var (
 )
 
 // Decompress detects the compression of r from its first bytes and returns
-// a reader of the decompressed stream. Decompression runs ahead of the reader
-// in its own goroutine; Close releases it (it does not close r).
+// a reader of the decompressed stream. Decompression runs ahead of the
+// reader on its own goroutines; Close stops them and waits for them (it
+// does not close r), and must be called.
+//
+// A gzip stream whose first member states its size (NewCompressor's
+// output) is inflated on up to min(GOMAXPROCS, MaxCompressors) cores, at
+// most 2×that many 1 MiB members in memory; every later member must state
+// its size too, and a member that breaks the rules of docs/format.md fails
+// the read with ErrCorrupt. Any other gzip stream is inflated serially.
 func Decompress(r io.Reader) (io.ReadCloser, Compression, error) {
 	br := bufio.NewReaderSize(r, 64<<10)
 	head, err := br.Peek(4)
@@ -109,6 +109,13 @@ func Decompress(r io.Reader) (io.ReadCloser, Compression, error) {
 	}
 	switch {
 	case bytes.HasPrefix(head, gzipMagic):
+		head, err := br.Peek(gzipHeaderSize)
+		if err != nil && err != io.EOF {
+			return nil, "", err
+		}
+		if _, ok := memberSize(head); ok {
+			return newGzipReader(br, compressors()), Gzip, nil
+		}
 		zr, err := pgzip.NewReaderN(br, gzipBlockSize, 4)
 		if err != nil {
 			return nil, "", fmt.Errorf("%w: gzip: %w", ErrCorrupt, err)

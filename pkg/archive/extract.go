@@ -298,7 +298,7 @@ func extractTar(ctx context.Context, r io.Reader, st *staging, lim Limits) (Stat
 			if errors.Is(err, ErrLimitExceeded) || errors.Is(err, ErrDigestMismatch) {
 				return x.stats, err
 			}
-			return x.stats, fmt.Errorf("%w: after %d entries: %w", ErrCorrupt, x.entries, err)
+			return x.stats, readFailure(err, "after %d entries", x.entries)
 		}
 		if x.entries++; x.entries > lim.MaxEntries {
 			return x.stats, entryErr(ErrLimitExceeded, hdr.Name, "more than %d entries", lim.MaxEntries)
@@ -320,7 +320,7 @@ func extractTar(ctx context.Context, r io.Reader, st *staging, lim Limits) (Stat
 		if errors.Is(err, ErrLimitExceeded) || errors.Is(err, ErrDigestMismatch) {
 			return x.stats, err
 		}
-		return x.stats, fmt.Errorf("%w: after the end of the archive: %w", ErrCorrupt, err)
+		return x.stats, readFailure(err, "after the end of the archive")
 	}
 	if err := x.tree.checkLinks(); err != nil {
 		return x.stats, err
@@ -520,9 +520,20 @@ type contentReader struct {
 func (c *contentReader) Read(p []byte) (int, error) {
 	n, err := c.r.Read(p)
 	if err != nil && err != io.EOF && !errors.Is(err, ErrLimitExceeded) && !errors.Is(err, ErrDigestMismatch) {
-		err = fmt.Errorf("%w: entry %q: %w", ErrCorrupt, c.entry, err)
+		err = readFailure(err, "entry %q", c.entry)
 	}
 	return n, err
+}
+
+// readFailure returns err, a failure to read the decompressed stream, as
+// ErrCorrupt with the context format gives; an error that already is
+// ErrCorrupt (a gzip member's, from Decompress) is not marked twice.
+func readFailure(err error, format string, args ...any) error {
+	where := fmt.Sprintf(format, args...)
+	if errors.Is(err, ErrCorrupt) {
+		return fmt.Errorf("%s: %w", where, err)
+	}
+	return fmt.Errorf("%w: %s: %w", ErrCorrupt, where, err)
 }
 
 // inParent runs op with the descriptor of name's parent directory.

@@ -401,8 +401,15 @@ func hostileCases() []hostileCase {
 			build: func(t testing.TB, _ string) []byte { return []byte("/") }},
 		{name: "truncated tar, digest of the truncated bytes", entry: "blob", err: archive.ErrCorrupt, msg: "unexpected EOF",
 			build: func(t testing.TB, _ string) []byte { return truncated(t, archive.None) }},
-		{name: "truncated gzip, digest of the truncated bytes", entry: "blob", err: archive.ErrCorrupt, msg: "unexpected EOF",
+		{name: "truncated gzip, digest of the truncated bytes", err: archive.ErrCorrupt, msg: "stream ends inside a member",
 			build: func(t testing.TB, _ string) []byte { return truncated(t, archive.Gzip) }},
+		// gzip without TK fields (before issue 17, other tools) is
+		// inflated serially, and found corrupt where it breaks.
+		{name: "truncated serial gzip, digest of the truncated bytes", entry: "blob", err: archive.ErrCorrupt, msg: "unexpected EOF",
+			build: func(t testing.TB, _ string) []byte {
+				b := pgzipCompress(t, validTar(t))
+				return b[:len(b)/2]
+			}},
 		{name: "truncated zstd, digest of the truncated bytes", err: archive.ErrCorrupt, msg: "unexpected EOF",
 			build: func(t testing.TB, _ string) []byte { return truncated(t, archive.Zstd) }},
 		{name: "truncated tar, digest of the full blob", err: archive.ErrDigestMismatch, msg: "declared",
@@ -418,9 +425,14 @@ func hostileCases() []hostileCase {
 				e.Size = -1
 				return e
 			}},
-		{name: "gzip without its trailer", err: archive.ErrCorrupt, msg: "after the end of the archive",
+		{name: "gzip without its trailer", err: archive.ErrCorrupt, msg: "stream ends inside a member",
 			build: func(t testing.TB, _ string) []byte {
 				b := compress(t, validTar(t), archive.Gzip)
+				return b[:len(b)-8]
+			}},
+		{name: "serial gzip without its trailer", err: archive.ErrCorrupt, msg: "after the end of the archive",
+			build: func(t testing.TB, _ string) []byte {
+				b := pgzipCompress(t, validTar(t))
 				return b[:len(b)-8]
 			}},
 		{name: "wrong digest", err: archive.ErrDigestMismatch, msg: "expected sha256:",
@@ -483,6 +495,10 @@ func hostileCases() []hostileCase {
 			}},
 		{name: "gzip stream of garbage", err: archive.ErrCorrupt,
 			build: func(t testing.TB, _ string) []byte { return compress(t, randomBytes(4096, 10), archive.Gzip) }},
+		{name: "trailing garbage after a serial gzip stream", err: archive.ErrCorrupt, msg: "after the end of the archive",
+			build: func(t testing.TB, _ string) []byte {
+				return append(pgzipCompress(t, validTar(t)), "trailing garbage"...)
+			}},
 	}
 }
 

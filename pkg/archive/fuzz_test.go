@@ -49,6 +49,19 @@ func fuzzSeeds(f *testing.F) [][]byte {
 		add(blob[:len(blob)/2])
 		add(append(blob, "garbage"...))
 	}
+	// gzip without sizes (before issue 17, other tools): read serially.
+	serial := pgzipCompress(f, small)
+	add(serial)
+	add(serial[:len(serial)/2])
+	add(append(serial, "garbage"...))
+	// gzip members (issue 17): a valid stream of two, then each way of
+	// breaking one; all but one are small enough to seed.
+	add(memberBase(f))
+	for _, tc := range hostileMembers() {
+		if !tc.big {
+			add(tc.build(f))
+		}
+	}
 	add(newTar(f).symlink("o", "../../outside").file("o/x", 0o644, "pwned").bytes())
 	add(newTar(f).symlink("s", ".").symlink("l", "s/../../outside/x").bytes())
 	add(newTar(f).file("f", 0o644, "f").hardlink("h", "../canary").bytes())
