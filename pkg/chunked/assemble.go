@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"path"
+	"path/filepath"
 
 	"github.com/klauspost/compress/zstd"
 	"golang.org/x/sys/unix"
@@ -93,6 +94,40 @@ func (ix *Index) Contents() *Contents {
 		}
 	}
 	return c
+}
+
+// Tree is a Local and LocalFiles over a tree assembled before into Dir,
+// whose Contents are C (e.g. an earlier version pulled by the CLI). Its
+// files are read through an os.Root of Dir.
+type Tree struct {
+	Dir string
+	C   *Contents
+}
+
+// Chunk implements Local.
+func (t Tree) Chunk(digest string, p []byte) bool {
+	loc, ok := t.C.Chunks[digest]
+	if !ok || loc.Size != int64(len(p)) {
+		return false
+	}
+	root, err := os.OpenRoot(t.Dir)
+	if err != nil {
+		return false
+	}
+	defer root.Close()
+	f, err := root.Open(loc.Path)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	_, err = f.ReadAt(p, loc.Offset)
+	return err == nil
+}
+
+// File implements LocalFiles.
+func (t Tree) File(key string) (string, bool) {
+	p, ok := t.C.Files[key]
+	return filepath.Join(t.Dir, filepath.FromSlash(p)), ok
 }
 
 // Assemble writes the tree ix (from Parse, or Build) describes into dest,

@@ -235,37 +235,24 @@ func TestParseRefuses(t *testing.T) {
 	}
 }
 
-// treeChunks is a Local over a tree assembled before, as a node's cache
-// holds one; lie makes it give wrong bytes.
-type treeChunks struct {
-	dir   string
-	c     *chunked.Contents
-	lie   bool
-	files bool // offer whole files too
+// lying is a Local that gives wrong bytes for every chunk, and offers
+// whole files only when files is set.
+type lying struct {
+	chunked.Tree
+	lie, files bool
 }
 
-func (l treeChunks) File(key string) (string, bool) {
-	p, ok := l.c.Files[key]
-	return filepath.Join(l.dir, p), ok && l.files && !l.lie
+func (l lying) File(key string) (string, bool) {
+	p, ok := l.Tree.File(key)
+	return p, ok && l.files && !l.lie
 }
 
-func (l treeChunks) Chunk(digest string, p []byte) bool {
-	loc, ok := l.c.Chunks[digest]
-	if !ok || loc.Size != int64(len(p)) {
-		return false
-	}
-	f, err := os.Open(filepath.Join(l.dir, loc.Path))
-	if err != nil {
-		return false
-	}
-	defer f.Close()
-	if _, err := f.ReadAt(p, loc.Offset); err != nil {
-		return false
-	}
-	if l.lie {
+func (l lying) Chunk(digest string, p []byte) bool {
+	ok := l.Tree.Chunk(digest, p)
+	if ok && l.lie {
 		p[0] ^= 1
 	}
-	return true
+	return ok
 }
 
 // TestLocal: a node holding the previous version of a tree fetches only
@@ -292,7 +279,7 @@ func TestLocal(t *testing.T) {
 		if err := os.MkdirAll(filepath.Dir(dest), 0o755); err != nil {
 			t.Fatal(err)
 		}
-		fetched, err := chunked.Assemble(t.Context(), v2, dest, s.opener(v2), archive.ReadOnlyModes, treeChunks{old, v1.Contents(), lie, tc.files})
+		fetched, err := chunked.Assemble(t.Context(), v2, dest, s.opener(v2), archive.ReadOnlyModes, lying{chunked.Tree{Dir: old, C: v1.Contents()}, lie, tc.files})
 		if err != nil {
 			t.Fatal(err)
 		}
