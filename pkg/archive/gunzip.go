@@ -91,10 +91,12 @@ func (g *gzipReader) readMembers() {
 			g.send(g.order, b)
 			return
 		}
+		// Once sent, b belongs to Read, which returns it to the pool when
+		// done: nothing of it is read here after that.
+		offset += int64(len(b.member))
 		if !g.send(g.order, b) || !g.send(g.jobs, b) {
 			return
 		}
-		offset += int64(len(b.member))
 	}
 }
 
