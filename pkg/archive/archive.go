@@ -146,9 +146,9 @@ const (
 	DefaultMaxPathLength = 4096
 )
 
-// withDefaults returns l with zero fields replaced by defaults and negative
-// ones by "no limit".
-func (l Limits) withDefaults() Limits {
+// WithDefaults returns l with zero fields replaced by defaults and negative
+// ones by "no limit" (the largest value), as Extract applies them.
+func (l Limits) WithDefaults() Limits {
 	const unlimited = int64(^uint64(0) >> 1)
 	fix := func(v, def int64) int64 {
 		switch {

@@ -17,7 +17,7 @@ type TreeCheck struct {
 // NewTreeCheck returns a TreeCheck with lim (zero fields take Extract's
 // defaults, negative ones no limit).
 func NewTreeCheck(lim Limits) *TreeCheck {
-	return &TreeCheck{lim: lim.withDefaults(), tree: newTree()}
+	return &TreeCheck{lim: lim.WithDefaults(), tree: newTree()}
 }
 
 // Add checks and records one entry; size is a regular file's length,

@@ -60,7 +60,7 @@ func Extract(ctx context.Context, r io.Reader, want Expect, dest string, lim Lim
 	raw := newReadAhead(vr, readAheadChunk, readAheadDepth)
 	dr, comp, err := Decompress(raw)
 	if err == nil {
-		stats, err = extractTar(ctx, dr, staging, lim.withDefaults())
+		stats, err = extractTar(ctx, dr, staging, lim.WithDefaults())
 		dr.Close()
 	}
 	raw.Close() // vr is ours again: drain may read it
@@ -85,7 +85,7 @@ func Extract(ctx context.Context, r io.Reader, want Expect, dest string, lim Lim
 // name must be a single path component. The file gets mode 0644, or 0444
 // with ReadOnlyModes.
 func ExtractFile(ctx context.Context, r io.Reader, want Expect, dest, name string, lim Limits, opts ...Option) (Stats, error) {
-	lim = lim.withDefaults()
+	lim = lim.WithDefaults()
 	o := newOptions(opts)
 	if name == "" || name == "." || name == ".." || strings.ContainsAny(name, "/\x00") || len(name) > 255 {
 		return Stats{}, entryErr(ErrUnsafeEntry, name, "a single-file artifact needs a plain file name")

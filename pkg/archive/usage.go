@@ -102,7 +102,7 @@ func Measure(ctx context.Context, dir string, lim Limits) (Usage, error) {
 		return Usage{}, &os.PathError{Op: "open", Path: dir, Err: err}
 	}
 	defer unix.Close(fd)
-	m := &measurer{ctx: ctx, lim: lim.withDefaults(), links: map[inode]struct{}{}}
+	m := &measurer{ctx: ctx, lim: lim.WithDefaults(), links: map[inode]struct{}{}}
 	err = m.walk(fd, "")
 	return m.usage, err
 }

@@ -57,7 +57,7 @@ func Walk(ctx context.Context, dir string, lim Limits, visit func(*Entry) error)
 		return Stats{}, &os.PathError{Op: "open", Path: dir, Err: err}
 	}
 	defer unix.Close(fd)
-	w := &walker{ctx: ctx, lim: lim.withDefaults(), visit: visit, links: map[inode]string{}, check: NewTreeCheck(lim)}
+	w := &walker{ctx: ctx, lim: lim.WithDefaults(), visit: visit, links: map[inode]string{}, check: NewTreeCheck(lim)}
 	err = w.walk(fd, "")
 	if err == nil {
 		err = w.check.Close()

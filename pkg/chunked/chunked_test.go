@@ -233,6 +233,10 @@ func TestParseRefuses(t *testing.T) {
 	if _, err := chunked.Parse(blob, good.Packs, archive.Limits{MaxBytes: 1 << 20}); !errors.Is(err, archive.ErrLimitExceeded) {
 		t.Errorf("Parse within 1 MiB = %v, want ErrLimitExceeded", err)
 	}
+	// Negative limits mean none, as for Extract.
+	if _, err := chunked.Parse(blob, good.Packs, archive.Limits{MaxBytes: -1, MaxEntries: -1, MaxPathLength: -1}); err != nil {
+		t.Errorf("Parse without limits = %v", err)
+	}
 }
 
 // lying is a Local that gives wrong bytes for every chunk, and offers

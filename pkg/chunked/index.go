@@ -45,13 +45,12 @@ const (
 // Limits a reader applies to an index before it fetches anything the
 // index names (docs/format.md, "Limits").
 const (
-	MaxIndexBytes     = 64 << 20
-	MaxIndexRawBytes  = 512 << 20
-	MaxChunks         = 4_000_000
-	MaxChunkSize      = 1 << 20
-	MaxPackSize       = 128 << 20
-	MaxPacks          = 16_384
-	defaultMaxEntries = 1_000_000
+	MaxIndexBytes    = 64 << 20
+	MaxIndexRawBytes = 512 << 20
+	MaxChunks        = 4_000_000
+	MaxChunkSize     = 1 << 20
+	MaxPackSize      = 128 << 20
+	MaxPacks         = 16_384
 )
 
 // ErrInvalid marks an index that breaks the format: the artifact is
@@ -161,7 +160,7 @@ func invalid(format string, args ...any) error {
 
 // check applies the rules of docs/format.md to ix.
 func (ix *Index) check(layers []Pack, lim archive.Limits) error {
-	lim = limitsWithDefaults(lim)
+	lim = lim.WithDefaults()
 	switch {
 	case ix.Version != Version:
 		return invalid("version %d; this reader knows %d", ix.Version, Version)
@@ -290,11 +289,4 @@ func archiveOrder(a, b string) bool {
 		}
 	}
 	return len(bs) > len(as)
-}
-
-func limitsWithDefaults(lim archive.Limits) archive.Limits {
-	if lim.MaxEntries == 0 {
-		lim.MaxEntries = defaultMaxEntries
-	}
-	return lim
 }
