@@ -11,6 +11,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/static"
@@ -128,12 +129,7 @@ func (c *Client) pullChunked(ctx context.Context, ref Reference, layout *artifac
 	if layout.Layer.Size > chunked.MaxIndexBytes {
 		return fmt.Errorf("%w: %s: its index declares %d bytes", archive.ErrLimitExceeded, res.Ref, layout.Layer.Size)
 	}
-	body, err := c.openBlob(ctx, repo, layout.Layer.Digest)
-	if err != nil {
-		return err
-	}
-	blob, err := readVerified(body, layout.Layer)
-	body.Close()
+	blob, err := c.smallBlob(ctx, repo, layout.Layer)
 	if err != nil {
 		return fmt.Errorf("fetch the index of %s: %w", res.Ref, err)
 	}
@@ -187,15 +183,20 @@ func (c *Client) pullChunked(ctx context.Context, ref Reference, layout *artifac
 	return nil
 }
 
-// readVerified reads a small blob whole and checks it against d.
-func readVerified(r io.Reader, d v1.Descriptor) ([]byte, error) {
-	b, err := io.ReadAll(io.LimitReader(r, d.Size+1))
+// smallBlob fetches blob d of repo whole, which the caller bounded by its
+// declared size, and checks it against its digest and size [errCorrupt].
+func (c *Client) smallBlob(ctx context.Context, repo name.Repository, d v1.Descriptor) ([]byte, error) {
+	body, err := c.openBlob(ctx, repo, d.Digest)
 	if err != nil {
 		return nil, err
 	}
-	got, n, _ := v1.SHA256(bytes.NewReader(b))
-	if n != d.Size || got != d.Digest {
-		return nil, fmt.Errorf("%w: blob %s does not match its digest", archive.ErrCorrupt, d.Digest)
+	defer body.Close()
+	b, err := io.ReadAll(io.LimitReader(body, d.Size+1))
+	if err != nil {
+		return nil, fmt.Errorf("fetch %s: %w", d.Digest, err)
+	}
+	if got, n, _ := v1.SHA256(bytes.NewReader(b)); n != d.Size || got != d.Digest {
+		return nil, fmt.Errorf("%w: blob %s does not match its digest", errCorrupt, d.Digest)
 	}
 	return b, nil
 }
