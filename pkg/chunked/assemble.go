@@ -107,7 +107,7 @@ type Tree struct {
 // Chunk implements Local.
 func (t Tree) Chunk(digest string, p []byte) bool {
 	loc, ok := t.C.Chunks[digest]
-	if !ok || loc.Size != int64(len(p)) {
+	if !ok {
 		return false
 	}
 	root, err := os.OpenRoot(t.Dir)
@@ -115,12 +115,21 @@ func (t Tree) Chunk(digest string, p []byte) bool {
 		return false
 	}
 	defer root.Close()
-	f, err := root.Open(loc.Path)
+	return loc.Read(root, p)
+}
+
+// Read fills p with the chunk at l in the tree root holds, and reports
+// whether it could: p must be the chunk's size.
+func (l Location) Read(root *os.Root, p []byte) bool {
+	if l.Size != int64(len(p)) {
+		return false
+	}
+	f, err := root.Open(l.Path)
 	if err != nil {
 		return false
 	}
 	defer f.Close()
-	_, err = f.ReadAt(p, loc.Offset)
+	_, err = f.ReadAt(p, l.Offset)
 	return err == nil
 }
 

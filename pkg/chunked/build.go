@@ -73,8 +73,8 @@ type Blob struct {
 
 // Build cuts the tree of dir into chunks, stores each unique chunk once,
 // compressed, groups them into packs and hands each new pack to sink, in
-// order, from the calling goroutine; sink must not keep Data after it
-// returns. A pack o.Packs knows and o.Exists finds is not rebuilt nor
+// order, from one goroutine (not the caller's: the next pack fills
+// meanwhile); sink must not keep Data after it returns. A pack o.Packs knows and o.Exists finds is not rebuilt nor
 // handed to sink. It returns the index, whose Packs list every pack, and
 // what the tree holds. The same tree and options give the same packs and
 // index, whatever the machine. Chunks are hashed, and packs compressed,

@@ -97,16 +97,7 @@ func (f *fillChunks) Chunk(digest string, p []byte) bool {
 		return false
 	}
 	root, ok := f.root(key)
-	if !ok {
-		return false
-	}
-	file, err := root.Open(loc.Path)
-	if err != nil {
-		return false
-	}
-	defer file.Close()
-	_, err = file.ReadAt(p, loc.Offset)
-	return err == nil
+	return ok && loc.Read(root, p)
 }
 
 // root pins key's entry and opens it, once per fill; an entry that is
