@@ -111,14 +111,20 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 	return ctrl.NewControllerManagedBy(mgr).Named(name).
 		For(tekton.NewTaskRun(), builder.OnlyMetadata).
 		Watches(&v1alpha1.ArtifactRecord{}, handler.EnqueueRequestsFromMapFunc(taskRunOf)).
-		WithLogConstructor(func(req *reconcile.Request) klog.Logger {
-			log := mgr.GetLogger().WithValues("controller", name)
-			if req != nil {
-				log = log.WithValues("taskRun", klog.KRef(req.Namespace, req.Name))
-			}
-			return log
-		}).
+		WithLogConstructor(logConstructor(mgr, name, "taskRun")).
 		Complete(r)
+}
+
+// logConstructor gives a controller's reconciles the manager's logger
+// with the controller's name and, under key, the object reconciled.
+func logConstructor(mgr ctrl.Manager, name, key string) func(*reconcile.Request) klog.Logger {
+	return func(req *reconcile.Request) klog.Logger {
+		log := mgr.GetLogger().WithValues("controller", name)
+		if req != nil {
+			log = log.WithValues(key, klog.KRef(req.Namespace, req.Name))
+		}
+		return log
+	}
 }
 
 // taskRunName is the name of the TaskRun an ArtifactRecord names, if any.
@@ -159,7 +165,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		return ctrl.Result{}, fmt.Errorf("get TaskRun %s: %w", req.NamespacedName, err)
 	}
 	var records []v1alpha1.ArtifactRecord
-	pods := r.podLookup(ctx, req.Namespace) // the records of a TaskRun share a pod or two
+	pods := podLookup(ctx, r.podReader(), req.Namespace) // the records of a TaskRun share a pod or two
 	for _, rec := range list.Items {
 		ok, why, err := belongs(&rec, tr, pods)
 		if err != nil {
@@ -234,13 +240,17 @@ func belongs(rec *v1alpha1.ArtifactRecord, tr *unstructured.Unstructured, pod fu
 	return true, "", nil
 }
 
-// podLookup returns a reader of namespace's pods that reads each one once
-// (a GET; nil when the pod is gone).
-func (r *Reconciler) podLookup(ctx context.Context, namespace string) func(string) (*corev1.Pod, error) {
-	reader := r.Pods
-	if reader == nil {
-		reader = r.Client
+// podReader is Pods, else Client.
+func (r *Reconciler) podReader() client.Reader {
+	if r.Pods != nil {
+		return r.Pods
 	}
+	return r.Client
+}
+
+// podLookup returns a reader of namespace's pods, through reader, that
+// reads each one once (a GET; nil when the pod is gone).
+func podLookup(ctx context.Context, reader client.Reader, namespace string) func(string) (*corev1.Pod, error) {
 	seen := map[string]*corev1.Pod{}
 	return func(name string) (*corev1.Pod, error) {
 		if p, ok := seen[name]; ok {

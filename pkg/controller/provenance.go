@@ -107,13 +107,7 @@ func (a *Attestor) SetupWithManager(mgr manager.Manager, concurrency int) error 
 	return builder.ControllerManagedBy(mgr).Named(name).
 		For(&v1alpha1.ArtifactRecord{}, builder.WithPredicates(unsigned)).
 		WithOptions(controller.Options{MaxConcurrentReconciles: concurrency}).
-		WithLogConstructor(func(req *reconcile.Request) klog.Logger {
-			log := mgr.GetLogger().WithValues("controller", name)
-			if req != nil {
-				log = log.WithValues("artifactRecord", klog.KRef(req.Namespace, req.Name))
-			}
-			return log
-		}).
+		WithLogConstructor(logConstructor(mgr, name, "artifactRecord")).
 		Complete(a)
 }
 
@@ -265,7 +259,7 @@ func (a *Attestor) facts(ctx context.Context, rec *v1alpha1.ArtifactRecord) (pro
 	if rec.Spec.StoreBackend() != v1alpha1.BackendOCI && rec.Status.Location != "" {
 		f.Repository = rec.Status.Location
 	}
-	pods := (&Reconciler{Client: a.Client, Pods: a.Reader}).podLookup(ctx, rec.Namespace)
+	pods := podLookup(ctx, a.Reader, rec.Namespace)
 	if rec.Spec.TaskRun == nil {
 		if err := a.podFacts(rec, pods, &f); err != nil {
 			return f, err
