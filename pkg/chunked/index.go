@@ -87,11 +87,8 @@ type Chunk struct {
 	Pack   int    `json:"pack"`
 	Length int64  `json:"length"`
 
-	offset int64 // computed by Parse
+	offset int64 // where it starts in its pack: set by Parse and Build, read by Assemble
 }
-
-// Offset is where the chunk starts in its pack (set by Parse and Build).
-func (c Chunk) Offset() int64 { return c.offset }
 
 // Entry is one entry of the tree.
 type Entry struct {
