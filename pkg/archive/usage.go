@@ -112,6 +112,9 @@ type measurer struct {
 	lim   Limits
 	links map[inode]struct{}
 	usage Usage
+	// normalize, when set, gives each entry what Extract would: see
+	// Normalize.
+	normalize *normalizer
 }
 
 func (m *measurer) walk(dirfd int, prefix string) error {
@@ -148,7 +151,10 @@ func (m *measurer) entry(dirfd int, prefix, name string) error {
 			return &os.PathError{Op: "open", Path: rel, Err: err}
 		}
 		defer unix.Close(fd)
-		return m.walk(fd, rel+"/")
+		if err := m.walk(fd, rel+"/"); err != nil {
+			return err
+		}
+		return m.normalize.entry(dirfd, name, rel, &st) // after its entries: a directory may become read-only
 	case unix.S_IFLNK:
 		u = footprint(kindSymlink, 0, int(st.Size)) // a symlink's size is its target's length
 	case unix.S_IFREG:
@@ -162,7 +168,13 @@ func (m *measurer) entry(dirfd int, prefix, name string) error {
 			}
 		}
 	default:
+		if m.normalize != nil {
+			return entryErr(ErrUnsafeEntry, rel, "sockets, devices and FIFOs are not archived")
+		}
 		u = Usage{Inodes: 1}
 	}
-	return m.lim.charge(&m.usage, u, rel)
+	if err := m.lim.charge(&m.usage, u, rel); err != nil {
+		return err
+	}
+	return m.normalize.entry(dirfd, name, rel, &st)
 }

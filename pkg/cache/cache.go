@@ -16,8 +16,14 @@
 //	<key>.json    the entry's metadata, its usage; written after <key>/,
 //	              so a directory without it is incomplete and removed at
 //	              Open
+//	<key>.img     for an adopted entry (AdoptImage), the filesystem image
+//	              mounted read-only on <key>/
 //	boot_id       the kernel boot the entries were written in
 //	.*            staging and trash directories, removed at Open
+//
+// An adopted entry is an output's filesystem image, which the node plugin
+// hands over once the output is pushed (write-through): its tree is
+// served where it was written, with nothing copied.
 //
 // Extraction does not fsync: a plugin crash loses nothing the kernel has
 // not already accepted, but a node crash may tear files. Open therefore
@@ -36,6 +42,7 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/sys/unix"
 	"k8s.io/klog/v2"
 
 	"github.com/tektoncd/artifacts-csi-driver/internal/atomicfile"
@@ -83,6 +90,26 @@ type Option func(*options)
 
 type options struct {
 	maxInodes int64
+	images    Images
+}
+
+// Images mounts the filesystem images of adopted entries; outputfs.Ext4
+// does. Implementations are safe for concurrent use.
+type Images interface {
+	// MountImage mounts image's filesystem at target, an existing
+	// directory, read-only when readOnly, nosuid and nodev; a target
+	// that is a mount point already is left as it is.
+	MountImage(ctx context.Context, image, target string, readOnly bool) error
+	// Unmount unmounts target; one that is not a mount point, or is
+	// missing, is not an error.
+	Unmount(ctx context.Context, target string) error
+}
+
+// WithImages lets the cache adopt filesystem images (AdoptImage), and
+// mount again at Open those it holds. Without it, AdoptImage adopts
+// nothing and Open discards adopted entries.
+func WithImages(i Images) Option {
+	return func(o *options) { o.images = i }
 }
 
 // WithMaxInodes bounds the inodes the cache's entries take; n must be
@@ -100,8 +127,9 @@ type Stats struct {
 
 // Cache is safe for concurrent use.
 type Cache struct {
-	dir string
-	max archive.Usage // the bounds
+	dir    string
+	max    archive.Usage // the bounds
+	images Images        // nil: no adopted entries
 
 	trash sync.WaitGroup
 
@@ -124,7 +152,11 @@ type entry struct {
 	usage    archive.Usage // overhead included
 	refs     int
 	lastUsed time.Time
+	image    bool // adopted: its tree is its image, mounted
 }
+
+// imageSuffix names an adopted entry's image: <key>.img.
+const imageSuffix = ".img"
 
 // meta is an entry's <key>.json.
 type meta struct {
@@ -133,6 +165,8 @@ type meta struct {
 	// counting file content only.
 	Size   int64 `json:"size"`
 	Inodes int64 `json:"inodes,omitempty"`
+	// Image says the entry is adopted: <key>/ is <key>.img mounted.
+	Image bool `json:"image,omitempty"`
 }
 
 // Open loads the cache in dir (created if missing, mode 0700), bounded to
@@ -159,7 +193,8 @@ func Open(ctx context.Context, dir string, maxBytes int64, opts ...Option) (*Cac
 	if err := os.Chmod(dir, 0o700); err != nil {
 		return nil, err
 	}
-	c := &Cache{dir: dir, max: archive.Usage{Bytes: maxBytes, Inodes: o.maxInodes}, entries: map[string]*entry{}, fills: map[string]*fillCall{}}
+	c := &Cache{dir: dir, max: archive.Usage{Bytes: maxBytes, Inodes: o.maxInodes}, images: o.images,
+		entries: map[string]*entry{}, fills: map[string]*fillCall{}}
 	logger := klog.FromContext(ctx)
 	fresh, err := c.sameBoot()
 	if err != nil {
@@ -172,8 +207,12 @@ func Open(ctx context.Context, dir string, maxBytes int64, opts ...Option) (*Cac
 	}
 	for _, n := range names {
 		key, isMeta := strings.CutSuffix(n, ".json")
+		imageOf, isImage := strings.CutSuffix(n, imageSuffix)
 		switch {
 		case n == bootIDFile:
+			continue
+		case isImage && keyPattern.MatchString(imageOf):
+			// Its entry's metadata says whether it is one.
 			continue
 		case atomicfile.IsTemp(n) || !keyPattern.MatchString(key):
 			c.remove(n)
@@ -191,19 +230,30 @@ func Open(ctx context.Context, dir string, maxBytes int64, opts ...Option) (*Cac
 			c.remove(n)
 			continue
 		}
+		if m.Image {
+			if err := c.mountImage(ctx, key); err != nil {
+				logger.Error(err, "Discarded an adopted input cache entry whose image could not be mounted", "dir", dir, "key", key)
+				c.discard(key)
+				continue
+			}
+		}
 		info, _ := os.Stat(filepath.Join(dir, n))
 		u := archive.Usage{Bytes: m.Size, Inodes: m.Inodes}
 		if m.Inodes == 0 {
 			if u, err = c.measure(ctx, key, info.ModTime()); err != nil {
 				logger.Error(err, "Discarded an input cache entry that could not be measured", "dir", dir, "key", key)
-				c.remove(n)
-				c.remove(key)
+				c.discard(key)
 				continue
 			}
 			measured++
 		}
-		c.entries[key] = &entry{usage: u, lastUsed: info.ModTime()}
+		c.entries[key] = &entry{usage: u, lastUsed: info.ModTime(), image: m.Image}
 		c.used = add(c.used, u)
+	}
+	for _, n := range names { // images of no entry
+		if key, ok := strings.CutSuffix(n, imageSuffix); ok && c.entries[key] == nil {
+			c.remove(n)
+		}
 	}
 	if measured > 0 {
 		logger.Info("Measured input cache entries an earlier version wrote without their inodes", "dir", dir, "entries", measured)
@@ -281,7 +331,7 @@ func (c *Cache) AcquireUsage(ctx context.Context, key string, fill FillUsageFunc
 	if !ok {
 		call = &fillCall{done: make(chan struct{})}
 		c.fills[key] = call
-		go c.fill(context.WithoutCancel(ctx), key, fill, call)
+		go c.fill(context.WithoutCancel(ctx), key, fill, false, call)
 	}
 	call.waiters++
 	c.mu.Unlock()
@@ -359,8 +409,29 @@ func (c *Cache) Stats() Stats {
 // Wait blocks until background removals of evicted entries have finished.
 func (c *Cache) Wait() { c.trash.Wait() }
 
-func (c *Cache) fill(ctx context.Context, key string, fill FillUsageFunc, call *fillCall) {
-	u, err := c.runFill(ctx, key, fill)
+// Close unmounts the trees of adopted entries, which Open mounts again,
+// so that a stopped plugin leaves mounted only what pods use (their bind
+// mounts keep the filesystems they show), and waits for background
+// removals. Call it once, after the last use of c.
+func (c *Cache) Close(ctx context.Context) error {
+	c.mu.Lock()
+	var images []string
+	for key, e := range c.entries {
+		if e.image {
+			images = append(images, key)
+		}
+	}
+	c.mu.Unlock()
+	var errs []error
+	for _, key := range images {
+		errs = append(errs, c.images.Unmount(ctx, c.Path(key)))
+	}
+	c.Wait()
+	return errors.Join(errs...)
+}
+
+func (c *Cache) fill(ctx context.Context, key string, fill FillUsageFunc, image bool, call *fillCall) {
+	u, err := c.runFill(ctx, key, fill, image)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	delete(c.fills, key)
@@ -368,39 +439,128 @@ func (c *Cache) fill(ctx context.Context, key string, fill FillUsageFunc, call *
 	if err == nil {
 		// Pinned for every waiter; with none left (all gave up), kept
 		// unpinned for their retries.
-		c.entries[key] = &entry{usage: u, refs: call.waiters, lastUsed: time.Now()}
+		c.entries[key] = &entry{usage: u, refs: call.waiters, lastUsed: time.Now(), image: image}
 		c.used = add(c.used, u)
 		c.evictLocked()
 	}
 	close(call.done)
 }
 
-// runFill fills key and returns its usage, overhead included.
-func (c *Cache) runFill(ctx context.Context, key string, fill FillUsageFunc) (archive.Usage, error) {
+// runFill fills key, an adopted image's entry when image, and returns its
+// usage, overhead included.
+func (c *Cache) runFill(ctx context.Context, key string, fill FillUsageFunc, image bool) (archive.Usage, error) {
 	ctx, cancel := context.WithTimeout(ctx, FillTimeout)
 	defer cancel()
 	dest := c.Path(key)
 	// Leftovers of a fill interrupted by a crash are removed at Open; a
 	// directory without metadata here is from a fill that failed after the
 	// rename (writing the metadata), so it is safe to replace.
-	if err := os.RemoveAll(dest); err != nil {
+	if err := c.clear(ctx, key); err != nil {
 		return archive.Usage{}, err
 	}
 	u, err := fill(ctx, dest)
 	if err != nil {
-		os.RemoveAll(dest) // a FillFunc's measurement may fail after the fill
+		c.clear(ctx, key) // a FillFunc's measurement may fail after the fill
 		return archive.Usage{}, err
 	}
 	u = add(u, entryOverhead)
 	if err := c.fits(key, u); err != nil {
-		os.RemoveAll(dest)
+		c.clear(ctx, key)
 		return archive.Usage{}, err
 	}
-	if err := atomicfile.WriteJSON(dest+".json", meta{Size: u.Bytes, Inodes: u.Inodes}, 0o644, atomicfile.BestEffort); err != nil {
-		os.RemoveAll(dest)
+	if err := atomicfile.WriteJSON(dest+".json", meta{Size: u.Bytes, Inodes: u.Inodes, Image: image}, 0o644, atomicfile.BestEffort); err != nil {
+		c.clear(ctx, key)
 		return archive.Usage{}, fmt.Errorf("record cache entry %s: %w", key, err)
 	}
 	return u, nil
+}
+
+// clear removes what a fill of key left, now: its tree, unmounted first
+// when it is an image's, and the image.
+func (c *Cache) clear(ctx context.Context, key string) error {
+	dest := c.Path(key)
+	if c.images != nil {
+		if err := c.images.Unmount(ctx, dest); err != nil {
+			return err
+		}
+		if err := os.Remove(dest + imageSuffix); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return err
+		}
+	}
+	return os.RemoveAll(dest)
+}
+
+// AdoptImage makes image, a filesystem image on the cache's filesystem
+// whose root holds key's content, the entry of key, with nothing copied:
+// it moves image to <key>.img, mounts it read-write on <key>/ for prepare,
+// which readies the tree there (as archive.Normalize does) and returns its
+// usage, then mounts it again read-only (on a read-only loop device, with
+// Images from outputfs.Ext4), and only then is the entry visible.
+// Acquire calls for key meanwhile wait for it, as for a fill, and the
+// cache's bounds and eviction apply as to a fill; the entry's usage counts
+// the larger of its tree's bytes and its image's allocated blocks, and an
+// inode for the image.
+//
+// It reports whether it adopted image: not when key is cached or being
+// filled already, nor without WithImages; image is then left where it is.
+// On error, image is deleted (when it had been moved) and nothing of it
+// stays in the cache. A rename across filesystems fails (EXDEV). Safe for
+// concurrent use; not idempotent (the image moves).
+func (c *Cache) AdoptImage(ctx context.Context, key, image string, prepare FillUsageFunc) (adopted bool, err error) {
+	if c.images == nil {
+		return false, nil
+	}
+	if !keyPattern.MatchString(key) {
+		return false, fmt.Errorf("invalid cache key %q", key)
+	}
+	c.mu.Lock()
+	if _, ok := c.entries[key]; ok || c.fills[key] != nil {
+		c.mu.Unlock()
+		return false, nil
+	}
+	call := &fillCall{done: make(chan struct{})}
+	c.fills[key] = call
+	c.mu.Unlock()
+	c.fill(ctx, key, func(ctx context.Context, dest string) (archive.Usage, error) {
+		img := dest + imageSuffix
+		if err := os.Rename(image, img); err != nil {
+			return archive.Usage{}, fmt.Errorf("move the image into the input cache: %w", err)
+		}
+		if err := os.Mkdir(dest, 0o700); err != nil {
+			return archive.Usage{}, err
+		}
+		if err := c.images.MountImage(ctx, img, dest, false); err != nil {
+			return archive.Usage{}, err
+		}
+		u, err := prepare(ctx, dest)
+		if err != nil {
+			return archive.Usage{}, err
+		}
+		// Written back by the unmount; read-only for the kernel from now on.
+		if err := c.images.Unmount(ctx, dest); err != nil {
+			return archive.Usage{}, err
+		}
+		if err := c.images.MountImage(ctx, img, dest, true); err != nil {
+			return archive.Usage{}, err
+		}
+		var st unix.Stat_t
+		if err := unix.Stat(img, &st); err != nil {
+			return archive.Usage{}, &os.PathError{Op: "stat", Path: img, Err: err}
+		}
+		u.Bytes = max(u.Bytes, st.Blocks*512)
+		u.Inodes++
+		return u, nil
+	}, true, call)
+	return call.err == nil, call.err
+}
+
+// mountImage mounts key's image, read-only, on its tree, unless it is
+// mounted there already.
+func (c *Cache) mountImage(ctx context.Context, key string) error {
+	if c.images == nil {
+		return errors.New("the cache was opened without WithImages")
+	}
+	return c.images.MountImage(ctx, c.Path(key)+imageSuffix, c.Path(key), true)
 }
 
 // fits fails with ErrTooLarge when u, an entry's usage, exceeds a bound of
@@ -433,14 +593,22 @@ func (c *Cache) evictLocked() {
 		}
 		c.used = add(c.used, archive.Usage{Bytes: -c.entries[victim].usage.Bytes, Inodes: -c.entries[victim].usage.Inodes})
 		delete(c.entries, victim)
-		c.remove(victim + ".json")
-		c.remove(victim)
+		c.discard(victim)
 	}
 }
 
-// remove deletes a cache file or directory: a directory is first renamed
-// out of the way, so that the name is free at once, then deleted in the
-// background.
+// discard removes key's entry: its metadata first (so that, from then on,
+// Open removes whatever is left), its tree and its image.
+func (c *Cache) discard(key string) {
+	c.remove(key + ".json")
+	c.remove(key)
+	c.remove(key + imageSuffix)
+}
+
+// remove deletes a cache file or directory: a directory is first
+// unmounted, when it is an adopted image's, and renamed out of the way, so
+// that the name is free at once, then deleted in the background. A
+// directory that cannot be unmounted stays, for Open to retry.
 func (c *Cache) remove(name string) {
 	p := filepath.Join(c.dir, name)
 	st, err := os.Lstat(p)
@@ -450,6 +618,12 @@ func (c *Cache) remove(name string) {
 	if !st.IsDir() {
 		os.Remove(p)
 		return
+	}
+	if c.images != nil {
+		if err := c.images.Unmount(context.Background(), p); err != nil {
+			klog.Background().Error(err, "Could not unmount an input cache entry; it stays until the plugin restarts", "path", p)
+			return
+		}
 	}
 	trash, err := os.MkdirTemp(c.dir, ".trash-")
 	if err != nil || os.Rename(p, filepath.Join(trash, "d")) != nil {

@@ -84,6 +84,11 @@ type Options struct {
 	// Mke2fs is the mke2fs program ext4 output filesystems are formatted
 	// with. Default "mke2fs", looked up in PATH.
 	Mke2fs string
+	// WriteThrough makes each pushed output the input cache entry of its
+	// digest, with nothing copied, so that a consumer on the same node
+	// gets a cache hit (ext4 outputs only; see writeThrough). Default
+	// true.
+	WriteThrough bool
 	// FailedOutputTTL is how long a failed output's data stays on the node
 	// for an administrator to inspect or retry. Default 168h (7 days).
 	FailedOutputTTL time.Duration
@@ -149,6 +154,7 @@ func NewOptions() *Options {
 		UploadWorkers:       4,
 		OutputFilesystem:    outputfs.KindExt4,
 		Mke2fs:              "mke2fs",
+		WriteThrough:        true,
 		FailedOutputTTL:     7 * 24 * time.Hour,
 		FillWorkers:         4,
 		ProvidersDir:        "/var/run/artifacts-csi/providers",
@@ -176,6 +182,7 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.ProvidersDir, "providers-dir", o.ProvidersDir, "directory of the storage providers' sockets, <name>.sock")
 	fs.Var(&o.OutputFilesystem, "output-filesystem", "how an output's size is bounded while its pod writes: ext4 (a loop-mounted filesystem of maxArtifactBytes) or directory (checked at push only)")
 	fs.StringVar(&o.Mke2fs, "mke2fs", o.Mke2fs, "the mke2fs program of ext4 output filesystems")
+	fs.BoolVar(&o.WriteThrough, "write-through", o.WriteThrough, "keep each pushed output as the input cache entry of its digest, so that a consumer on this node downloads nothing (ext4 outputs only)")
 	fs.DurationVar(&o.FailedOutputTTL, "failed-output-ttl", o.FailedOutputTTL, "how long a failed output's data stays on the node")
 	fs.IntVar(&o.UploadWorkers, "upload-workers", o.UploadWorkers, "concurrent output uploads; one destination gets at most all but one")
 	fs.DurationVar(&o.RegistryIdleTimeout, "registry-idle-timeout", o.RegistryIdleTimeout, "abort a registry request or storage provider stream that makes no progress (no byte moves, no answer) for this long; it is retried")

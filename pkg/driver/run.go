@@ -100,12 +100,16 @@ func newPlugin(ctx context.Context, o *Options, version string) (_ *plugin, err 
 		return nil, err
 	}
 	var fsys outputfs.Filesystem = outputfs.Dir{}
+	cacheOpts := []cache.Option{cache.WithMaxInodes(o.CacheInodes)}
 	if o.OutputFilesystem == outputfs.KindExt4 {
-		if fsys, err = outputfs.NewExt4(outputfs.Ext4Options{Templates: filepath.Join(o.StateDir, "templates"), Mke2fs: o.Mke2fs}); err != nil {
+		e, err := outputfs.NewExt4(outputfs.Ext4Options{Templates: filepath.Join(o.StateDir, "templates"), Mke2fs: o.Mke2fs})
+		if err != nil {
 			return nil, fmt.Errorf("%w (or run with --output-filesystem=%s, which bounds outputs only at push)", err, outputfs.KindDir)
 		}
+		fsys = e
+		cacheOpts = append(cacheOpts, cache.WithImages(e))
 	}
-	if p.cache, err = cache.Open(ctx, filepath.Join(o.StateDir, "cache"), o.CacheBytes, cache.WithMaxInodes(o.CacheInodes)); err != nil {
+	if p.cache, err = cache.Open(ctx, filepath.Join(o.StateDir, "cache"), o.CacheBytes, cacheOpts...); err != nil {
 		return nil, fmt.Errorf("open input cache: %w", err)
 	}
 	dc, err := digestcache.Open(filepath.Join(o.StateDir, "digests"))
@@ -158,7 +162,7 @@ func newPlugin(ctx context.Context, o *Options, version string) (_ *plugin, err 
 	p.outputs, err = outputs.Open(ctx, outputs.Options{
 		Dir: o.StateDir, Stores: stores, Recorder: rec,
 		Deadline: o.UploadDeadline, Workers: o.UploadWorkers, Metrics: p.metrics,
-		Filesystem: fsys, FailedTTL: o.FailedOutputTTL, Events: p.warner(),
+		Filesystem: fsys, FailedTTL: o.FailedOutputTTL, Events: p.warner(), Keeper: p.keeper(fsys),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("open output journal: %w", err)
@@ -248,9 +252,24 @@ func (p *plugin) close() {
 	if p.providers != nil {
 		p.providers.Close()
 	}
+	if p.cache != nil {
+		if err := p.cache.Close(context.Background()); err != nil {
+			klog.Background().Error(err, "Could not unmount input cache entries")
+		}
+	}
 	if p.lock != nil {
 		p.lock.Close() // releases the lock
 	}
+}
+
+// keeper returns what keeps pushed outputs as input cache entries (see
+// writeThrough), or nil when outputs are not on filesystems of their own
+// or --write-through is off.
+func (p *plugin) keeper(fsys outputfs.Filesystem) outputs.Keeper {
+	if _, ok := fsys.(*outputfs.Ext4); !ok || !p.o.WriteThrough {
+		return nil
+	}
+	return writeThrough{cache: p.cache, metrics: p.metrics}
 }
 
 // warner returns the plugin's Events as an outputs.Warner, or nil without

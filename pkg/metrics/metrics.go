@@ -51,6 +51,7 @@ type Metrics struct {
 	uploads      *prometheus.CounterVec
 	limits       *prometheus.CounterVec
 	provenance   *prometheus.CounterVec
+	writeThrough *prometheus.CounterVec
 }
 
 // New registers the metrics, with Go and process collectors, in a registry
@@ -83,6 +84,10 @@ func New(cache func() CacheStats, queue func() QueueStats) *Metrics {
 			Namespace: namespace, Name: "provenance_checks_total",
 			Help: "Inputs whose provenance was checked before they were mounted, by result: verified, cached (a verification of the same digest and keys reused) or refused.",
 		}, []string{"result"}),
+		writeThrough: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "write_through_total",
+			Help: "Pushed outputs offered to the input cache, by result: adopted (its tree became the cache entry of its digest), skipped (the entry was there already, or the output is not eligible) or failed.",
+		}, []string{"result"}),
 		limits: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: namespace, Name: "limits_hit_total",
 			Help: "Operations refused or given up because they hit a bound, by bound (a configuration key or flag).",
@@ -94,7 +99,7 @@ func New(cache func() CacheStats, queue func() QueueStats) *Metrics {
 	m.registry.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		m.operations, m.pulled, m.pushed, m.cacheLookups, m.uploads, m.limits, m.provenance,
+		m.operations, m.pulled, m.pushed, m.cacheLookups, m.uploads, m.limits, m.provenance, m.writeThrough,
 		gauge("cache_bytes", "Disk footprint of the input cache: file content in 4 KiB blocks, 4 KiB per directory.", func() float64 { return float64(cache().Bytes) }),
 		gauge("cache_inodes", "Inodes of the input cache: its files, directories and symlinks.", func() float64 { return float64(cache().Inodes) }),
 		gauge("cache_entries", "Artifacts held by the input cache.", func() float64 { return float64(cache().Entries) }),
@@ -167,6 +172,21 @@ const (
 func (m *Metrics) ProvenanceCheck(result string) {
 	if m != nil {
 		m.provenance.WithLabelValues(result).Inc()
+	}
+}
+
+// Write-through results.
+const (
+	WriteThroughAdopted = "adopted"
+	WriteThroughSkipped = "skipped"
+	WriteThroughFailed  = "failed"
+)
+
+// WriteThrough counts a pushed output offered to the input cache:
+// WriteThroughAdopted, WriteThroughSkipped or WriteThroughFailed.
+func (m *Metrics) WriteThrough(result string) {
+	if m != nil {
+		m.writeThrough.WithLabelValues(result).Inc()
 	}
 }
 

@@ -166,27 +166,37 @@ func (e *Ext4) Create(ctx context.Context, dir string, l Limits) error {
 // mount still holds when there is one (the same filesystem), else the
 // image on a new one. A filesystem frozen read-only is mounted so.
 func (e *Ext4) Mount(ctx context.Context, dir string, readOnly bool) error {
-	data := filepath.Join(dir, DataDir)
-	if mounted, err := isMountPoint(data); mounted || err != nil {
+	return e.MountImage(ctx, filepath.Join(dir, ImageFile), filepath.Join(dir, DataDir), readOnly)
+}
+
+// MountImage mounts the filesystem of image, an image this Ext4 made, at
+// target, an existing directory, unless target is a mount point already
+// (then it does nothing), nosuid and nodev: through the loop device that
+// still holds image when there is one, so that a filesystem is never
+// mounted from two devices, in the state it is in there (read-only once
+// frozen); else through a new one, read-only when readOnly. Idempotent.
+func (e *Ext4) MountImage(ctx context.Context, image, target string, readOnly bool) error {
+	if mounted, err := isMountPoint(target); mounted || err != nil {
 		return err
 	}
-	image := filepath.Join(dir, ImageFile)
 	dev, err := findLoop(image)
 	if err != nil {
 		return err
 	}
 	if dev == "" {
-		return e.mount(image, data, readOnly)
+		return e.mount(image, target, readOnly)
 	}
-	klog.FromContext(ctx).V(2).Info("Mounting an output filesystem that is still in use", "device", dev, "path", data)
+	klog.FromContext(ctx).V(2).Info("Mounting a filesystem that is still in use", "device", dev, "path", target)
+	// The kernel refuses to mount a superblock in another state than its
+	// own (EBUSY).
 	flags := uintptr(unix.MS_NOSUID | unix.MS_NODEV)
-	err = unix.Mount(dev, data, "ext4", flags, mountData)
+	err = unix.Mount(dev, target, "ext4", flags, mountData)
 	if errors.Is(err, unix.EBUSY) || errors.Is(err, unix.EACCES) || errors.Is(err, unix.EROFS) {
 		// Its superblock is read-only already: it was frozen.
-		err = unix.Mount(dev, data, "ext4", flags|unix.MS_RDONLY, mountData)
+		err = unix.Mount(dev, target, "ext4", flags|unix.MS_RDONLY, mountData)
 	}
 	if err != nil {
-		return &os.PathError{Op: "mount " + dev + " on", Path: data, Err: err}
+		return &os.PathError{Op: "mount " + dev + " on", Path: target, Err: err}
 	}
 	return nil
 }
@@ -215,23 +225,30 @@ func (e *Ext4) Freeze(ctx context.Context, dir string) error {
 // Release unmounts dir/data; the loop device goes when its last mount
 // does.
 func (e *Ext4) Release(ctx context.Context, dir string) error {
-	data := filepath.Join(dir, DataDir)
+	return e.Unmount(ctx, filepath.Join(dir, DataDir))
+}
+
+// Unmount unmounts target, every mount stacked there, without following
+// a symlink; the loop device goes when its last mount does. A target that
+// is not a mount point, or is missing, is not an error: idempotent.
+// ErrBusy: something still uses the filesystem there.
+func (e *Ext4) Unmount(_ context.Context, target string) error {
 	for range 16 { // a crashed retry may have stacked mounts
-		mounted, err := isMountPoint(data)
+		mounted, err := isMountPoint(target)
 		if err != nil || !mounted {
 			if errors.Is(err, os.ErrNotExist) {
 				return nil
 			}
 			return err
 		}
-		if err := unix.Unmount(data, unix.UMOUNT_NOFOLLOW); err != nil {
+		if err := unix.Unmount(target, unix.UMOUNT_NOFOLLOW); err != nil {
 			if errors.Is(err, unix.EBUSY) {
-				return fmt.Errorf("%w: %s", ErrBusy, data)
+				return fmt.Errorf("%w: %s", ErrBusy, target)
 			}
-			return &os.PathError{Op: "unmount", Path: data, Err: err}
+			return &os.PathError{Op: "unmount", Path: target, Err: err}
 		}
 	}
-	return fmt.Errorf("unmount %s: still a mount point after 16 unmounts", data)
+	return fmt.Errorf("unmount %s: still a mount point after 16 unmounts", target)
 }
 
 // Exhausted reports whether the filesystem mounted at dir/data has no

@@ -163,6 +163,21 @@ type Options struct {
 	// Events, when set, is told of a bound an output hit, to report it on
 	// the pod.
 	Events Warner
+	// Keeper, when set, is offered each output's data once it is pushed
+	// and recorded, before it is deleted. Default none.
+	Keeper Keeper
+}
+
+// Keeper takes over the data of pushed outputs: the node plugin makes an
+// output's tree the input cache entry of its digest (write-through).
+type Keeper interface {
+	// Keep is offered the data of v, pushed and recorded, in its
+	// directory dir (see the layout above), with its storage released:
+	// the frozen tree that was pushed. It may move what it wants out of
+	// dir, which is deleted once it returns, whatever it did; what went
+	// wrong is its own to report. The Manager calls it once per output,
+	// or again after a crash: it must tolerate data it moved already.
+	Keep(ctx context.Context, v Volume, dir string)
 }
 
 // Warner reports a Warning on a pod (record.Events does).

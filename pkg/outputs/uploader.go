@@ -252,6 +252,11 @@ func (m *Manager) process(ctx context.Context, id string) {
 		m.later(ctx, v)
 		return
 	}
+	if m.o.Keeper != nil {
+		// Released after the push already, unless a restart came between.
+		m.release(ctx, dir)
+		m.o.Keeper.Keep(ctx, v, dir)
+	}
 	if err := m.remove(ctx, dir); err != nil {
 		logger.Error(err, "Could not delete pushed output; will retry", "path", dir)
 		v.NextAttempt = time.Now().Add(m.o.RetryMax)

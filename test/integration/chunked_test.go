@@ -5,8 +5,6 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"testing"
 	"time"
 
@@ -28,7 +26,8 @@ func TestChunkedHandover(t *testing.T) {
 	cfg := registryConfig(dist.Host)
 	cfg["format"] = "chunked"
 	httpAddr := freeAddr(t)
-	pl := newPlugin(t, cfg, "--http-address="+httpAddr)
+	// No write-through: the versions are to be pulled.
+	pl := newPlugin(t, cfg, "--http-address="+httpAddr, "--write-through=false")
 	pl.start()
 	produce(t, pl, "producer", 21)
 	ref := waitForTag(t, dist.Host+"/team-a/artifacts:team-a.producer.build", 30*time.Second)
@@ -67,13 +66,7 @@ func TestChunkedHandover(t *testing.T) {
 		return waitForTag(t, dist.Host+"/team-a/artifacts:team-a."+name+".build", 30*time.Second), src
 	}
 	pulled := func() int64 {
-		for _, line := range strings.Split(scrape(t, "http://"+httpAddr+"/metrics"), "\n") {
-			if v, ok := strings.CutPrefix(line, "artifacts_csi_pulled_bytes_total "); ok {
-				n, _ := strconv.ParseFloat(v, 64)
-				return int64(n)
-			}
-		}
-		return 0
+		return int64(metric(t, "http://"+httpAddr+"/metrics", "artifacts_csi_pulled_bytes_total"))
 	}
 	v1, _ := version("v1")
 	copy(big[16<<20:], bytes.Repeat([]byte{9}, 1<<20))
