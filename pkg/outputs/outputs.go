@@ -172,8 +172,9 @@ type Options struct {
 // output's tree the input cache entry of its digest (write-through).
 type Keeper interface {
 	// Keep is offered the data of v, pushed and recorded, in its
-	// directory dir (see the layout above), with its storage released:
-	// the frozen tree that was pushed. It may move what it wants out of
+	// directory dir (see the layout above), once its storage is released
+	// (Filesystem.Release succeeded: nothing holds it): the frozen tree
+	// that was pushed. It may move what it wants out of
 	// dir, which is deleted once it returns, whatever it did; what went
 	// wrong is its own to report. The Manager calls it once per output,
 	// or again after a crash: it must tolerate data it moved already.

@@ -586,3 +586,63 @@ func TestUploadNotInterruptedByShutdown(t *testing.T) {
 		t.Errorf("after a clean stop: %s, interrupted %d, uploading %v", got.State, got.Interrupted, got.Uploading)
 	}
 }
+
+// keeper records what it is offered, and takes the data.
+type keeper struct {
+	mu      sync.Mutex
+	offered []Volume
+	took    []string
+}
+
+func (k *keeper) Keep(_ context.Context, v Volume, dir string) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.offered = append(k.offered, v)
+	dest, err := os.MkdirTemp("", "kept-")
+	if err == nil && os.Rename(filepath.Join(dir, dataDir), filepath.Join(dest, dataDir)) == nil {
+		k.took = append(k.took, dest)
+	}
+}
+
+// TestKeeper: a pushed output is offered to the Keeper once recorded,
+// with its result, then deleted whatever the Keeper took; a failed one is
+// never offered.
+func TestKeeper(t *testing.T) {
+	f := newFixture(t, testregistry.InMemory(t, true))
+	k := &keeper{}
+	f.opts.Keeper = k
+	m := f.open()
+	ok, bad := f.volume("csi-ok"), f.volume("csi-bad")
+	bad.MaxBytes = 1
+	for _, v := range []Volume{ok, bad} {
+		testtree.Write(t, f.publish(m, v), 3)
+		f.seal(m, v.ID)
+	}
+	f.run(m)
+	waitFor(t, "both outputs settled", func() bool {
+		s := m.Stats()
+		return !m.Has(ok.ID) && s.Failed == 1 && s.Pending == 0
+	})
+	var pushed record.Record
+	for _, r := range f.rec.records {
+		if r.VolumeID == ok.ID && r.Phase == record.Pushed {
+			pushed = r
+		}
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if len(k.offered) != 1 || k.offered[0].ID != ok.ID || k.offered[0].State != Pushed ||
+		k.offered[0].Result == nil || k.offered[0].Result.Digest != pushed.Digest {
+		t.Fatalf("offered %+v; want the pushed output, with its result (%s)", k.offered, pushed.Digest)
+	}
+	if len(k.took) != 1 {
+		t.Fatalf("the keeper could not take the data")
+	}
+	defer os.RemoveAll(k.took[0])
+	want := t.TempDir()
+	testtree.Write(t, want, 3)
+	testtree.Equal(t, want, filepath.Join(k.took[0], dataDir))
+	if _, err := os.Stat(filepath.Join(f.dir, "spool", ok.ID)); !os.IsNotExist(err) {
+		t.Errorf("the pushed output's directory is still there: %v", err)
+	}
+}

@@ -252,9 +252,9 @@ func (m *Manager) process(ctx context.Context, id string) {
 		m.later(ctx, v)
 		return
 	}
-	if m.o.Keeper != nil {
-		// Released after the push already, unless a restart came between.
-		m.release(ctx, dir)
+	// Released after the push already, unless a restart came between;
+	// offered only if nothing else holds it.
+	if m.o.Keeper != nil && m.o.Filesystem.Release(ctx, dir) == nil {
 		m.o.Keeper.Keep(ctx, v, dir)
 	}
 	if err := m.remove(ctx, dir); err != nil {

@@ -368,3 +368,69 @@ func attachProvenance(b testing.TB, host, ref string, s signing.Signer) {
 	_, err = attest.Push(b.Context(), oci.New(oci.Options{}), r.Repository(), d, bundle, time.Now())
 	mustOK(b, "attach", err)
 }
+
+// BenchmarkPublishOnProducerNode publishes an input on the node where its
+// producer ran, as a consumer scheduled there does: on two plugins sharing
+// one registry process, side by side, alternating which goes first. One
+// keeps each pushed output as its cache entry (write-through, the
+// default); the baseline, with --write-through=false, fetches and
+// extracts what the same node pushed seconds before. Each iteration a
+// producer pod fills an output on each with the tree (untimed, as are its
+// push and adoption), then a consumer publishes it (timed). It reports
+// both medians, their ratio, and the bytes the write-through plugin
+// pulled over the whole run.
+func BenchmarkPublishOnProducerNode(b *testing.B) {
+	dist := testregistry.StartDistribution(b)
+	config := registryConfig(dist.Host)
+	config["maxArtifactBytes"] = "1Gi"
+	addr := freeAddr(b)
+	metrics := "http://" + addr + "/metrics"
+	plugins := map[string]*plugin{
+		"write-through": benchPlugin(b, config, "--cache-size=1Ti", "--http-address="+addr),
+		"baseline":      benchPlugin(b, config, "--cache-size=1Ti", "--write-through=false"),
+	}
+	adopted := 0
+	for name, tree := range benchTrees(b) {
+		b.Run("tree="+name, func(b *testing.B) {
+			ts := map[string]timings{}
+			pulledBefore := metric(b, metrics, "artifacts_csi_pulled_bytes_total")
+			for i := 0; b.Loop(); i++ {
+				b.StopTimer()
+				refs := map[string]string{}
+				for kind, pl := range plugins {
+					p := newPod(fmt.Sprintf("%s-%s-%d", kind, name, i))
+					mustOK(b, "publish output", pl.publish(b.Context(), p, "out", output("build")))
+					copyTree(b, tree, filepath.Join(pl.target(p, "out"), "tree"))
+					mustOK(b, "unpublish output", pl.unpublish(b.Context(), p, "out"))
+					refs[kind] = waitForTag(b, dist.Host+"/team-a/artifacts:team-a."+p.Name+".build", 5*time.Minute)
+				}
+				adopted++
+				waitFor(b, "the adoption", func() bool {
+					return metric(b, metrics, `artifacts_csi_write_through_total{result="adopted"}`) >= float64(adopted)
+				})
+				order := []string{"write-through", "baseline"}
+				if i%2 == 1 {
+					order = []string{"baseline", "write-through"}
+				}
+				consumers := map[string]pod{}
+				b.StartTimer()
+				for _, kind := range order {
+					exec.Command("sync").Run()
+					consumers[kind] = newPod(fmt.Sprintf("consumer-%s-%s-%d", kind, name, i))
+					start := time.Now()
+					mustOK(b, "publish input", plugins[kind].publish(b.Context(), consumers[kind], "in", input("src", refs[kind])))
+					ts[kind] = append(ts[kind], time.Since(start))
+				}
+				b.StopTimer()
+				for kind, c := range consumers {
+					mustOK(b, "unpublish input", plugins[kind].unpublish(b.Context(), c, "in"))
+				}
+				b.StartTimer()
+			}
+			ts["write-through"].report(b)
+			b.ReportMetric(ts["baseline"].p50(), "baseline-p50-ms")
+			b.ReportMetric(ts["write-through"].p50()/ts["baseline"].p50(), "ratio")
+			b.ReportMetric(metric(b, metrics, "artifacts_csi_pulled_bytes_total")-pulledBefore, "pulled-bytes")
+		})
+	}
+}

@@ -251,7 +251,7 @@ func mustOK(t testing.TB, what string, err error) {
 
 // waitForTag polls the registry until repo:tag exists and returns its
 // manifest digest reference.
-func waitForTag(t *testing.T, repoTag string, timeout time.Duration) string {
+func waitForTag(t testing.TB, repoTag string, timeout time.Duration) string {
 	t.Helper()
 	ref, err := oci.ParseReference(repoTag, oci.PlainHTTP)
 	if err != nil {

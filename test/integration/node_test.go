@@ -61,12 +61,14 @@ func produce(t *testing.T, pl *plugin, name string, seed uint64) pod {
 }
 
 // TestKubeletLifecycle follows a producer and a consumer pod through the
-// calls kubelet makes, against a real registry process.
+// calls kubelet makes, against a real registry process. Without
+// write-through, the consumer fetches what the producer pushed
+// (TestWriteThrough covers the other way).
 func TestKubeletLifecycle(t *testing.T) {
 	ctx := t.Context()
 	dist := testregistry.StartDistribution(t)
 	httpAddr := freeAddr(t)
-	pl := newPlugin(t, registryConfig(dist.Host), "--http-address="+httpAddr)
+	pl := newPlugin(t, registryConfig(dist.Host), "--http-address="+httpAddr, "--write-through=false")
 	pl.start()
 
 	// Producer: an empty writable directory, pushed after unpublish.
@@ -404,12 +406,12 @@ func basicAuthRegistry(t *testing.T, user, pass string) string {
 }
 
 // waitFor polls cond for up to 20 s.
-func waitFor(t *testing.T, what string, cond func() bool) {
+func waitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
 	testkit.Eventually(t, what, 20*time.Second, func() (bool, error) { return cond(), nil })
 }
 
-func scrape(t *testing.T, url string) string {
+func scrape(t testing.TB, url string) string {
 	t.Helper()
 	resp, err := http.Get(url)
 	if err != nil {
@@ -423,7 +425,7 @@ func scrape(t *testing.T, url string) string {
 	return string(b)
 }
 
-func freeAddr(t *testing.T) string {
+func freeAddr(t testing.TB) string {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

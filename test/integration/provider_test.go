@@ -45,8 +45,9 @@ func TestProviderBackend(t *testing.T) {
 	labelled := map[string]string{config.LabelConfigType: config.ConfigTypeArtifactStorage}
 	configMap(t, env, "team-p", labelled, map[string]string{config.KeyBackend: "filesystem"})
 	configMap(t, env, "team-q", labelled, map[string]string{config.KeyBackend: "nothing"})
-	// The cluster level says OCI: the namespace's backend wins.
-	pl := newPlugin(t, registryConfig(dist.Host), "--kubeconfig="+nodeKubeconfig(t, env), "--providers-dir="+providers)
+	// The cluster level says OCI: the namespace's backend wins. No
+	// write-through: the consumers must fetch from the provider.
+	pl := newPlugin(t, registryConfig(dist.Host), "--kubeconfig="+nodeKubeconfig(t, env), "--providers-dir="+providers, "--write-through=false")
 	pl.start()
 	startController(t, env)
 

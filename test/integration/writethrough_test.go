@@ -144,7 +144,7 @@ func describe(t *testing.T, root string) map[string]string {
 
 // metric returns the value of the metric series named exactly series
 // ("name" or "name{labels}"), 0 when absent.
-func metric(t *testing.T, url, series string) float64 {
+func metric(t testing.TB, url, series string) float64 {
 	t.Helper()
 	for line := range strings.Lines(scrape(t, url)) {
 		if v, ok := strings.CutPrefix(strings.TrimSpace(line), series+" "); ok {
