@@ -2,6 +2,8 @@ package driver
 
 import (
 	"context"
+	"errors"
+	"os"
 	"path/filepath"
 
 	"k8s.io/klog/v2"
@@ -48,8 +50,12 @@ func (w writeThrough) Keep(ctx context.Context, v outputs.Volume, dir string) {
 		w.metrics.WriteThrough(metrics.WriteThroughSkipped)
 		return
 	}
+	image := filepath.Join(dir, outputfs.ImageFile)
+	if _, err := os.Lstat(image); errors.Is(err, os.ErrNotExist) {
+		return // kept already, before a crash or a failed record
+	}
 	key := store.Ref{Backend: v.Backend, Repository: v.Repository, Digest: v.Result.Digest}.CacheKey()
-	adopted, err := w.cache.AdoptImage(ctx, key, filepath.Join(dir, outputfs.ImageFile), func(ctx context.Context, dest string) (archive.Usage, error) {
+	adopted, err := w.cache.AdoptImage(ctx, key, image, func(ctx context.Context, dest string) (archive.Usage, error) {
 		return archive.Normalize(ctx, dest, archive.ReadOnlyModes, archive.Limits{MaxBytes: v.MaxBytes})
 	})
 	switch {

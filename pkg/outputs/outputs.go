@@ -171,13 +171,15 @@ type Options struct {
 // Keeper takes over the data of pushed outputs: the node plugin makes an
 // output's tree the input cache entry of its digest (write-through).
 type Keeper interface {
-	// Keep is offered the data of v, pushed and recorded, in its
-	// directory dir (see the layout above), once its storage is released
+	// Keep is offered the data of v, pushed, in its directory dir (see
+	// the layout above), once its storage is released
 	// (Filesystem.Release succeeded: nothing holds it): the frozen tree
-	// that was pushed. It may move what it wants out of
-	// dir, which is deleted once it returns, whatever it did; what went
-	// wrong is its own to report. The Manager calls it once per output,
-	// or again after a crash: it must tolerate data it moved already.
+	// that was pushed. It is called before the output is recorded
+	// Pushed, so that what waits for that record finds what it kept, and
+	// again when the record is retried or a crash came between: it must
+	// tolerate data it moved already. It may move what it wants out of
+	// dir, which is deleted once the output is recorded, whatever it
+	// did; what went wrong is its own to report.
 	Keep(ctx context.Context, v Volume, dir string)
 }
 

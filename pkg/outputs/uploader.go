@@ -248,14 +248,16 @@ func (m *Manager) process(ctx context.Context, id string) {
 	if v.State != Pushed {
 		return
 	}
+	// Before the record, which a from: consumer waits for: on this node,
+	// it then finds what the Keeper kept. Released after the push
+	// already, unless a restart came between; offered only if nothing
+	// else holds it.
+	if m.o.Keeper != nil && m.o.Filesystem.Release(ctx, dir) == nil {
+		m.o.Keeper.Keep(ctx, v, dir)
+	}
 	if err := m.record(ctx, v, record.Pushed, ""); err != nil {
 		m.later(ctx, v)
 		return
-	}
-	// Released after the push already, unless a restart came between;
-	// offered only if nothing else holds it.
-	if m.o.Keeper != nil && m.o.Filesystem.Release(ctx, dir) == nil {
-		m.o.Keeper.Keep(ctx, v, dir)
 	}
 	if err := m.remove(ctx, dir); err != nil {
 		logger.Error(err, "Could not delete pushed output; will retry", "path", dir)

@@ -35,6 +35,9 @@ const (
 	driver   = "artifacts.csi.tekton.dev"
 	registry = "127.0.0.1:5000"
 	busybox  = registry + "/busybox:dev"
+	// nodeStateDir is the node plugin's --state-dir on the dev cluster's
+	// node, this machine (deploy/base/node.yaml).
+	nodeStateDir = "/var/lib/artifacts-csi"
 )
 
 var (

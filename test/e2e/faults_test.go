@@ -12,7 +12,12 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/google/go-containerregistry/pkg/name"
+
+	"github.com/tektoncd/artifacts-csi-driver/internal/testtree"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/apis/artifacts/v1alpha1"
+	"github.com/tektoncd/artifacts-csi-driver/pkg/artifact"
+	"github.com/tektoncd/artifacts-csi-driver/pkg/oci"
 )
 
 // produceScript writes a small tree into /artifacts/outputs/out and prints
@@ -38,17 +43,25 @@ func localUpDir(t *testing.T) string {
 
 // TestTamperedBlob: an artifact whose content was altered in the registry
 // never reaches the pod: it stays in ContainerCreating with an Event
-// saying the digest did not match, and its target stays empty.
+// saying the digest did not match, and its target stays empty. The
+// artifact is pushed from outside the cluster: an output produced on the
+// dev cluster's one node would be that node's cache entry (write-through),
+// and no consumer there would fetch it.
 func TestTamperedBlob(t *testing.T) {
 	dir := localUpDir(t)
 	ns := newNamespace(t)
-	producer := podSpec{ns: ns, name: "producer", script: produceScript, volumes: []corev1.Volume{
-		csiVolume("out", map[string]string{"direction": "output", "artifact": "data"}),
-	}}.create(t)
-	waitSucceeded(t, producer)
-	rec := records(t, ns, "data", v1alpha1.Output, v1alpha1.Pushed, 1)[0]
+	repo, err := name.NewRepository(registry+"/artifacts", name.Insecure)
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := t.TempDir()
+	testtree.Write(t, src, 99)
+	res, err := oci.New(oci.Options{}).Push(t.Context(), oci.PushRequest{Dir: src, Repository: repo, Metadata: artifact.Metadata{Name: "data", Namespace: ns}})
+	if err != nil {
+		t.Fatal(err)
+	}
 
-	hex := strings.TrimPrefix(rec.Status.LayerDigest, "sha256:")
+	hex := res.Layer.Digest.Hex
 	blob := filepath.Join(dir, "registry", "data", "docker", "registry", "v2", "blobs", "sha256", hex[:2], hex, "data")
 	b, err := os.ReadFile(blob)
 	if err != nil {
@@ -62,7 +75,7 @@ func TestTamperedBlob(t *testing.T) {
 	t.Cleanup(func() { os.WriteFile(blob, b, 0o644) })
 
 	consumer := podSpec{ns: ns, name: "consumer", script: "ls -R /artifacts/inputs/in", volumes: []corev1.Volume{
-		csiVolume("in", map[string]string{"direction": "input", "artifact": "data", "ref": rec.Spec.Repository + "@" + rec.Status.Digest}),
+		csiVolume("in", map[string]string{"direction": "input", "artifact": "data", "ref": res.Ref.Name()}),
 	}}.create(t)
 	waitFor(t, "a FailedMount event naming the digest mismatch", 2*time.Minute, func() (bool, error) {
 		for _, m := range events(t, consumer, "FailedMount") {

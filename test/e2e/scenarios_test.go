@@ -3,6 +3,8 @@ package e2e
 import (
 	"encoding/json"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -167,6 +169,17 @@ func TestHandover(t *testing.T) {
 	}
 	b, _ := json.MarshalIndent(build.Object["status"].(map[string]any)["artifacts"], "", "  ")
 	t.Logf("TaskRun %s/%s status.artifacts:\n%s", ns, build.GetName(), b)
+
+	// The dev cluster has one node: the consumer ran where its producer
+	// did, and read the producer's own filesystem, kept as the cache entry
+	// of its digest before the record it waited for (write-through).
+	var entry struct {
+		Image bool `json:"image"`
+	}
+	meta := filepath.Join(nodeStateDir, "cache", "manifest-"+strings.Replace(rec.Status.Digest, ":", "-", 1)+".json")
+	if b, err := os.ReadFile(meta); err != nil || json.Unmarshal(b, &entry) != nil || !entry.Image {
+		t.Errorf("the cache entry of %s is not the producer's kept filesystem: %s, %v", rec.Status.Digest, b, err)
+	}
 }
 
 // TestConsumerWithoutRunAfter: a consumer that Tekton starts at the same
