@@ -159,10 +159,15 @@ func newPlugin(ctx context.Context, o *Options, version string) (_ *plugin, err 
 		s := p.cache.Stats()
 		return metrics.CacheStats{Bytes: s.Bytes, Inodes: s.Inodes, Entries: s.Entries}
 	}, func() metrics.QueueStats { return p.outputs.Stats() })
+	var keeper outputs.Keeper // never a nil *writeThrough
+	wt := p.writeThrough(fsys)
+	if wt != nil {
+		keeper = wt
+	}
 	p.outputs, err = outputs.Open(ctx, outputs.Options{
 		Dir: o.StateDir, Stores: stores, Recorder: rec,
 		Deadline: o.UploadDeadline, Workers: o.UploadWorkers, Metrics: p.metrics,
-		Filesystem: fsys, FailedTTL: o.FailedOutputTTL, Events: p.warner(), Keeper: p.keeper(fsys),
+		Filesystem: fsys, FailedTTL: o.FailedOutputTTL, Events: p.warner(), Keeper: keeper,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("open output journal: %w", err)
@@ -176,6 +181,9 @@ func newPlugin(ctx context.Context, o *Options, version string) (_ *plugin, err 
 	}
 	if p.driver, err = New(ctx, o, version, deps); err != nil {
 		return nil, err
+	}
+	if wt != nil { // before the uploader runs
+		wt.chunks = p.driver.chunks
 	}
 	return p, nil
 }
@@ -262,14 +270,14 @@ func (p *plugin) close() {
 	}
 }
 
-// keeper returns what keeps pushed outputs as input cache entries (see
-// writeThrough), or nil when outputs are not on filesystems of their own
-// or --write-through is off.
-func (p *plugin) keeper(fsys outputfs.Filesystem) outputs.Keeper {
+// writeThrough returns what keeps pushed outputs as input cache entries,
+// or nil when outputs are not on filesystems of their own or
+// --write-through is off.
+func (p *plugin) writeThrough(fsys outputfs.Filesystem) *writeThrough {
 	if _, ok := fsys.(*outputfs.Ext4); !ok || !p.o.WriteThrough {
 		return nil
 	}
-	return writeThrough{cache: p.cache, metrics: p.metrics}
+	return &writeThrough{cache: p.cache, metrics: p.metrics}
 }
 
 // warner returns the plugin's Events as an outputs.Warner, or nil without

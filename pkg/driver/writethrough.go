@@ -39,12 +39,15 @@ import (
 type writeThrough struct {
 	cache   *cache.Cache
 	metrics *metrics.Metrics
+	// chunks, when set, learns where the chunks of a kept chunked
+	// output are, for pulls of its next versions.
+	chunks *localChunks
 }
 
-var _ outputs.Keeper = writeThrough{}
+var _ outputs.Keeper = (*writeThrough)(nil)
 
 // Keep implements outputs.Keeper.
-func (w writeThrough) Keep(ctx context.Context, v outputs.Volume, dir string) {
+func (w *writeThrough) Keep(ctx context.Context, v outputs.Volume, dir string) {
 	logger := klog.FromContext(ctx)
 	if v.Result == nil || v.MediaType != "" {
 		w.metrics.WriteThrough(metrics.WriteThroughSkipped)
@@ -63,6 +66,9 @@ func (w writeThrough) Keep(ctx context.Context, v outputs.Volume, dir string) {
 		w.metrics.WriteThrough(metrics.WriteThroughFailed)
 		logger.Error(err, "Could not keep a pushed output as its input cache entry; a consumer on this node will fetch it", "ref", v.Result.Ref)
 	case adopted:
+		if w.chunks != nil {
+			w.chunks.add(key, v.Result.Contents)
+		}
 		w.metrics.WriteThrough(metrics.WriteThroughAdopted)
 		logger.V(2).Info("Kept a pushed output as its input cache entry", "ref", v.Result.Ref, "cacheKey", key)
 	default:

@@ -118,7 +118,7 @@ func (c *Client) pushChunked(ctx context.Context, req PushRequest, res *PushResu
 		d, _ := v1.NewHash(p.Digest)
 		layers = append(layers, v1.Descriptor{MediaType: chunked.PackMediaType, Digest: d, Size: p.Size})
 	}
-	res.Layer, res.Stats, res.Reused = layers[0], stats, uploaded.Load() == 0
+	res.Layer, res.Stats, res.Reused, res.Contents = layers[0], stats, uploaded.Load() == 0, ix.Contents()
 	return layers, nil
 }
 

@@ -26,6 +26,7 @@ import (
 
 	"github.com/tektoncd/artifacts-csi-driver/pkg/archive"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/artifact"
+	"github.com/tektoncd/artifacts-csi-driver/pkg/chunked"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/digestcache"
 )
 
@@ -70,6 +71,9 @@ type PushResult struct {
 	// Reused is true when the layer was already in the registry and nothing
 	// was compressed or uploaded.
 	Reused bool
+	// Contents, for the chunked layout, says where its chunks and files
+	// are in req.Dir.
+	Contents *chunked.Contents
 }
 
 // Push archives req.Dir and pushes it as an artifact: layer, config,

@@ -36,6 +36,7 @@ import (
 	"github.com/tektoncd/artifacts-csi-driver/internal/atomicfile"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/archive"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/artifact"
+	"github.com/tektoncd/artifacts-csi-driver/pkg/chunked"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/errdefs"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/metrics"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/outputfs"
@@ -117,6 +118,10 @@ type Result struct {
 	MediaType   string `json:"mediaType"`
 	// Location is where a storage provider says the manifest is.
 	Location string `json:"location,omitempty"`
+	// Contents, for the chunked layout, says where its chunks and files
+	// are in the output's tree. In memory only, for the Keeper of the
+	// push that made it: not journaled.
+	Contents *chunked.Contents `json:"-"`
 }
 
 // Options configures a Manager.

@@ -53,5 +53,5 @@ func (m *Manager) push(ctx context.Context, dir string, v Volume) (*Result, erro
 		m.o.Metrics.Pushed(res.Layer.Size)
 	}
 	return &Result{Ref: res.Ref.String(), Digest: res.Manifest.Digest.String(), LayerDigest: res.Layer.Digest.String(),
-		Size: res.Layer.Size, MediaType: string(res.Layer.MediaType), Location: res.Location}, nil
+		Size: res.Layer.Size, MediaType: string(res.Layer.MediaType), Location: res.Location, Contents: res.Contents}, nil
 }

@@ -85,6 +85,6 @@ func (r registry) Push(ctx context.Context, req PushRequest) (*Pushed, error) {
 	}
 	return &Pushed{
 		Ref:      Ref{Backend: OCI, Repository: repo.Name(), Digest: res.Manifest.Digest.String()},
-		Manifest: res.Manifest, Layer: res.Layer, Uploaded: !res.Reused,
+		Manifest: res.Manifest, Layer: res.Layer, Uploaded: !res.Reused, Contents: res.Contents,
 	}, nil
 }

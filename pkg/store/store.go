@@ -189,4 +189,7 @@ type Pushed struct {
 	// Uploaded is false when the layer was in the store already and
 	// nothing was compressed or uploaded.
 	Uploaded bool
+	// Contents, for an artifact of the chunked layout, says where in
+	// PushRequest.Dir its chunks and files are.
+	Contents *chunked.Contents
 }

@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"fmt"
 	"io/fs"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -17,6 +18,7 @@ import (
 	"github.com/tektoncd/artifacts-csi-driver/internal/testregistry"
 	"github.com/tektoncd/artifacts-csi-driver/internal/testtree"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/archive"
+	"github.com/tektoncd/artifacts-csi-driver/pkg/artifact"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/oci"
 )
 
@@ -156,4 +158,53 @@ func metric(t testing.TB, url, series string) float64 {
 		}
 	}
 	return 0
+}
+
+// TestWriteThroughChunked: a kept output of the chunked layout serves the
+// chunks of its next version, pushed from elsewhere: the consumer of that
+// version downloads what changed, not the tree.
+func TestWriteThroughChunked(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("ext4 output filesystems need root")
+	}
+	ctx := t.Context()
+	dist := testregistry.StartDistribution(t)
+	cfg := registryConfig(dist.Host)
+	cfg["format"] = "chunked"
+	httpAddr := freeAddr(t)
+	metrics := "http://" + httpAddr + "/metrics"
+	pl := newPlugin(t, cfg, "--http-address="+httpAddr, "--output-filesystem=ext4")
+	pl.start()
+
+	big := make([]byte, 32<<20)
+	rnd := rand.New(rand.NewPCG(5, 6))
+	for i := range big {
+		big[i] = byte(rnd.Uint32())
+	}
+	p := newPod("v1")
+	mustOK(t, "publish output", pl.publish(ctx, p, "out", output("build")))
+	mustOK(t, "write", os.WriteFile(filepath.Join(pl.target(p, "out"), "big"), big, 0o644))
+	mustOK(t, "unpublish output", pl.unpublish(ctx, p, "out"))
+	waitForTag(t, dist.Host+"/team-a/artifacts:team-a.v1.build", 30*time.Second)
+	want := `artifacts_csi_write_through_total{result="adopted"}`
+	waitFor(t, "the adoption", func() bool { return metric(t, metrics, want) == 1 })
+
+	// Version 2, 1 MiB changed, pushed by another node (here, the test).
+	copy(big[8<<20:], make([]byte, 1<<20))
+	v2 := t.TempDir()
+	mustOK(t, "write", os.WriteFile(filepath.Join(v2, "big"), big, 0o644))
+	repo, _, err := oci.ParseRepositoryTag(dist.Host+"/team-a/artifacts", oci.PlainHTTP)
+	mustOK(t, "parse", err)
+	res, err := oci.New(oci.Options{}).Push(ctx, oci.PushRequest{Dir: v2, Repository: repo, Format: oci.FormatChunked,
+		Compression: archive.Zstd, Metadata: artifact.Metadata{Name: "build"}})
+	mustOK(t, "push v2", err)
+
+	consumer := newPod("consumer")
+	mustOK(t, "publish v2", pl.publish(ctx, consumer, "in", input("source", res.Ref.Name())))
+	testtree.EqualMounted(t, v2, pl.target(consumer, "in"))
+	pulled := metric(t, metrics, "artifacts_csi_pulled_bytes_total")
+	if pulled == 0 || pulled > 8<<20 {
+		t.Errorf("pulled %v bytes of a 32 MiB tree with its previous version kept", pulled)
+	}
+	t.Logf("pulled %v bytes of 32 MiB, 1 MiB changed, with v1 kept by write-through", pulled)
 }
