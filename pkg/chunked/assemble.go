@@ -201,6 +201,9 @@ func Assemble(ctx context.Context, ix *Index, dest string, open OpenPack, modes 
 			return a.fetched, fmt.Errorf("assemble %q: %w", e.Path, err)
 		}
 	}
+	if err := a.endPack(); err != nil {
+		return a.fetched, err
+	}
 	// Directories last, deepest first, so that none is read-only while
 	// something is written into it; the root as a tar extractor leaves it.
 	for _, d := range dirs {
@@ -339,7 +342,9 @@ func (a *assembler) read(c Chunk) ([]byte, error) {
 		}
 	}
 	if !a.packOpen || a.pack != c.Pack {
-		a.closePack()
+		if err := a.endPack(); err != nil {
+			return nil, err
+		}
 		r, err := a.open(a.ctx, c.Pack)
 		if err != nil {
 			return nil, err
@@ -398,6 +403,29 @@ func (a *assembler) copyOf(ci int, size int64) ([]byte, error) {
 		return nil, err
 	}
 	return a.data, nil
+}
+
+// endPack closes the open pack. One read to its declared end must end
+// there: a pack longer than the index says is refused, and the reader
+// (a registry's, which checks the blob's digest at its end) sees its end.
+// A pack left before its end holds nothing that was used unverified.
+func (a *assembler) endPack() error {
+	if !a.packOpen {
+		return nil
+	}
+	defer a.closePack()
+	p := a.ix.Packs[a.pack]
+	if a.packOff != p.Size {
+		return nil
+	}
+	var one [1]byte
+	switch _, err := io.ReadFull(a.packR, one[:]); {
+	case err == nil:
+		return fmt.Errorf("%w: pack %s is longer than its %d bytes", ErrCorrupt, p.Digest, p.Size)
+	case !errors.Is(err, io.EOF):
+		return fmt.Errorf("pack %s: %w", p.Digest, err)
+	}
+	return nil
 }
 
 func (a *assembler) closePack() {

@@ -145,25 +145,46 @@ func TestLocality(t *testing.T) {
 	t.Logf("%d packs; after a 1 MiB change, %d of %d bytes (%.1f%%) are in new packs", len(ix2.Packs), newBytes, total, 100*float64(newBytes)/float64(total))
 }
 
-// TestCorruptPack: a chunk whose stored bytes changed is refused, and
-// nothing is left of the destination.
+// TestCorruptPack: packs that lie about their chunks (altered, cut
+// short, padded, swapped, empty) are refused, and nothing is left of the
+// destination or beside it.
 func TestCorruptPack(t *testing.T) {
 	src := t.TempDir()
 	testtree.Write(t, src, 7)
+	for _, big := range []int{3 << 20, 5 << 20} { // two packs at least
+		writeRandom(t, filepath.Join(src, fmt.Sprint("big-", big)), uint64(big), big)
+	}
 	s := store{}
 	ix, _ := build(t, src, s, chunked.Options{})
-	for d, p := range s {
-		p = bytes.Clone(p)
-		p[len(p)/2] ^= 0xff
-		s[d] = p
+	if len(ix.Packs) < 2 {
+		t.Fatalf("%d packs, want 2 or more", len(ix.Packs))
 	}
-	dest := filepath.Join(t.TempDir(), "out")
-	_, err := chunked.Assemble(t.Context(), ix, dest, s.opener(ix), archive.ArchiveModes, nil)
-	if !errors.Is(err, chunked.ErrCorrupt) {
-		t.Errorf("Assemble = %v, want ErrCorrupt", err)
-	}
-	if _, serr := os.Lstat(dest); !errors.Is(serr, os.ErrNotExist) {
-		t.Errorf("the destination is left after %v", err)
+	first, second := ix.Packs[0].Digest, ix.Packs[1].Digest
+	for _, tc := range []struct {
+		name string
+		edit func(s store)
+	}{
+		{"flipped byte", func(s store) { s[first][len(s[first])/2] ^= 0xff }},
+		{"cut short", func(s store) { s[first] = s[first][:len(s[first])-1] }},
+		{"padded", func(s store) { s[first] = append(s[first], 0) }},
+		{"swapped", func(s store) { s[first], s[second] = s[second], s[first] }},
+		{"empty", func(s store) { s[second] = nil }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			lied := store{}
+			for d, p := range s {
+				lied[d] = bytes.Clone(p)
+			}
+			tc.edit(lied)
+			parent := t.TempDir()
+			_, err := chunked.Assemble(t.Context(), ix, filepath.Join(parent, "out"), lied.opener(ix), archive.ArchiveModes, nil)
+			if !errors.Is(err, chunked.ErrCorrupt) {
+				t.Errorf("Assemble = %v, want ErrCorrupt", err)
+			}
+			if left, _ := os.ReadDir(parent); len(left) != 0 {
+				t.Errorf("left beside the destination after %v: %v", err, left)
+			}
+		})
 	}
 }
 

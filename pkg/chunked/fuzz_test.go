@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"os"
 	"path/filepath"
 	"testing"
 
@@ -46,7 +47,14 @@ func FuzzIndex(f *testing.F) {
 			// Every pack reads from the same fuzzed bytes.
 			return io.NopCloser(bytes.NewReader(packs)), nil
 		}
-		dest := filepath.Join(t.TempDir(), "out")
-		_, _ = chunked.Assemble(context.Background(), ix, dest, open, archive.ReadOnlyModes, nil)
+		parent := t.TempDir()
+		_, err = chunked.Assemble(context.Background(), ix, filepath.Join(parent, "out"), open, archive.ReadOnlyModes, nil)
+		left, _ := os.ReadDir(parent)
+		switch {
+		case err != nil && len(left) != 0:
+			t.Fatalf("a refused index left %v visible: %v", left, err)
+		case err == nil && (len(left) != 1 || left[0].Name() != "out"):
+			t.Fatalf("an assembled tree left %v beside it", left)
+		}
 	})
 }
