@@ -54,6 +54,26 @@ func output(t *testing.T, e *outputfs.Ext4, root string, files map[string]string
 	return filepath.Join(dir, outputfs.ImageFile)
 }
 
+// imageCache opens a cache of 1 GiB in a new directory, able to adopt
+// the images of e; it skips where ext4 outputs cannot be made.
+func imageCache(t *testing.T) (context.Context, *outputfs.Ext4, string, *Cache) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("loop devices and mounts need root")
+	}
+	_, ctx := ktesting.NewTestContext(t)
+	root := t.TempDir()
+	e, err := outputfs.NewExt4(outputfs.Ext4Options{Templates: filepath.Join(root, "templates")})
+	if err != nil {
+		t.Skipf("no ext4 output filesystems here: %v", err)
+	}
+	c, err := Open(ctx, filepath.Join(root, "cache"), 1<<30, WithImages(e))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ctx, e, root, c
+}
+
 func normalize(ctx context.Context, dest string) (archive.Usage, error) {
 	return archive.Normalize(ctx, dest, archive.ReadOnlyModes, archive.Limits{})
 }
@@ -74,20 +94,8 @@ func isMount(t *testing.T, p string) bool {
 // loop device: the tree is served read-only with extraction's metadata,
 // survives a reopen, and goes, image and mount, when evicted.
 func TestAdoptImage(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("loop devices and mounts need root")
-	}
-	_, ctx := ktesting.NewTestContext(t)
-	root := t.TempDir()
-	e, err := outputfs.NewExt4(outputfs.Ext4Options{Templates: filepath.Join(root, "templates")})
-	if err != nil {
-		t.Skipf("no ext4 output filesystems here: %v", err)
-	}
-	dir := filepath.Join(root, "cache")
-	c, err := Open(ctx, dir, 1<<30, WithImages(e))
-	if err != nil {
-		t.Fatal(err)
-	}
+	ctx, e, root, c := imageCache(t)
+	dir := c.dir
 	const key = "manifest-sha256-aaaa"
 	image := output(t, e, root, map[string]string{"out/report.txt": "passed\n"})
 	t.Cleanup(func() { e.Unmount(context.Background(), c.Path(key)) })
@@ -170,19 +178,7 @@ func TestAdoptImage(t *testing.T) {
 // TestAdoptImageFails: a prepare that refuses the tree leaves nothing,
 // neither image nor mount, and the key can be filled.
 func TestAdoptImageFails(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("loop devices and mounts need root")
-	}
-	_, ctx := ktesting.NewTestContext(t)
-	root := t.TempDir()
-	e, err := outputfs.NewExt4(outputfs.Ext4Options{Templates: filepath.Join(root, "templates")})
-	if err != nil {
-		t.Skipf("no ext4 output filesystems here: %v", err)
-	}
-	c, err := Open(ctx, filepath.Join(root, "cache"), 1<<30, WithImages(e))
-	if err != nil {
-		t.Fatal(err)
-	}
+	ctx, e, root, c := imageCache(t)
 	const key = "manifest-sha256-cccc"
 	image := output(t, e, root, map[string]string{"f": "x"})
 	refuse := func(context.Context, string) (archive.Usage, error) { return archive.Usage{}, archive.ErrUnsafeEntry }
