@@ -60,7 +60,7 @@ fuzz: ## run the extraction and chunked-index fuzzers for FUZZTIME executions ea
 bench: build ## side-by-side benchmark against the Konflux baseline (see docs/benchmarks.md)
 	test/bench/run.sh
 
-bench-node: ## node plugin benchmarks: publish (cache hit, cold) and unpublish, with baselines (root)
+bench-node: ## node plugin benchmarks: publish (cache hit, cold, on the producer's node) and unpublish, with baselines (root)
 	test/bench/node.sh
 
 LOCAL_UP_DIR ?= /tmp/artifacts-local-up

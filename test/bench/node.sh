@@ -7,6 +7,9 @@
 #   BenchmarkPublishCold       publish of an uncached input, fetched from a
 #                              registry process and extracted
 #                                                          vs  cp -r of the same tree
+#   BenchmarkPublishOnProducerNode
+#                              publish of an input pushed from the same node
+#                              (write-through)             vs  the same with --write-through=false
 #
 # each on a small generated tree and on the ~230 MiB tree of
 # test/bench/run.sh. Needs root (bind mounts).

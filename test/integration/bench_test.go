@@ -401,6 +401,8 @@ func BenchmarkPublishOnProducerNode(b *testing.B) {
 					p := newPod(fmt.Sprintf("%s-%s-%d", kind, name, i))
 					mustOK(b, "publish output", pl.publish(b.Context(), p, "out", output("build")))
 					copyTree(b, tree, filepath.Join(pl.target(p, "out"), "tree"))
+					// A new digest each time: nothing is in either cache before.
+					mustOK(b, "write", os.WriteFile(filepath.Join(pl.target(p, "out"), "run"), []byte(p.Name), 0o644))
 					mustOK(b, "unpublish output", pl.unpublish(b.Context(), p, "out"))
 					refs[kind] = waitForTag(b, dist.Host+"/team-a/artifacts:team-a."+p.Name+".build", 5*time.Minute)
 				}
