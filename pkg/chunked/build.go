@@ -8,7 +8,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"runtime"
+	"slices"
 	"sync"
 
 	"github.com/klauspost/compress/zstd"
@@ -65,21 +67,67 @@ type PackEntry struct {
 	Lengths []int64 `json:"lengths"`
 }
 
-// Blob is a finished pack.
+// Blob is a finished pack, as Build hands it to its sink, which owns it
+// from then on.
 type Blob struct {
+	// Digest and Size are the pack's.
 	Digest string
-	Data   []byte
+	Size   int64
+	// Chunks are the pack's stored chunks, in order: the pack is their
+	// concatenation. Read-only, and valid until Release.
+	Chunks [][]byte
+
+	release func()
+}
+
+// Reader returns a reader of the pack's bytes, read from Chunks: a new one
+// for each attempt at an upload, all done with before Release.
+func (b Blob) Reader() io.Reader {
+	bufs := net.Buffers(slices.Clone(b.Chunks)) // Read consumes its slice, not the chunks
+	return &bufs
+}
+
+// Release gives the pack's buffers back to Build, for the packs that
+// follow. The sink, or whoever it hands the Blob to, calls it once done
+// with Chunks and every Reader, from any goroutine, after the sink
+// returned or before; later calls do nothing. A Blob never released costs
+// only the reuse of its buffers.
+func (b Blob) Release() {
+	if b.release != nil {
+		b.release()
+	}
+}
+
+// newBlob makes the Blob of a pack whose stored chunks are bufs, which it
+// takes: Release hands them back to buffers.
+func newBlob(digest string, size int64, bufs []*[]byte) Blob {
+	chunks := make([][]byte, len(bufs))
+	for i, b := range bufs {
+		chunks[i] = *b
+	}
+	var once sync.Once
+	return Blob{Digest: digest, Size: size, Chunks: chunks, release: func() {
+		once.Do(func() {
+			for _, b := range bufs {
+				buffers.put(b)
+			}
+		})
+	}}
 }
 
 // Build cuts the tree of dir into chunks, stores each unique chunk once,
 // compressed, groups them into packs and hands each new pack to sink, in
 // order, from one goroutine (not the caller's: the next pack fills
-// meanwhile); sink must not keep Data after it returns. A pack o.Packs knows and o.Exists finds is not rebuilt nor
-// handed to sink. It returns the index, whose Packs list every pack, and
-// what the tree holds. The same tree and options give the same packs and
-// index, whatever the machine. Chunks are hashed, and packs compressed,
-// on every core up to archive.MaxCompressors; memory stays within one
-// pack, twice, plus a few chunks per core.
+// meanwhile). The sink owns each Blob it is handed and releases it once
+// done with it, typically after an upload that may outlast the call: its
+// buffers then serve the next packs. Build waits for sink, so a sink that
+// blocks bounds how many packs it holds. A pack o.Packs knows and o.Exists finds
+// is not rebuilt nor handed to sink. It returns the index, whose Packs
+// list every pack, and what the tree holds. The same tree and options
+// give the same packs and index, whatever the machine. Chunks are hashed,
+// and packs compressed, on every core up to archive.MaxCompressors;
+// besides the packs the sink holds, memory stays within three packs (one
+// filling, one waiting, one being compressed) plus a few chunks per core.
 func Build(ctx context.Context, dir string, o Options, sink func(ctx context.Context, b Blob) error) (*Index, archive.Stats, error) {
 	if o.Compression == "" {
 		o.Compression = CompressionZstd
@@ -98,7 +146,7 @@ func Build(ctx context.Context, dir string, o Options, sink func(ctx context.Con
 	for range workers {
 		wg.Go(func() {
 			for j := range jobs {
-				j.digest = sha256.Sum256(j.data)
+				j.digest = sha256.Sum256(*j.buf)
 				close(j.done)
 			}
 		})
@@ -112,9 +160,6 @@ func Build(ctx context.Context, dir string, o Options, sink func(ctx context.Con
 		for pj := range b.packJobs {
 			if err == nil {
 				err = b.finish(ctx, pj)
-			}
-			for _, j := range pj.pending {
-				j.release()
 			}
 			if err != nil {
 				cancel()
@@ -134,7 +179,7 @@ func Build(ctx context.Context, dir string, o Options, sink func(ctx context.Con
 			if err == nil {
 				err = b.add(ctx, j)
 			} else {
-				j.release()
+				buffers.put(j.buf)
 			}
 			if err != nil {
 				cancel()
@@ -142,7 +187,6 @@ func Build(ctx context.Context, dir string, o Options, sink func(ctx context.Con
 		}
 		assembled <- err
 	}()
-	var bufs sync.Pool
 	stats, walkErr := archive.Walk(ctx, dir, o.Limits, func(e *archive.Entry) error {
 		ent := Entry{Path: e.Name, Mode: e.Mode}
 		switch e.Kind {
@@ -168,12 +212,9 @@ func Build(ctx context.Context, dir string, o Options, sink func(ctx context.Con
 			if err != nil {
 				return err
 			}
-			buf, _ := bufs.Get().(*[]byte)
-			if buf == nil {
-				buf = new([]byte)
-			}
-			*buf = append((*buf)[:0], data...)
-			j := &job{entry: entry, data: *buf, done: make(chan struct{}), release: func() { bufs.Put(buf) }}
+			buf := buffers.get(len(data))
+			*buf = append(*buf, data...)
+			j := &job{entry: entry, buf: buf, done: make(chan struct{})}
 			select {
 			case results <- j:
 			case <-ctx.Done():
@@ -214,14 +255,14 @@ func Build(ctx context.Context, dir string, o Options, sink func(ctx context.Con
 }
 
 // job is one chunk on its way: hashed by a worker, then added by the
-// assembler, which keeps its data until its pack is finished.
+// assembler, which keeps its buffer, taken from buffers, until its pack
+// is compressed.
 type job struct {
-	entry   int
-	data    []byte
-	digest  [32]byte
-	err     error
-	done    chan struct{}
-	release func()
+	entry  int
+	buf    *[]byte
+	digest [32]byte
+	err    error
+	done   chan struct{}
 }
 
 type builder struct {
@@ -236,7 +277,6 @@ type builder struct {
 	raw      int        // their bytes
 	packs    int        // packs finished so far
 	packJobs chan *packJob
-	pack     []byte // the packer's buffer of the pack being built
 	encs     []*zstd.Encoder
 }
 
@@ -264,13 +304,13 @@ func (b *builder) add(ctx context.Context, j *job) error {
 	if !ok {
 		b.mu.Lock()
 		idx = len(b.ix.Chunks)
-		b.ix.Chunks = append(b.ix.Chunks, Chunk{Digest: d, Size: int64(len(j.data)), Pack: b.packs})
+		b.ix.Chunks = append(b.ix.Chunks, Chunk{Digest: d, Size: int64(len(*j.buf)), Pack: b.packs})
 		b.mu.Unlock()
 		b.seen[d] = idx
 		b.pending = append(b.pending, j)
-		b.raw += len(j.data)
+		b.raw += len(*j.buf)
 	} else {
-		j.release()
+		buffers.put(j.buf)
 	}
 	b.mu.Lock()
 	e := &b.ix.Entries[j.entry]
@@ -298,25 +338,29 @@ func (b *builder) finishPack() {
 
 // finish, on the packer's goroutine, reuses pj's pack when the cache
 // knows it and the destination has it, else compresses it and hands it
-// to the sink; then records it in the index.
+// to the sink; then records it in the index. It takes the buffers of
+// pj's chunks.
 func (b *builder) finish(ctx context.Context, pj *packJob) error {
 	lengths, p, reused := []int64(nil), Pack{}, false
 	if e, ok := b.known(ctx, pj.key, len(pj.pending)); ok {
+		for _, j := range pj.pending {
+			buffers.put(j.buf)
+		}
 		lengths, p, reused = e.Lengths, Pack{Digest: e.Digest, Size: e.Size}, true
 	} else {
 		stored, err := b.compress(pj.pending)
 		if err != nil {
 			return err
 		}
-		b.pack = b.pack[:0]
+		h := sha256.New()
 		lengths = make([]int64, len(stored))
 		for i, s := range stored {
-			lengths[i] = int64(len(s))
-			b.pack = append(b.pack, s...)
+			lengths[i] = int64(len(*s))
+			p.Size += lengths[i]
+			h.Write(*s)
 		}
-		sum := sha256.Sum256(b.pack)
-		p = Pack{Digest: "sha256:" + hex.EncodeToString(sum[:]), Size: int64(len(b.pack))}
-		if err := b.sink(ctx, Blob{Digest: p.Digest, Data: b.pack}); err != nil {
+		p.Digest = "sha256:" + hex.EncodeToString(h.Sum(nil))
+		if err := b.sink(ctx, newBlob(p.Digest, p.Size, stored)); err != nil {
 			return err
 		}
 	}
@@ -368,13 +412,15 @@ func (b *builder) known(ctx context.Context, key string, n int) (PackEntry, bool
 	return e, err == nil && have
 }
 
-// compress returns the stored bytes of chunks, compressed on up to
-// b.workers cores.
-func (b *builder) compress(chunks []*job) ([][]byte, error) {
-	out := make([][]byte, len(chunks))
+// compress returns the stored chunks of chunks, compressed on up to
+// b.workers cores, in buffers from buffers. It takes the chunks' buffers:
+// it hands each back once compressed, or, without compression, returns
+// them as they are.
+func (b *builder) compress(chunks []*job) ([]*[]byte, error) {
+	out := make([]*[]byte, len(chunks))
 	if b.o.Compression == CompressionNone {
 		for i, j := range chunks {
-			out[i] = j.data
+			out[i] = j.buf
 		}
 		return out, nil
 	}
@@ -395,8 +441,11 @@ func (b *builder) compress(chunks []*job) ([][]byte, error) {
 	for _, enc := range b.encs {
 		wg.Go(func() {
 			for i := range next {
-				data := chunks[i].data
-				out[i] = enc.EncodeAll(data, make([]byte, 0, len(data)/2))
+				raw := chunks[i].buf
+				stored := buffers.get(int(maxStored(int64(len(*raw)))))
+				*stored = enc.EncodeAll(*raw, *stored)
+				buffers.put(raw)
+				out[i] = stored
 			}
 		})
 	}
