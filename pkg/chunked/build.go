@@ -121,13 +121,14 @@ func newBlob(digest string, size int64, bufs []*[]byte) Blob {
 // meanwhile). The sink owns each Blob it is handed and releases it once
 // done with it, typically after an upload that may outlast the call: its
 // buffers then serve the next packs. Build waits for sink, so a sink that
-// blocks bounds how many packs it holds. A pack o.Packs knows and o.Exists finds
-// is not rebuilt nor handed to sink. It returns the index, whose Packs
-// list every pack, and what the tree holds. The same tree and options
-// give the same packs and index, whatever the machine. Chunks are hashed,
-// and packs compressed, on every core up to archive.MaxCompressors;
-// besides the packs the sink holds, memory stays within three packs (one
-// filling, one waiting, one being compressed) plus a few chunks per core.
+// blocks bounds how many packs it holds. A pack o.Packs knows and
+// o.Exists finds is not rebuilt nor handed to sink. It returns the index,
+// whose Packs list every pack, and what the tree holds. The same tree and
+// options give the same packs and index, whatever the machine. Chunks are
+// hashed, and packs compressed, on every core up to
+// archive.MaxCompressors; besides the packs the sink holds, memory stays
+// within two packs (one filling, one being compressed) plus a few chunks
+// per core.
 func Build(ctx context.Context, dir string, o Options, sink func(ctx context.Context, b Blob) error) (*Index, archive.Stats, error) {
 	if o.Compression == "" {
 		o.Compression = CompressionZstd
@@ -152,8 +153,11 @@ func Build(ctx context.Context, dir string, o Options, sink func(ctx context.Con
 		})
 	}
 	// The packer compresses and hands out each finished pack while the
-	// next one fills.
-	b.packJobs = make(chan *packJob, 1)
+	// next one fills. No pack waits between them: when the sink holds
+	// back (its uploads are the slower part), the finished pack stays
+	// with the assembler, and the walk stops, rather than a third pack
+	// filling.
+	b.packJobs = make(chan *packJob)
 	packed := make(chan error, 1)
 	go func() {
 		var err error
