@@ -8,9 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"runtime"
-	"slices"
 	"sync"
 
 	"github.com/klauspost/compress/zstd"
@@ -65,54 +63,6 @@ type PackEntry struct {
 	Digest  string  `json:"digest"`
 	Size    int64   `json:"size"`
 	Lengths []int64 `json:"lengths"`
-}
-
-// Blob is a finished pack, as Build hands it to its sink, which owns it
-// from then on.
-type Blob struct {
-	// Digest and Size are the pack's.
-	Digest string
-	Size   int64
-	// Chunks are the pack's stored chunks, in order: the pack is their
-	// concatenation. Read-only, and valid until Release.
-	Chunks [][]byte
-
-	release func()
-}
-
-// Reader returns a reader of the pack's bytes, read from Chunks: a new one
-// for each attempt at an upload, all done with before Release.
-func (b Blob) Reader() io.Reader {
-	bufs := net.Buffers(slices.Clone(b.Chunks)) // Read consumes its slice, not the chunks
-	return &bufs
-}
-
-// Release gives the pack's buffers back to Build, for the packs that
-// follow. The sink, or whoever it hands the Blob to, calls it once done
-// with Chunks and every Reader, from any goroutine, after the sink
-// returned or before; later calls do nothing. A Blob never released costs
-// only the reuse of its buffers.
-func (b Blob) Release() {
-	if b.release != nil {
-		b.release()
-	}
-}
-
-// newBlob makes the Blob of a pack whose stored chunks are bufs, which it
-// takes: Release hands them back to buffers.
-func newBlob(digest string, size int64, bufs []*[]byte) Blob {
-	chunks := make([][]byte, len(bufs))
-	for i, b := range bufs {
-		chunks[i] = *b
-	}
-	var once sync.Once
-	return Blob{Digest: digest, Size: size, Chunks: chunks, release: func() {
-		once.Do(func() {
-			for _, b := range bufs {
-				buffers.put(b)
-			}
-		})
-	}}
 }
 
 // Build cuts the tree of dir into chunks, stores each unique chunk once,

@@ -26,7 +26,9 @@ type store map[string][]byte
 
 func (s store) sink(_ context.Context, b chunked.Blob) error {
 	defer b.Release()
-	data, err := io.ReadAll(b.Reader())
+	r := b.Reader()
+	defer r.Close()
+	data, err := io.ReadAll(r)
 	if err != nil {
 		return err
 	}

@@ -32,8 +32,9 @@ const packUploads = 2
 
 // chunkedPack is a pack as remote.WriteLayer uploads it: read from the
 // chunks Build made, under the digest and size Build computed, so that
-// nothing is copied or hashed again. Stored as it is, its DiffID is its
-// digest, as for a static layer.
+// nothing is copied or hashed again. Each reader holds the chunks until
+// the transport closes it, which may be after WriteLayer returned. Stored
+// as it is, its DiffID is its digest, as for a static layer.
 type chunkedPack struct {
 	b      chunked.Blob
 	digest v1.Hash
@@ -41,7 +42,7 @@ type chunkedPack struct {
 
 func (l chunkedPack) Digest() (v1.Hash, error)             { return l.digest, nil }
 func (l chunkedPack) DiffID() (v1.Hash, error)             { return l.digest, nil }
-func (l chunkedPack) Compressed() (io.ReadCloser, error)   { return io.NopCloser(l.b.Reader()), nil }
+func (l chunkedPack) Compressed() (io.ReadCloser, error)   { return l.b.Reader(), nil }
 func (l chunkedPack) Uncompressed() (io.ReadCloser, error) { return l.Compressed() }
 func (l chunkedPack) Size() (int64, error)                 { return l.b.Size, nil }
 func (l chunkedPack) MediaType() (types.MediaType, error)  { return chunked.PackMediaType, nil }
