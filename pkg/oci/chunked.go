@@ -30,10 +30,10 @@ const FormatChunked = chunked.FormatChunked
 // held while it goes).
 const packUploads = 2
 
-// chunkedPack is a pack as remote.WriteLayer uploads it: read from the
+// chunkedPack is a pack as a remote.Pusher uploads it: read from the
 // chunks Build made, under the digest and size Build computed, so that
 // nothing is copied or hashed again. Each reader holds the chunks until
-// the transport closes it, which may be after WriteLayer returned. Stored
+// the transport closes it, which may be after Upload returned. Stored
 // as it is, its DiffID is its digest, as for a static layer.
 type chunkedPack struct {
 	b      chunked.Blob
@@ -55,6 +55,12 @@ func (c *Client) pushChunked(ctx context.Context, req PushRequest, res *PushResu
 	comp := chunked.CompressionZstd
 	if req.Compression == archive.None {
 		comp = chunked.CompressionNone
+	}
+	// One pusher for every layer: the registry is pinged, and the
+	// credentials resolved, once per push rather than once per pack.
+	pusher, err := remote.NewPusher(opts...)
+	if err != nil {
+		return nil, err
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -96,7 +102,7 @@ func (c *Client) pushChunked(ctx context.Context, req PushRequest, res *PushResu
 				}
 				return
 			}
-			if err := remote.WriteLayer(req.Repository, chunkedPack{b: b, digest: d}, opts...); err != nil {
+			if err := pusher.Upload(ctx, req.Repository, chunkedPack{b: b, digest: d}); err != nil {
 				fail(fmt.Errorf("push pack to %s: %w", req.Repository, classify(err)))
 				return
 			}
@@ -130,7 +136,7 @@ func (c *Client) pushChunked(ctx context.Context, req PushRequest, res *PushResu
 	if err != nil {
 		return nil, err
 	}
-	if err := remote.WriteLayer(req.Repository, static.NewLayer(blob, chunked.IndexMediaType), opts...); err != nil {
+	if err := pusher.Upload(ctx, req.Repository, static.NewLayer(blob, chunked.IndexMediaType)); err != nil {
 		return nil, fmt.Errorf("push index to %s: %w", req.Repository, classify(err))
 	}
 	layers := []v1.Descriptor{artifact.Descriptor(chunked.IndexMediaType, blob)}
