@@ -65,21 +65,20 @@ type PackEntry struct {
 	Lengths []int64 `json:"lengths"`
 }
 
-// Blob is a finished pack.
-type Blob struct {
-	Digest string
-	Data   []byte
-}
-
 // Build cuts the tree of dir into chunks, stores each unique chunk once,
 // compressed, groups them into packs and hands each new pack to sink, in
 // order, from one goroutine (not the caller's: the next pack fills
-// meanwhile); sink must not keep Data after it returns. A pack o.Packs knows and o.Exists finds is not rebuilt nor
-// handed to sink. It returns the index, whose Packs list every pack, and
-// what the tree holds. The same tree and options give the same packs and
-// index, whatever the machine. Chunks are hashed, and packs compressed,
-// on every core up to archive.MaxCompressors; memory stays within one
-// pack, twice, plus a few chunks per core.
+// meanwhile). The sink owns each Blob it is handed and releases it once
+// done with it, typically after an upload that may outlast the call: its
+// buffers then serve the next packs. Build waits for sink, so a sink that
+// blocks bounds how many packs it holds. A pack o.Packs knows and
+// o.Exists finds is not rebuilt nor handed to sink. It returns the index,
+// whose Packs list every pack, and what the tree holds. The same tree and
+// options give the same packs and index, whatever the machine. Chunks are
+// hashed, and packs compressed, on every core up to
+// archive.MaxCompressors; besides the packs the sink holds, memory stays
+// within two packs (one filling, one being compressed) plus a few chunks
+// per core.
 func Build(ctx context.Context, dir string, o Options, sink func(ctx context.Context, b Blob) error) (*Index, archive.Stats, error) {
 	if o.Compression == "" {
 		o.Compression = CompressionZstd
@@ -98,23 +97,23 @@ func Build(ctx context.Context, dir string, o Options, sink func(ctx context.Con
 	for range workers {
 		wg.Go(func() {
 			for j := range jobs {
-				j.digest = sha256.Sum256(j.data)
+				j.digest = sha256.Sum256(*j.buf)
 				close(j.done)
 			}
 		})
 	}
 	// The packer compresses and hands out each finished pack while the
-	// next one fills.
-	b.packJobs = make(chan *packJob, 1)
+	// next one fills. No pack waits between them: when the sink holds
+	// back (its uploads are the slower part), the finished pack stays
+	// with the assembler, and the walk stops, rather than a third pack
+	// filling.
+	b.packJobs = make(chan *packJob)
 	packed := make(chan error, 1)
 	go func() {
 		var err error
 		for pj := range b.packJobs {
 			if err == nil {
 				err = b.finish(ctx, pj)
-			}
-			for _, j := range pj.pending {
-				j.release()
 			}
 			if err != nil {
 				cancel()
@@ -134,7 +133,7 @@ func Build(ctx context.Context, dir string, o Options, sink func(ctx context.Con
 			if err == nil {
 				err = b.add(ctx, j)
 			} else {
-				j.release()
+				buffers.put(j.buf)
 			}
 			if err != nil {
 				cancel()
@@ -142,7 +141,6 @@ func Build(ctx context.Context, dir string, o Options, sink func(ctx context.Con
 		}
 		assembled <- err
 	}()
-	var bufs sync.Pool
 	stats, walkErr := archive.Walk(ctx, dir, o.Limits, func(e *archive.Entry) error {
 		ent := Entry{Path: e.Name, Mode: e.Mode}
 		switch e.Kind {
@@ -168,12 +166,9 @@ func Build(ctx context.Context, dir string, o Options, sink func(ctx context.Con
 			if err != nil {
 				return err
 			}
-			buf, _ := bufs.Get().(*[]byte)
-			if buf == nil {
-				buf = new([]byte)
-			}
-			*buf = append((*buf)[:0], data...)
-			j := &job{entry: entry, data: *buf, done: make(chan struct{}), release: func() { bufs.Put(buf) }}
+			buf := buffers.get(len(data))
+			*buf = append(*buf, data...)
+			j := &job{entry: entry, buf: buf, done: make(chan struct{})}
 			select {
 			case results <- j:
 			case <-ctx.Done():
@@ -214,14 +209,14 @@ func Build(ctx context.Context, dir string, o Options, sink func(ctx context.Con
 }
 
 // job is one chunk on its way: hashed by a worker, then added by the
-// assembler, which keeps its data until its pack is finished.
+// assembler, which keeps its buffer, taken from buffers, until its pack
+// is compressed.
 type job struct {
-	entry   int
-	data    []byte
-	digest  [32]byte
-	err     error
-	done    chan struct{}
-	release func()
+	entry  int
+	buf    *[]byte
+	digest [32]byte
+	err    error
+	done   chan struct{}
 }
 
 type builder struct {
@@ -236,7 +231,6 @@ type builder struct {
 	raw      int        // their bytes
 	packs    int        // packs finished so far
 	packJobs chan *packJob
-	pack     []byte // the packer's buffer of the pack being built
 	encs     []*zstd.Encoder
 }
 
@@ -264,13 +258,13 @@ func (b *builder) add(ctx context.Context, j *job) error {
 	if !ok {
 		b.mu.Lock()
 		idx = len(b.ix.Chunks)
-		b.ix.Chunks = append(b.ix.Chunks, Chunk{Digest: d, Size: int64(len(j.data)), Pack: b.packs})
+		b.ix.Chunks = append(b.ix.Chunks, Chunk{Digest: d, Size: int64(len(*j.buf)), Pack: b.packs})
 		b.mu.Unlock()
 		b.seen[d] = idx
 		b.pending = append(b.pending, j)
-		b.raw += len(j.data)
+		b.raw += len(*j.buf)
 	} else {
-		j.release()
+		buffers.put(j.buf)
 	}
 	b.mu.Lock()
 	e := &b.ix.Entries[j.entry]
@@ -298,25 +292,29 @@ func (b *builder) finishPack() {
 
 // finish, on the packer's goroutine, reuses pj's pack when the cache
 // knows it and the destination has it, else compresses it and hands it
-// to the sink; then records it in the index.
+// to the sink; then records it in the index. It takes the buffers of
+// pj's chunks.
 func (b *builder) finish(ctx context.Context, pj *packJob) error {
 	lengths, p, reused := []int64(nil), Pack{}, false
 	if e, ok := b.known(ctx, pj.key, len(pj.pending)); ok {
+		for _, j := range pj.pending {
+			buffers.put(j.buf)
+		}
 		lengths, p, reused = e.Lengths, Pack{Digest: e.Digest, Size: e.Size}, true
 	} else {
 		stored, err := b.compress(pj.pending)
 		if err != nil {
 			return err
 		}
-		b.pack = b.pack[:0]
+		h := sha256.New()
 		lengths = make([]int64, len(stored))
 		for i, s := range stored {
-			lengths[i] = int64(len(s))
-			b.pack = append(b.pack, s...)
+			lengths[i] = int64(len(*s))
+			p.Size += lengths[i]
+			h.Write(*s)
 		}
-		sum := sha256.Sum256(b.pack)
-		p = Pack{Digest: "sha256:" + hex.EncodeToString(sum[:]), Size: int64(len(b.pack))}
-		if err := b.sink(ctx, Blob{Digest: p.Digest, Data: b.pack}); err != nil {
+		p.Digest = "sha256:" + hex.EncodeToString(h.Sum(nil))
+		if err := b.sink(ctx, newBlob(p.Digest, p.Size, stored)); err != nil {
 			return err
 		}
 	}
@@ -368,13 +366,15 @@ func (b *builder) known(ctx context.Context, key string, n int) (PackEntry, bool
 	return e, err == nil && have
 }
 
-// compress returns the stored bytes of chunks, compressed on up to
-// b.workers cores.
-func (b *builder) compress(chunks []*job) ([][]byte, error) {
-	out := make([][]byte, len(chunks))
+// compress returns the stored chunks of chunks, compressed on up to
+// b.workers cores, in buffers from buffers. It takes the chunks' buffers:
+// it hands each back once compressed, or, without compression, returns
+// them as they are.
+func (b *builder) compress(chunks []*job) ([]*[]byte, error) {
+	out := make([]*[]byte, len(chunks))
 	if b.o.Compression == CompressionNone {
 		for i, j := range chunks {
-			out[i] = j.data
+			out[i] = j.buf
 		}
 		return out, nil
 	}
@@ -395,8 +395,11 @@ func (b *builder) compress(chunks []*job) ([][]byte, error) {
 	for _, enc := range b.encs {
 		wg.Go(func() {
 			for i := range next {
-				data := chunks[i].data
-				out[i] = enc.EncodeAll(data, make([]byte, 0, len(data)/2))
+				raw := chunks[i].buf
+				stored := buffers.get(int(maxStored(int64(len(*raw)))))
+				*stored = enc.EncodeAll(*raw, *stored)
+				buffers.put(raw)
+				out[i] = stored
 			}
 		})
 	}

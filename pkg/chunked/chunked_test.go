@@ -3,6 +3,8 @@ package chunked_test
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -23,7 +25,17 @@ import (
 type store map[string][]byte
 
 func (s store) sink(_ context.Context, b chunked.Blob) error {
-	s[b.Digest] = bytes.Clone(b.Data)
+	defer b.Release()
+	r := b.Reader()
+	defer r.Close()
+	data, err := io.ReadAll(r)
+	if err != nil {
+		return err
+	}
+	if sum := sha256.Sum256(data); int64(len(data)) != b.Size || !bytes.Equal(data, bytes.Join(b.Chunks, nil)) || b.Digest != "sha256:"+hex.EncodeToString(sum[:]) {
+		return fmt.Errorf("pack %s of %d bytes: read %d bytes, of digest %x", b.Digest, b.Size, len(data), sum)
+	}
+	s[b.Digest] = data
 	return nil
 }
 

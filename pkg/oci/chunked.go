@@ -15,6 +15,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/static"
+	"github.com/google/go-containerregistry/pkg/v1/types"
 
 	"github.com/tektoncd/artifacts-csi-driver/pkg/archive"
 	"github.com/tektoncd/artifacts-csi-driver/pkg/artifact"
@@ -29,6 +30,23 @@ const FormatChunked = chunked.FormatChunked
 // held while it goes).
 const packUploads = 2
 
+// chunkedPack is a pack as a remote.Pusher uploads it: read from the
+// chunks Build made, under the digest and size Build computed, so that
+// nothing is copied or hashed again. Each reader holds the chunks until
+// the transport closes it, which may be after Upload returned. Stored
+// as it is, its DiffID is its digest, as for a static layer.
+type chunkedPack struct {
+	b      chunked.Blob
+	digest v1.Hash
+}
+
+func (l chunkedPack) Digest() (v1.Hash, error)             { return l.digest, nil }
+func (l chunkedPack) DiffID() (v1.Hash, error)             { return l.digest, nil }
+func (l chunkedPack) Compressed() (io.ReadCloser, error)   { return l.b.Reader(), nil }
+func (l chunkedPack) Uncompressed() (io.ReadCloser, error) { return l.Compressed() }
+func (l chunkedPack) Size() (int64, error)                 { return l.b.Size, nil }
+func (l chunkedPack) MediaType() (types.MediaType, error)  { return chunked.PackMediaType, nil }
+
 // pushChunked builds the chunked layout of req.Dir, uploads the packs the
 // registry lacks (asking for each with a HEAD, several at once, while the
 // next packs are built), then the index. It returns the layers, index
@@ -37,6 +55,12 @@ func (c *Client) pushChunked(ctx context.Context, req PushRequest, res *PushResu
 	comp := chunked.CompressionZstd
 	if req.Compression == archive.None {
 		comp = chunked.CompressionNone
+	}
+	// One pusher for every layer: the registry is pinged, and the
+	// credentials resolved, once per push rather than once per pack.
+	pusher, err := remote.NewPusher(opts...)
+	if err != nil {
+		return nil, err
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -56,15 +80,17 @@ func (c *Client) pushChunked(ctx context.Context, req PushRequest, res *PushResu
 		}
 	}
 	// The uploads run on this push's ctx: Build's own ends when it returns.
+	// Each pack is sent from Build's buffers, released once sent.
 	sink := func(buildCtx context.Context, b chunked.Blob) error {
 		select {
 		case slots <- struct{}{}:
 		case <-buildCtx.Done():
+			b.Release()
 			return buildCtx.Err()
 		}
-		data := bytes.Clone(b.Data)
 		wg.Go(func() {
 			defer func() { <-slots }()
+			defer b.Release()
 			d, err := v1.NewHash(b.Digest)
 			if err != nil {
 				fail(err)
@@ -76,13 +102,13 @@ func (c *Client) pushChunked(ctx context.Context, req PushRequest, res *PushResu
 				}
 				return
 			}
-			if err := remote.WriteLayer(req.Repository, static.NewLayer(data, chunked.PackMediaType), opts...); err != nil {
+			if err := pusher.Upload(ctx, req.Repository, chunkedPack{b: b, digest: d}); err != nil {
 				fail(fmt.Errorf("push pack to %s: %w", req.Repository, classify(err)))
 				return
 			}
-			uploaded.Add(int64(len(data)))
+			uploaded.Add(b.Size)
 			if c.o.Progress != nil {
-				c.o.Progress(int64(len(data)))
+				c.o.Progress(b.Size)
 			}
 		})
 		return nil
@@ -110,7 +136,7 @@ func (c *Client) pushChunked(ctx context.Context, req PushRequest, res *PushResu
 	if err != nil {
 		return nil, err
 	}
-	if err := remote.WriteLayer(req.Repository, static.NewLayer(blob, chunked.IndexMediaType), opts...); err != nil {
+	if err := pusher.Upload(ctx, req.Repository, static.NewLayer(blob, chunked.IndexMediaType)); err != nil {
 		return nil, fmt.Errorf("push index to %s: %w", req.Repository, classify(err))
 	}
 	layers := []v1.Descriptor{artifact.Descriptor(chunked.IndexMediaType, blob)}
