@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"time"
 
 	"k8s.io/klog/v2"
 
@@ -58,6 +59,7 @@ func (w *writeThrough) Keep(ctx context.Context, v outputs.Volume, dir string) {
 		return // kept already, before a crash or a failed record
 	}
 	key := store.Ref{Backend: v.Backend, Repository: v.Repository, Digest: v.Result.Digest}.CacheKey()
+	start := time.Now()
 	adopted, err := w.cache.AdoptImage(ctx, key, image, func(ctx context.Context, dest string) (archive.Usage, error) {
 		return archive.Normalize(ctx, dest, archive.ReadOnlyModes, archive.Limits{MaxBytes: v.MaxBytes})
 	})
@@ -70,7 +72,7 @@ func (w *writeThrough) Keep(ctx context.Context, v outputs.Volume, dir string) {
 			w.chunks.add(key, v.Result.Contents)
 		}
 		w.metrics.WriteThrough(metrics.WriteThroughAdopted)
-		logger.V(2).Info("Kept a pushed output as its input cache entry", "ref", v.Result.Ref, "cacheKey", key)
+		logger.V(2).Info("Kept a pushed output as its input cache entry", "ref", v.Result.Ref, "cacheKey", key, "duration", time.Since(start))
 	default:
 		w.metrics.WriteThrough(metrics.WriteThroughSkipped)
 	}
