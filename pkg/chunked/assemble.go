@@ -405,10 +405,11 @@ func (a *assembler) copyOf(ci int, size int64) ([]byte, error) {
 	return a.data, nil
 }
 
-// endPack closes the open pack. One read to its declared end must end
-// there: a pack longer than the index says is refused, and the reader
-// (a registry's, which checks the blob's digest at its end) sees its end.
-// A pack left before its end holds nothing that was used unverified.
+// endPack closes the open pack. A pack read to its declared end must end
+// there: one longer than the index says is refused, though every chunk of
+// it was verified, so that a store that serves more than the blob is
+// noticed. A pack left before its end holds nothing that was used
+// unverified.
 func (a *assembler) endPack() error {
 	if !a.packOpen {
 		return nil
