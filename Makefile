@@ -7,7 +7,7 @@ LDFLAGS := -s -w -X main.version=$(VERSION)
 TOOLS_DIR ?= $(HOME)/.cache/tekton-artifacts-tools
 export TOOLS_DIR
 
-.PHONY: help build demo test test-unit lint bench bench-node fuzz tools generate proto conformance cover-rootless clean images dev-cluster dev-down e2e
+.PHONY: help build demo test test-unit lint bench bench-versions bench-node fuzz tools generate proto conformance cover-rootless clean images dev-cluster dev-down e2e
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -59,6 +59,9 @@ fuzz: ## run the extraction and chunked-index fuzzers for FUZZTIME executions ea
 
 bench: build ## side-by-side benchmark against the Konflux baseline (see docs/benchmarks.md)
 	test/bench/run.sh
+
+bench-versions: ## incremental artifacts: chunked layout vs zstd archive, cold and after a 1 MiB change (1 GiB tree)
+	test/bench/versions.sh
 
 bench-node: ## node plugin benchmarks: publish (cache hit, cold, on the producer's node) and unpublish, with baselines (root)
 	test/bench/node.sh
