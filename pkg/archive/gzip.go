@@ -67,122 +67,21 @@ func (a *appender) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// gzipWriter cuts its input into blocks of gzipBlockSize, deflates each as
-// an independent member on up to `workers` goroutines at once, and writes
-// the members in order. The output depends on the input alone. It is
-// zstdWriter's scheme, with members in place of frames.
-type gzipWriter struct {
-	w         io.Writer
-	buf       []byte
-	queue     chan *gzipOut // members in input order; its capacity bounds memory
-	sem       chan struct{} // bounds the members deflated at once
-	done      chan struct{}
-	err       error // set by the writing goroutine before done closes
-	mu        sync.Mutex
-	bufs      sync.Pool // input blocks
-	outs      sync.Pool // members; sized so that random data fits
-	deflaters sync.Pool // *flate.Writer at gzipLevel
-	written   bool
-}
-
-type gzipOut struct {
-	in, out []byte
-	err     error
-	ready   chan struct{}
-}
-
-func newGzipWriter(w io.Writer, workers int) *gzipWriter {
-	z := &gzipWriter{
-		w:     w,
-		queue: make(chan *gzipOut, 2*workers),
-		sem:   make(chan struct{}, workers),
-		done:  make(chan struct{}),
-	}
-	z.bufs.New = func() any { return make([]byte, 0, gzipBlockSize) }
-	z.outs.New = func() any { return make([]byte, 0, gzipBlockSize+gzipBlockSize/64+1024) }
-	z.deflaters.New = func() any {
+// newGzipWriter returns a writer of a gzip layer: its input cut into
+// blocks of gzipBlockSize, each deflated into an independent member on up
+// to `workers` goroutines at once, the members written in order, at most
+// 2×workers of them waiting.
+func newGzipWriter(w io.Writer, workers int) io.WriteCloser {
+	deflaters := sync.Pool{New: func() any {
 		fw, err := flate.NewWriter(nil, gzipLevel)
 		if err != nil {
 			panic(err) // gzipLevel is a valid constant
 		}
 		return fw
-	}
-	z.buf = z.bufs.Get().([]byte)
-	go z.writeMembers()
-	return z
-}
-
-func (z *gzipWriter) Write(p []byte) (int, error) {
-	n := len(p)
-	for len(p) > 0 {
-		if err := z.failed(); err != nil {
-			return n - len(p), err
-		}
-		k := min(len(p), gzipBlockSize-len(z.buf))
-		z.buf = append(z.buf, p[:k]...)
-		p = p[k:]
-		if len(z.buf) == gzipBlockSize {
-			z.flushBlock()
-		}
-	}
-	return n, nil
-}
-
-func (z *gzipWriter) flushBlock() {
-	m := &gzipOut{in: z.buf, ready: make(chan struct{})}
-	z.buf = z.bufs.Get().([]byte)[:0]
-	z.written = true
-	go z.deflate(m)
-	z.queue <- m // blocks while 2×workers members wait to be written
-}
-
-func (z *gzipWriter) deflate(m *gzipOut) {
-	defer close(m.ready)
-	z.sem <- struct{}{}
-	defer func() { <-z.sem }()
-	fw := z.deflaters.Get().(*flate.Writer)
-	defer z.deflaters.Put(fw)
-	m.out, m.err = appendMember(z.outs.Get().([]byte)[:0], m.in, fw)
-}
-
-func (z *gzipWriter) writeMembers() {
-	defer close(z.done)
-	for m := range z.queue {
-		<-m.ready
-		err := m.err
-		if err == nil && z.failed() == nil {
-			_, err = z.w.Write(m.out)
-		}
-		if err != nil {
-			z.fail(err)
-		}
-		z.bufs.Put(m.in[:0])
-		z.outs.Put(m.out[:0])
-	}
-}
-
-func (z *gzipWriter) fail(err error) {
-	z.mu.Lock()
-	defer z.mu.Unlock()
-	if z.err == nil {
-		z.err = err
-	}
-}
-
-func (z *gzipWriter) failed() error {
-	z.mu.Lock()
-	defer z.mu.Unlock()
-	return z.err
-}
-
-// Close deflates what is buffered (an empty input gives one member of
-// empty content), writes every member and waits for them. It does not
-// close the underlying writer.
-func (z *gzipWriter) Close() error {
-	if len(z.buf) > 0 || !z.written {
-		z.flushBlock()
-	}
-	close(z.queue)
-	<-z.done
-	return z.failed()
+	}}
+	return newBlockWriter(w, gzipBlockSize, 2*workers, workers, func(dst, in []byte) ([]byte, error) {
+		fw := deflaters.Get().(*flate.Writer)
+		defer deflaters.Put(fw)
+		return appendMember(dst, in, fw)
+	})
 }

@@ -2,7 +2,6 @@ package archive
 
 import (
 	"io"
-	"sync"
 
 	"github.com/klauspost/compress/zstd"
 )
@@ -12,30 +11,12 @@ import (
 // are compressed at once.
 const zstdChunkSize = 4 << 20
 
-// zstdWriter cuts its input into fixed-size chunks, compresses each as an
-// independent zstd frame on up to `workers` goroutines, and writes the frames
-// in order. A zstd stream may hold any number of frames (RFC 8878 §3.1), so
-// every decoder reads the result. klauspost's streaming encoder does not
-// spread one stream over cores; this does, the way pgzip does for gzip.
-type zstdWriter struct {
-	w       io.Writer
-	enc     *zstd.Encoder // EncodeAll is safe for concurrent use
-	buf     []byte
-	queue   chan *zstdFrame // frames in input order; its capacity bounds memory
-	done    chan struct{}
-	err     error // set by the writing goroutine before done closes
-	mu      sync.Mutex
-	bufs    sync.Pool // input chunks
-	outs    sync.Pool // compressed frames; sized so random data fits
-	written bool
-}
-
-type zstdFrame struct {
-	in, out []byte
-	ready   chan struct{}
-}
-
-func newZstdWriter(w io.Writer, level zstd.EncoderLevel, workers int) (*zstdWriter, error) {
+// newZstdWriter returns a writer of a zstd stream: its input cut into
+// chunks of zstdChunkSize, each compressed as an independent frame on up
+// to `workers` goroutines at once, the frames written in order, at most
+// `workers` of them waiting. A zstd stream may hold any number of frames
+// (RFC 8878 §3.1), so every decoder reads the result.
+func newZstdWriter(w io.Writer, level zstd.EncoderLevel, workers int) (io.WriteCloser, error) {
 	enc, err := zstd.NewWriter(nil,
 		zstd.WithEncoderLevel(level),
 		zstd.WithEncoderConcurrency(workers),
@@ -44,76 +25,20 @@ func newZstdWriter(w io.Writer, level zstd.EncoderLevel, workers int) (*zstdWrit
 	if err != nil {
 		return nil, err
 	}
-	z := &zstdWriter{
-		w:     w,
-		enc:   enc,
-		queue: make(chan *zstdFrame, workers),
-		done:  make(chan struct{}),
-	}
-	z.bufs.New = func() any { return make([]byte, 0, zstdChunkSize) }
-	z.outs.New = func() any { return make([]byte, 0, zstdChunkSize+zstdChunkSize/64+1024) }
-	z.buf = z.bufs.Get().([]byte)
-	go z.writeFrames()
-	return z, nil
+	bw := newBlockWriter(w, zstdChunkSize, workers, workers, func(dst, in []byte) ([]byte, error) {
+		return enc.EncodeAll(in, dst), nil // safe for concurrent use
+	})
+	return zstdWriter{bw, enc}, nil
 }
 
-func (z *zstdWriter) Write(p []byte) (int, error) {
-	n := len(p)
-	for len(p) > 0 {
-		if err := z.failed(); err != nil {
-			return n - len(p), err
-		}
-		k := min(len(p), zstdChunkSize-len(z.buf))
-		z.buf = append(z.buf, p[:k]...)
-		p = p[k:]
-		if len(z.buf) == zstdChunkSize {
-			z.flushChunk()
-		}
-	}
-	return n, nil
+// zstdWriter closes its encoder once every frame is written.
+type zstdWriter struct {
+	*blockWriter
+	enc *zstd.Encoder
 }
 
-func (z *zstdWriter) flushChunk() {
-	f := &zstdFrame{in: z.buf, ready: make(chan struct{})}
-	z.buf = z.bufs.Get().([]byte)[:0]
-	z.written = true
-	go func() {
-		f.out = z.enc.EncodeAll(f.in, z.outs.Get().([]byte)[:0])
-		close(f.ready)
-	}()
-	z.queue <- f // blocks while `workers` frames wait to be written
-}
-
-func (z *zstdWriter) writeFrames() {
-	defer close(z.done)
-	for f := range z.queue {
-		<-f.ready
-		if z.failed() == nil {
-			if _, err := z.w.Write(f.out); err != nil {
-				z.mu.Lock()
-				z.err = err
-				z.mu.Unlock()
-			}
-		}
-		z.bufs.Put(f.in[:0])
-		z.outs.Put(f.out[:0])
-	}
-}
-
-func (z *zstdWriter) failed() error {
-	z.mu.Lock()
-	defer z.mu.Unlock()
-	return z.err
-}
-
-// Close compresses what is buffered, writes every frame and waits for
-// them. It does not close the underlying writer.
-func (z *zstdWriter) Close() error {
-	if len(z.buf) > 0 || !z.written {
-		z.flushChunk()
-	}
-	close(z.queue)
-	<-z.done
+func (z zstdWriter) Close() error {
+	err := z.blockWriter.Close()
 	z.enc.Close()
-	return z.failed()
+	return err
 }
